@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Types shared between the eBPF programs and userspace. Mirrors
+ * hotpage-common/src/lib.rs field for field; both sides assert the sizes and
+ * a test compares the layout found in the built object's BTF with the Rust one.
+ */
+#ifndef HOTPAGE_COMMON_H
+#define HOTPAGE_COMMON_H
+
+/* Event sources; the numbers are pghot's (enum pghot_src). */
+#define HOTPAGE_SRC_HINT_FAULT		0
+#define HOTPAGE_SRC_HW_SAMPLE		1
+#define HOTPAGE_SRC_PGTABLE_SCAN	2
+#define HOTPAGE_NR_SOURCES		3
+
+/* hotpage_event.flags */
+#define HOTPAGE_EV_PMD		0x1	/* fault on a PMD-mapped THP: pfn is the head */
+#define HOTPAGE_EV_NEED_PFN	0x2	/* no pfn from the kernel: userspace resolves vaddr */
+#define HOTPAGE_EV_WRITE	0x4	/* the access was a write, when the hook knows */
+
+#define HOTPAGE_NO_NODE		(-1)
+
+/* One lower-tier access, as it crosses the ring buffer. */
+struct hotpage_event {
+	__u64 pfn;		/* page frame number of the folio's first page */
+	__u64 vaddr;		/* user virtual address of the access */
+	__u64 time_ns;		/* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u32 pid;		/* tgid of the accessing task */
+	__s32 nid;		/* node of the accessing CPU */
+	__s32 page_nid;		/* node holding the page, from the tier map */
+	__u16 source;		/* HOTPAGE_SRC_* */
+	__u8 order;		/* folio order: 0 base page, 9 PMD THP on x86-64 */
+	__u8 flags;		/* HOTPAGE_EV_* */
+};
+_Static_assert(sizeof(struct hotpage_event) == 40, "hotpage_event size");
+
+/* Per-CPU counters each program keeps (index into the `counters` map). */
+#define HOTPAGE_CNT_SEEN	0	/* hook invocations */
+#define HOTPAGE_CNT_NO_PFN	1	/* entry held no decodable pfn */
+#define HOTPAGE_CNT_FILTERED	2	/* pfn not on a lower-tier node */
+#define HOTPAGE_CNT_EMITTED	3	/* events written to the ring */
+#define HOTPAGE_CNT_DROPPED	4	/* ring full: event lost */
+#define HOTPAGE_CNT_WAKEUPS	5	/* forced consumer wake-ups */
+#define HOTPAGE_NR_COUNTERS	6
+
+/* Lower-tier memory, as pfn ranges sorted by start_pfn. */
+#define HOTPAGE_MAX_RANGES	64
+
+struct hotpage_pfn_range {
+	__u64 start_pfn;	/* first pfn */
+	__u64 end_pfn;		/* one past the last pfn */
+	__s32 nid;		/* the node the range belongs to */
+	__u32 reserved;
+};
+_Static_assert(sizeof(struct hotpage_pfn_range) == 24, "hotpage_pfn_range size");
+
+struct hotpage_tier_map {
+	__u32 nr_ranges;	/* valid entries in ranges[] */
+	__u32 reserved;
+	struct hotpage_pfn_range ranges[HOTPAGE_MAX_RANGES];
+};
+_Static_assert(sizeof(struct hotpage_tier_map) == 8 + 24 * HOTPAGE_MAX_RANGES,
+	       "hotpage_tier_map size");
+
+#endif /* HOTPAGE_COMMON_H */

@@ -1,0 +1,169 @@
+//! Types shared between hotpage's eBPF programs (C) and userspace.
+//!
+//! Every type here mirrors `include/hotpage_common.h` field for field. Both sides
+//! assert the sizes; a test in `hotpage-ebpf` reads the layout from the built
+//! object's BTF and compares it with these definitions.
+#![no_std]
+
+/// Base page size on x86-64.
+pub const PAGE_SHIFT: u32 = 12;
+pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+
+/// Memory section size on x86-64 (`SECTION_SIZE_BITS`): 128 MiB.
+pub const SECTION_SIZE_BITS: u32 = 27;
+/// `PFN_SECTION_SHIFT`: pages per section as a shift.
+pub const PFN_SECTION_SHIFT: u32 = SECTION_SIZE_BITS - PAGE_SHIFT;
+/// `PAGES_PER_SECTION`: 32768.
+pub const PAGES_PER_SECTION: u64 = 1 << PFN_SECTION_SHIFT;
+
+/// Folio order of a PMD-mapped THP on x86-64 (2 MiB).
+pub const PMD_ORDER: u8 = 9;
+
+/// `NUMA_NO_NODE`.
+pub const NO_NODE: i32 = -1;
+
+/// Event sources. The numbers are pghot's `enum pghot_src`, so a bit mask of
+/// enabled sources means the same as `vm.pghot_enabled_sources`.
+pub mod source {
+    pub const HINT_FAULT: u16 = 0;
+    pub const HW_SAMPLE: u16 = 1;
+    pub const PGTABLE_SCAN: u16 = 2;
+    pub const COUNT: usize = 3;
+}
+
+/// `HotpageEvent::flags` bits.
+pub mod event_flags {
+    /// Fault on a PMD-mapped THP; `pfn` is the head page.
+    pub const PMD: u8 = 0x1;
+    /// The kernel gave no pfn; userspace resolves `vaddr` through pagemap.
+    pub const NEED_PFN: u8 = 0x2;
+    /// The access was a write, when the hook knows.
+    pub const WRITE: u8 = 0x4;
+}
+
+/// One lower-tier access, as it crosses the ring buffer (`struct hotpage_event`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HotpageEvent {
+    /// Page frame number of the folio's first page.
+    pub pfn: u64,
+    /// User virtual address of the access.
+    pub vaddr: u64,
+    /// CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns`).
+    pub time_ns: u64,
+    /// Thread-group id (process id) of the accessing task.
+    pub pid: u32,
+    /// Node of the accessing CPU.
+    pub nid: i32,
+    /// Node holding the page, from the tier map (`NO_NODE` when unknown).
+    pub page_nid: i32,
+    /// One of [`source`].
+    pub source: u16,
+    /// Folio order: 0 for a base page, 9 for a PMD THP.
+    pub order: u8,
+    /// [`event_flags`] bits.
+    pub flags: u8,
+}
+
+const _: () = assert!(size_of::<HotpageEvent>() == 40);
+const _: () = assert!(align_of::<HotpageEvent>() == 8);
+
+impl HotpageEvent {
+    /// Decodes an event from a ring-buffer record. Returns `None` when the
+    /// record is shorter than an event (a producer from another build).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: the length is checked above; every bit pattern is a valid
+        // HotpageEvent (plain integers), and read_unaligned needs no alignment.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+}
+
+/// Per-CPU counters each program keeps, as indexes into its `counters` map.
+pub mod counter {
+    /// Hook invocations.
+    pub const SEEN: u32 = 0;
+    /// The entry held no decodable pfn.
+    pub const NO_PFN: u32 = 1;
+    /// The pfn is not on a lower-tier node.
+    pub const FILTERED: u32 = 2;
+    /// Events written to the ring.
+    pub const EMITTED: u32 = 3;
+    /// Ring full: event lost.
+    pub const DROPPED: u32 = 4;
+    /// Forced consumer wake-ups.
+    pub const WAKEUPS: u32 = 5;
+    pub const COUNT: u32 = 6;
+    /// Names in index order, for display and metrics.
+    pub const NAMES: [&str; COUNT as usize] = ["seen", "no_pfn", "filtered", "emitted", "dropped", "wakeups"];
+}
+
+/// Maximum number of lower-tier pfn ranges the BPF filter holds.
+pub const MAX_RANGES: usize = 64;
+
+/// A lower-tier pfn range (`struct hotpage_pfn_range`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PfnRange {
+    /// First pfn.
+    pub start_pfn: u64,
+    /// One past the last pfn.
+    pub end_pfn: u64,
+    /// Node the range belongs to.
+    pub nid: i32,
+    pub reserved: u32,
+}
+
+const _: () = assert!(size_of::<PfnRange>() == 24);
+
+/// The lower-tier filter the programs consult (`struct hotpage_tier_map`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TierMap {
+    /// Valid entries in `ranges`, sorted by `start_pfn`, not overlapping.
+    pub nr_ranges: u32,
+    pub reserved: u32,
+    pub ranges: [PfnRange; MAX_RANGES],
+}
+
+const _: () = assert!(size_of::<TierMap>() == 8 + 24 * MAX_RANGES);
+
+impl Default for TierMap {
+    fn default() -> Self {
+        Self { nr_ranges: 0, reserved: 0, ranges: [PfnRange::default(); MAX_RANGES] }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_event_from_unaligned_bytes() {
+        let ev = HotpageEvent {
+            pfn: 0x4_2000,
+            vaddr: 0x7f00_0000_1000,
+            time_ns: 123,
+            pid: 42,
+            nid: 0,
+            page_nid: 1,
+            source: source::HINT_FAULT,
+            order: PMD_ORDER,
+            flags: event_flags::PMD,
+        };
+        let mut buf = [0u8; 41];
+        // SAFETY: HotpageEvent is plain old data of exactly 40 bytes.
+        let raw: [u8; 40] = unsafe { core::mem::transmute(ev) };
+        buf[1..].copy_from_slice(&raw);
+        assert_eq!(HotpageEvent::from_bytes(&buf[1..]), Some(ev));
+        assert_eq!(HotpageEvent::from_bytes(&buf[1..40]), None);
+    }
+
+    #[test]
+    fn section_geometry_is_x86_64() {
+        assert_eq!(PAGES_PER_SECTION, 32768);
+        assert_eq!(PAGES_PER_SECTION * PAGE_SIZE, 128 << 20);
+    }
+}

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * NUMA hint faults. fentry on the function that decides hint-fault migration:
+ * numa_migrate_check() since 6.10, numa_migrate_prep() with the same first
+ * three arguments before. Userspace picks the attach target from the running
+ * kernel's BTF; the program is the same for both.
+ */
+#define HOTPAGE_SOURCE HOTPAGE_SRC_HINT_FAULT
+#include "hotpage.bpf.h"
+
+#define X86_PAGE_PRESENT	0x1ULL
+/* Physical address bits 12..51 (PTE) and 21..51 (PMD leaf). */
+#define X86_PTE_PFN_MASK	0x000ffffffffff000ULL
+#define X86_PMD_PFN_MASK	0x000fffffffe00000ULL
+#define X86_PAGE_SHIFT		12
+/* Sanity bound on a folio order read from the kernel (PUD size). */
+#define MAX_FOLIO_ORDER		18
+
+/*
+ * A NUMA hint fault's entry is PROT_NONE, i.e. not present; x86 stores the pfn
+ * of such entries inverted (L1TF mitigation), so invert before masking.
+ */
+static __always_inline __u64 entry_pfn(__u64 entry, __u64 mask)
+{
+	if (entry && !(entry & X86_PAGE_PRESENT))
+		entry = ~entry;
+	return (entry & mask) >> X86_PAGE_SHIFT;
+}
+
+/*
+ * folio_order(): 0 unless the folio is large (PG_head set on the folio).
+ * fentry arguments are BTF-typed, so fields are read with direct (PROBE_MEM)
+ * loads at CO-RE-relocated offsets rather than bpf_probe_read_kernel() calls.
+ */
+static __always_inline __u8 folio_order_of(struct folio *folio)
+{
+	unsigned long order = 0;
+
+	if (!(folio->flags & (1UL << bpf_core_enum_value(enum pageflags, PG_head))))
+		return 0;
+	if (bpf_core_field_exists(folio->_flags_1))
+		order = folio->_flags_1 & 0xff;
+	else if (bpf_core_field_exists(folio->_folio_order))
+		order = folio->_folio_order;
+	return order <= MAX_FOLIO_ORDER ? order : 0;
+}
+
+SEC("fentry/numa_migrate_check")
+int BPF_PROG(hint_fault, struct folio *folio, struct vm_fault *vmf, unsigned long addr)
+{
+	__u8 order, flags = 0;
+	__u64 pfn;
+	int nid;
+
+	count(HOTPAGE_CNT_SEEN);
+
+	if (vmf->pte) {
+		pfn = entry_pfn(vmf->orig_pte.pte, X86_PTE_PFN_MASK);
+		/* A PTE-mapped large folio has one record: its first pfn's. */
+		order = folio_order_of(folio);
+		pfn &= ~((1ULL << order) - 1);
+	} else {
+		pfn = entry_pfn(vmf->orig_pmd.pmd, X86_PMD_PFN_MASK);
+		order = 9;
+		flags |= HOTPAGE_EV_PMD;
+	}
+	if (!pfn) {
+		count(HOTPAGE_CNT_NO_PFN);
+		return 0;
+	}
+
+	nid = lower_tier_nid(pfn);
+	if (nid == HOTPAGE_NO_NODE) {
+		count(HOTPAGE_CNT_FILTERED);
+		return 0;
+	}
+
+	if (vmf->flags & bpf_core_enum_value(enum fault_flag, FAULT_FLAG_WRITE))
+		flags |= HOTPAGE_EV_WRITE;
+	emit(pfn, addr, bpf_get_current_pid_tgid() >> 32, nid, order, flags);
+	return 0;
+}

@@ -1,0 +1,171 @@
+//! The collector: drains the sources' ring buffers and hands each decoded
+//! event to an [`EventConsumer`] (the hot map, or `hotpage trace`).
+//!
+//! All rings sit in one epoll set, and tokio waits on that set's fd, so one
+//! task serves any number of sources. The programs wake the consumer only every
+//! N events (`wakeup_every`), so a timer drains whatever tail is left.
+
+use std::{
+    future::Future,
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    pin::pin,
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use hotpage_common::HotpageEvent;
+use tokio::io::{Interest, unix::AsyncFd};
+
+/// Receives every event the kernel emitted, in ring order per source.
+pub trait EventConsumer {
+    fn consume(&mut self, event: &HotpageEvent);
+
+    /// Called after each drain (a wake-up or the timer), e.g. to report.
+    fn drained(&mut self) {}
+}
+
+impl<C: EventConsumer + ?Sized> EventConsumer for &mut C {
+    fn consume(&mut self, event: &HotpageEvent) {
+        (**self).consume(event);
+    }
+
+    fn drained(&mut self) {
+        (**self).drained();
+    }
+}
+
+/// What the collector itself counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CollectorStats {
+    /// Events handed to the consumer.
+    pub events: u64,
+    /// Records too short to be an event (never expected).
+    pub malformed: u64,
+    /// Drains started by a ring wake-up.
+    pub wakeups: u64,
+    /// Drains started by the timer.
+    pub timer_drains: u64,
+}
+
+/// An epoll instance holding the ring fds; itself pollable, so tokio can wait on it.
+struct EpollSet {
+    fd: OwnedFd,
+}
+
+impl EpollSet {
+    fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; a negative return is handled below.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: epoll_create1 returned a new descriptor we now own.
+        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    fn add(&self, fd: RawFd) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
+        // SAFETY: both fds are open; ev is a valid epoll_event.
+        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+
+    /// Empties the set's ready list without blocking, so its readiness follows the rings.
+    fn clear(&self) {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: evs is a writable array of 8 epoll_events; timeout 0 never blocks.
+        unsafe { libc::epoll_wait(self.fd.as_raw_fd(), evs.as_mut_ptr(), evs.len() as i32, 0) };
+    }
+}
+
+impl AsRawFd for EpollSet {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Drains ring buffers into a consumer.
+pub struct Collector {
+    rings: Vec<RingBuf<MapData>>,
+    epoll: AsyncFd<EpollSet>,
+    drain_interval: Duration,
+    stats: CollectorStats,
+}
+
+impl Collector {
+    /// Must be called inside a tokio runtime. `drain_interval` bounds how long a
+    /// tail of events (fewer than `wakeup_every`) waits in a ring.
+    pub fn new(rings: Vec<RingBuf<MapData>>, drain_interval: Duration) -> io::Result<Self> {
+        let set = EpollSet::new()?;
+        for ring in &rings {
+            set.add(ring.as_raw_fd())?;
+        }
+        // SAFETY: EpollSet owns its fd and keeps it open, unchanged, for the AsyncFd's life.
+        let epoll = unsafe { AsyncFd::register_with_interest(set, Interest::READABLE)? };
+        Ok(Self { rings, epoll, drain_interval, stats: CollectorStats::default() })
+    }
+
+    pub fn stats(&self) -> CollectorStats {
+        self.stats
+    }
+
+    /// Hands every event now in the rings to `consumer`; returns how many.
+    pub fn drain(&mut self, consumer: &mut impl EventConsumer) -> u64 {
+        drain_rings(&mut self.rings, &mut self.stats, consumer)
+    }
+
+    /// Drains on every wake-up and every `drain_interval` until `shutdown`
+    /// completes, then drains once more so nothing emitted before it is lost.
+    pub async fn run(
+        &mut self,
+        consumer: &mut impl EventConsumer,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<CollectorStats> {
+        let mut shutdown = pin!(shutdown);
+        let mut timer = tokio::time::interval(self.drain_interval);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Disjoint borrows: the readiness future holds `epoll` while a drain uses the rings.
+        let Self { rings, epoll, stats, .. } = self;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                guard = epoll.readable() => {
+                    let mut guard = guard?;
+                    guard.get_inner().clear();
+                    guard.clear_ready();
+                    stats.wakeups += 1;
+                    drain_rings(rings, stats, consumer);
+                }
+                _ = timer.tick() => {
+                    stats.timer_drains += 1;
+                    drain_rings(rings, stats, consumer);
+                }
+            }
+        }
+        self.drain(consumer);
+        Ok(self.stats)
+    }
+}
+
+fn drain_rings(
+    rings: &mut [RingBuf<MapData>],
+    stats: &mut CollectorStats,
+    consumer: &mut impl EventConsumer,
+) -> u64 {
+    let mut n = 0;
+    for ring in rings.iter_mut() {
+        while let Some(item) = ring.next() {
+            match HotpageEvent::from_bytes(&item) {
+                Some(ev) => {
+                    consumer.consume(&ev);
+                    n += 1;
+                }
+                None => stats.malformed += 1,
+            }
+        }
+    }
+    stats.events += n;
+    consumer.drained();
+    n
+}

@@ -1,0 +1,207 @@
+//! Picks the kernel function the hint-fault program attaches to, from the
+//! running kernel's BTF. The program reads `(folio, vmf, addr)`, the first
+//! three arguments of both candidates; older kernels passed a page or a vma
+//! instead, which gives no faulting entry, so they are refused by name.
+
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Btf, BtfType, Type};
+use thiserror::Error;
+
+/// Candidates, newest first: `numa_migrate_check` (6.10+), `numa_migrate_prep` (6.9).
+pub const HINT_FAULT_HOOKS: [&str; 2] = ["numa_migrate_check", "numa_migrate_prep"];
+
+/// The argument types the program needs, in order.
+const WANTED: [&str; 2] = ["folio", "vm_fault"];
+
+#[derive(Debug, Error)]
+pub enum HookError {
+    #[error(
+        "no kernel BTF at {0}: hotpage needs a kernel built with CONFIG_DEBUG_INFO_BTF=y \
+         (Debian, Ubuntu, Fedora and RHEL kernels have it)"
+    )]
+    NoBtf(PathBuf),
+    #[error("cannot parse kernel BTF at {path}: {detail}")]
+    BadBtf { path: PathBuf, detail: String },
+    #[error(
+        "kernel {release} has no NUMA hint-fault hook hotpage can attach to ({found}); the hint-fault \
+         source needs numa_migrate_check (Linux 6.10+) or numa_migrate_prep(struct folio *, struct vm_fault *, ...) \
+         (6.9): upgrade the kernel or use the sample source (--sources samples)"
+    )]
+    Unsupported { release: String, found: String },
+}
+
+/// Parses the kernel's BTF (`/sys/kernel/btf/vmlinux` under `root`).
+pub fn kernel_btf(root: &Path) -> Result<Btf, HookError> {
+    let path = root.join("sys/kernel/btf/vmlinux");
+    if !path.exists() {
+        return Err(HookError::NoBtf(path));
+    }
+    Btf::from_file(&path).map_err(|e| HookError::BadBtf { path, detail: e.to_string() })
+}
+
+/// The hook to attach the hint-fault program to, for a kernel whose BTF is `btf`.
+pub fn hint_fault_hook(btf: &Btf, release: &str) -> Result<&'static str, HookError> {
+    let mut found = Vec::new();
+    for name in HINT_FAULT_HOOKS {
+        let Some(params) = func_param_types(btf, name) else { continue };
+        let fits = params.len() >= 3 && params.iter().zip(WANTED).all(|(p, w)| p == &format!("struct {w} *"));
+        if fits {
+            return Ok(name);
+        }
+        found.push(format!("{name}({})", params.join(", ")));
+    }
+    let found = if found.is_empty() {
+        format!("neither {} nor {} is in its BTF", HINT_FAULT_HOOKS[0], HINT_FAULT_HOOKS[1])
+    } else {
+        format!("found {}", found.join("; "))
+    };
+    Err(HookError::Unsupported { release: release.to_owned(), found })
+}
+
+/// C-like spellings of a function's parameter types (`struct folio *`), or None
+/// when the function is not in the BTF.
+fn func_param_types(btf: &Btf, name: &str) -> Option<Vec<String>> {
+    let func = btf.resolve_types_by_name(name).ok()?.into_iter().find_map(|t| match t {
+        Type::Func(f) => Some(f),
+        _ => None,
+    })?;
+    let Type::FuncProto(proto) = btf.resolve_chained_type(&func).ok()? else { return None };
+    Some(proto.parameters.iter().map(|p| type_spelling(btf, p)).collect())
+}
+
+fn type_spelling(btf: &Btf, ty: &dyn BtfType) -> String {
+    let Ok(t) = btf.resolve_chained_type(ty) else { return "?".to_owned() };
+    let named = |prefix: &str, t: &dyn BtfType| {
+        let name = btf.resolve_name(t).unwrap_or_default();
+        if prefix.is_empty() { name } else { format!("{prefix} {name}") }
+    };
+    match &t {
+        Type::Ptr(p) => format!("{} *", type_spelling(btf, p)),
+        Type::Const(c) => type_spelling(btf, c),
+        Type::Volatile(v) => type_spelling(btf, v),
+        Type::Struct(s) => named("struct", s),
+        Type::Union(u) => named("union", u),
+        Type::Fwd(f) if f.is_union() => named("union", f),
+        Type::Fwd(f) => named("struct", f),
+        Type::Int(i) => named("", i),
+        Type::Typedef(td) => named("", td),
+        Type::Enum(e) => named("enum", e),
+        other => other.name().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes just enough BTF (INT, PTR, STRUCT, FUNC_PROTO, FUNC) for the probe.
+    #[derive(Default)]
+    struct BtfWriter {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        next_id: u32,
+    }
+
+    impl BtfWriter {
+        fn new() -> Self {
+            Self { types: Vec::new(), strings: vec![0], next_id: 1 }
+        }
+        fn str(&mut self, s: &str) -> u32 {
+            let off = self.strings.len() as u32;
+            self.strings.extend_from_slice(s.as_bytes());
+            self.strings.push(0);
+            off
+        }
+        fn ty(&mut self, name: &str, kind: u32, vlen: u32, size_or_type: u32, extra: &[u32]) -> u32 {
+            let name = if name.is_empty() { 0 } else { self.str(name) };
+            for w in [name, (kind << 24) | vlen, size_or_type].iter().chain(extra) {
+                self.types.extend_from_slice(&w.to_le_bytes());
+            }
+            self.next_id += 1;
+            self.next_id - 1
+        }
+        fn int(&mut self, name: &str, size: u32) -> u32 {
+            self.ty(name, 1, 0, size, &[size * 8])
+        }
+        fn ptr(&mut self, to: u32) -> u32 {
+            self.ty("", 2, 0, to, &[])
+        }
+        fn strukt(&mut self, name: &str) -> u32 {
+            self.ty(name, 4, 0, 8, &[])
+        }
+        fn func(&mut self, name: &str, params: &[(&str, u32)], ret: u32) -> u32 {
+            let mut extra = Vec::new();
+            for (pname, pty) in params {
+                extra.push(self.str(pname));
+                extra.push(*pty);
+            }
+            let proto = self.ty("", 13, params.len() as u32, ret, &extra);
+            self.ty(name, 12, 1, proto, &[])
+        }
+        fn finish(self) -> Vec<u8> {
+            let mut out = Vec::new();
+            out.extend_from_slice(&0xeb9f_u16.to_le_bytes());
+            out.extend_from_slice(&[1, 0]);
+            let tl = self.types.len() as u32;
+            for w in [24u32, 0, tl, tl, self.strings.len() as u32] {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+            out.extend_from_slice(&self.types);
+            out.extend_from_slice(&self.strings);
+            out
+        }
+    }
+
+    /// BTF with a hint-fault function named `name` taking `(first *, second *, unsigned long, ...)`.
+    fn kernel_with(name: &str, first: &str, second: &str) -> Btf {
+        let mut w = BtfWriter::new();
+        let int = w.int("int", 4);
+        let ulong = w.int("unsigned long", 8);
+        let a = w.strukt(first);
+        let b = w.strukt(second);
+        let pa = w.ptr(a);
+        let pb = w.ptr(b);
+        let pint = w.ptr(int);
+        w.func(name, &[("a", pa), ("b", pb), ("addr", ulong), ("flags", pint)], int);
+        Btf::from_bytes(&w.finish()).unwrap()
+    }
+
+    #[test]
+    fn picks_numa_migrate_check_on_6_10_and_later() {
+        let btf = kernel_with("numa_migrate_check", "folio", "vm_fault");
+        assert_eq!(hint_fault_hook(&btf, "6.12.0").unwrap(), "numa_migrate_check");
+    }
+
+    #[test]
+    fn falls_back_to_numa_migrate_prep_with_a_vm_fault() {
+        let btf = kernel_with("numa_migrate_prep", "folio", "vm_fault");
+        assert_eq!(hint_fault_hook(&btf, "6.9.0").unwrap(), "numa_migrate_prep");
+    }
+
+    #[test]
+    fn refuses_the_old_page_and_vma_signature_by_name() {
+        let btf = kernel_with("numa_migrate_prep", "page", "vm_area_struct");
+        let err = hint_fault_hook(&btf, "6.1.0-28-amd64").unwrap_err().to_string();
+        assert!(err.contains("kernel 6.1.0-28-amd64"), "{err}");
+        assert!(
+            err.contains("numa_migrate_prep(struct page *, struct vm_area_struct *, unsigned long, int *)"),
+            "{err}"
+        );
+        assert!(err.contains("--sources samples"), "{err}");
+    }
+
+    #[test]
+    fn says_when_neither_function_exists() {
+        let btf = kernel_with("do_numa_page", "vm_fault", "folio");
+        let err = hint_fault_hook(&btf, "5.4.0").unwrap_err().to_string();
+        assert!(err.contains("neither numa_migrate_check nor numa_migrate_prep"), "{err}");
+    }
+
+    #[test]
+    fn missing_btf_names_the_config_option() {
+        let Err(err) = kernel_btf(Path::new("/nonexistent")) else { panic!("BTF found under /nonexistent") };
+        let err = err.to_string();
+        assert!(err.contains("CONFIG_DEBUG_INFO_BTF=y"), "{err}");
+    }
+}

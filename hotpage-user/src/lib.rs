@@ -1,0 +1,20 @@
+//! hotpage: finds hot pages on lower-tier (CXL) memory nodes and promotes them.
+//!
+//! Data flows one way: kernel (eBPF) → ring buffer → collector → hot map →
+//! promoter → stats.
+
+pub mod bpf;
+pub mod cli;
+pub mod collector;
+pub mod kernel;
+pub mod kernel_settings;
+pub mod page_migration;
+pub mod pagemap;
+pub mod perf_event;
+pub mod sysfs;
+pub mod topology;
+pub mod vmstat;
+pub mod zoneinfo;
+
+#[cfg(test)]
+pub(crate) mod test_fixtures;

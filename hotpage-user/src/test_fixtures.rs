@@ -1,0 +1,27 @@
+//! Paths of the fixture trees under `tests/fixtures/` (captures of real machines).
+
+use std::path::PathBuf;
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures")).join(name)
+}
+
+/// The emulated CXL box: node 0 DRAM with the CPUs, node 1 CPU-less lower tier.
+pub fn cxl_box() -> PathBuf {
+    fixture("cxl-box-6.12")
+}
+
+/// This build machine: one node, one tier.
+pub fn single_node() -> PathBuf {
+    fixture("single-node-6.18")
+}
+
+/// Two CPU sockets plus one CXL node at 256 GiB.
+pub fn two_socket_cxl() -> PathBuf {
+    fixture("two-socket-cxl")
+}
+
+/// A kernel without /sys/devices/virtual/memory_tiering.
+pub fn no_tiering() -> PathBuf {
+    fixture("no-tiering-5.15")
+}

@@ -1,0 +1,44 @@
+//! Benchmark runner behind `cargo xtask bench` (needs root for BPF).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use hotpage_tests::bench;
+
+#[derive(Parser)]
+#[command(about = "hotpage benchmarks: hotpage and its baseline side by side")]
+struct Cli {
+    /// Where to write the JSON results.
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Per-event cost in the BPF program and the consumer, batched vs per-event wake-ups.
+    Ring {
+        /// Pages touched (one page fault, one event each) per round.
+        #[arg(long, default_value_t = 131072)]
+        pages: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.bench {
+        Bench::Ring { pages, rounds } => {
+            hotpage_tests::require_root_or_exit();
+            let report = bench::ring::run(pages, rounds)?;
+            bench::ring::print(&report);
+            let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/ring.json"));
+            bench::write_json(&out, &report)?;
+            println!("results: {}", out.display());
+        }
+    }
+    Ok(())
+}

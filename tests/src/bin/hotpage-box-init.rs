@@ -1,0 +1,121 @@
+//! `/init` of the emulated CXL box's initramfs (built by `cargo xtask vm`).
+//!
+//! Mounts the kernel filesystems, runs `/box/run.sh` with busybox's shell,
+//! prints `VMTEST_RC=<rc>` on the console, copies every file the script left
+//! in `/results` to the second serial port (hex, framed), and ends the VM
+//! through QEMU's isa-debug-exit device so the host sees the script's status:
+//! QEMU exits with `(rc << 1) | 1`. A kernel panic ends QEMU with 0 instead.
+
+use std::{
+    ffi::CString,
+    fs,
+    io::Write,
+    os::unix::fs::symlink,
+    process::{Command, ExitStatus},
+};
+
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+
+fn mount(src: &str, target: &str, fstype: &str) {
+    let _ = fs::create_dir_all(target);
+    let c = |s: &str| CString::new(s).unwrap_or_default();
+    let (src_c, target_c, fstype_c) = (c(src), c(target), c(fstype));
+    // SAFETY: all pointers are valid NUL-terminated strings; data is NULL.
+    let rc =
+        unsafe { libc::mount(src_c.as_ptr(), target_c.as_ptr(), fstype_c.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        eprintln!("box-init: mount {fstype} on {target}: {}", std::io::Error::last_os_error());
+    }
+}
+
+fn install_busybox() {
+    let Ok(out) = Command::new("/bin/busybox").arg("--list").output() else {
+        return;
+    };
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        let link = format!("/bin/{applet}");
+        if fs::symlink_metadata(&link).is_err() {
+            let _ = symlink("/bin/busybox", &link);
+        }
+    }
+}
+
+fn exit_code(status: std::io::Result<ExitStatus>) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+        Err(e) => {
+            eprintln!("box-init: cannot run /box/run.sh: {e}");
+            127
+        }
+    }
+}
+
+/// Frames every regular file of /results onto /dev/ttyS1 as hex lines.
+fn send_results() {
+    let Ok(entries) = fs::read_dir("/results") else { return };
+    let Ok(mut port) = fs::OpenOptions::new().write(true).open("/dev/ttyS1") else {
+        eprintln!("box-init: /dev/ttyS1 missing; results not sent");
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let (Some(name), Ok(data)) = (path.file_name().and_then(|n| n.to_str()), fs::read(&path)) else {
+            continue;
+        };
+        let mut text = format!("HOTPAGE-FILE {name} {}\n", data.len());
+        for chunk in data.chunks(64) {
+            for b in chunk {
+                text.push_str(&format!("{b:02x}"));
+            }
+            text.push('\n');
+        }
+        text.push_str("HOTPAGE-END\n");
+        let _ = port.write_all(text.as_bytes());
+    }
+    let _ = port.flush();
+}
+
+fn power_off(rc: i32) -> ! {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    // SAFETY: ioperm grants this process the one debug-exit port; the `out`
+    // instruction writes one byte to it, which QEMU turns into its exit.
+    unsafe {
+        if libc::ioperm(u64::from(DEBUG_EXIT_PORT), 1, 1) == 0 {
+            let value = (rc.clamp(0, 127)) as u8;
+            core::arch::asm!("out dx, al", in("dx") DEBUG_EXIT_PORT, in("al") value);
+        }
+        // Without the device (a plain QEMU), power off instead.
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
+fn main() {
+    mount("proc", "/proc", "proc");
+    mount("sysfs", "/sys", "sysfs");
+    mount("devtmpfs", "/dev", "devtmpfs");
+    mount("debugfs", "/sys/kernel/debug", "debugfs");
+    mount("tracefs", "/sys/kernel/tracing", "tracefs");
+    mount("bpf", "/sys/fs/bpf", "bpf");
+    mount("tmpfs", "/tmp", "tmpfs");
+    mount("tmpfs", "/run", "tmpfs");
+    mount("tmpfs", "/results", "tmpfs");
+    install_busybox();
+
+    let status = Command::new("/bin/sh")
+        .arg("/box/run.sh")
+        .env("PATH", "/bin:/sbin:/usr/bin:/usr/sbin")
+        .env("HOME", "/root")
+        .env("TMPDIR", "/tmp")
+        .current_dir("/tmp")
+        .status();
+    let rc = exit_code(status);
+    send_results();
+    println!("VMTEST_RC={rc}");
+    let _ = std::io::stdout().flush();
+    power_off(rc);
+}

@@ -1,0 +1,26 @@
+//! Helpers shared by hotpage's end-to-end tests: workloads that place memory
+//! on a node, and checks against the kernel's own view (pagemap, vmstat).
+
+pub mod bench;
+pub mod memory;
+pub mod thread_time;
+pub mod workload;
+
+/// Fails the test with a clear line unless it runs as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (BPF, perf events, pagemap pfns): run `cargo xtask test` as root"
+    );
+}
+
+/// For binaries: exits with a one-line error unless running as root.
+pub fn require_root_or_exit() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("error: this needs root (BPF programs and perf events): run it with sudo");
+        std::process::exit(1);
+    }
+}

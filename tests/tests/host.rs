@@ -1,0 +1,197 @@
+//! Root tests on the host kernel: real BPF programs from hotpage's objects
+//! deliver real events through the same ring buffer and collector the daemon
+//! uses. The host refuses fentry, so the hint-fault program itself is proved
+//! in the emulated box (`cargo xtask vm test`); here the sample program runs on
+//! a software page-fault event of this test thread.
+
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use hotpage::{
+    bpf::{CounterSnapshot, LoadOptions, LoadedSource, SourceKind},
+    collector::{Collector, EventConsumer},
+    pagemap::Pagemap,
+    perf_event::{PerfEventAttr, PerfEventFd, attr_flags, perf_type, sample_type, sw_event},
+};
+use hotpage_common::{HotpageEvent, PfnRange, event_flags, source};
+use hotpage_tests::{memory::Region, require_root};
+use std::path::Path;
+
+/// Every event, for the assertions.
+#[derive(Default)]
+struct Collect(Vec<HotpageEvent>);
+
+impl EventConsumer for Collect {
+    fn consume(&mut self, ev: &HotpageEvent) {
+        self.0.push(*ev);
+    }
+}
+
+fn page_fault_event(extra_sample: u64) -> PerfEventAttr {
+    let mut attr = PerfEventAttr::new(perf_type::SOFTWARE, sw_event::PAGE_FAULTS);
+    attr.sample_period = 1;
+    attr.sample_type = sample_type::ADDR | extra_sample;
+    attr.flags = attr_flags::DISABLED | attr_flags::EXCLUDE_KERNEL | attr_flags::EXCLUDE_HV;
+    attr
+}
+
+/// Loads the sample object and attaches it to this thread's page faults.
+fn sample_source(opts: &LoadOptions, extra_sample: u64) -> (LoadedSource, PerfEventFd) {
+    let mut src = LoadedSource::load(SourceKind::HwSample, opts).expect("load the sample object");
+    let prog = src.load_perf_program().expect("load the perf_event program");
+    // pid 0, cpu -1: this thread, wherever it runs.
+    let ev = PerfEventFd::open(&page_fault_event(extra_sample), 0, -1).expect("perf_event_open");
+    ev.attach_bpf(prog.fd().expect("program fd")).expect("PERF_EVENT_IOC_SET_BPF");
+    (src, ev)
+}
+
+fn touch_fresh_pages(n: usize) -> (Region, Vec<u64>) {
+    let region = Region::map(n * 4096).unwrap();
+    region.no_huge_pages().unwrap();
+    for i in 0..n {
+        region.touch(i, 1);
+    }
+    let addrs = (0..n).map(|i| region.page_addr(i)).collect();
+    (region, addrs)
+}
+
+#[test]
+fn page_faults_reach_the_collector_with_pid_and_address() {
+    require_root();
+    let opts = LoadOptions { wakeup_every: 16, ..LoadOptions::default() };
+    let (mut src, perf) = sample_source(&opts, 0);
+    let ring = src.take_ring().unwrap();
+    let counters = src.take_counters().unwrap();
+
+    perf.enable().unwrap();
+    let (_region, addrs) = touch_fresh_pages(256);
+    perf.disable().unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _guard = rt.enter();
+    let mut collector = Collector::new(vec![ring], Duration::from_millis(50)).unwrap();
+    let mut got = Collect::default();
+    collector.drain(&mut got);
+
+    let pid = std::process::id();
+    let seen: HashSet<u64> = got.0.iter().filter(|e| e.pid == pid).map(|e| e.vaddr & !4095).collect();
+    for a in &addrs {
+        assert!(seen.contains(a), "no event for touched page {a:#x}");
+    }
+    for e in &got.0 {
+        assert_eq!(e.source, source::HW_SAMPLE);
+        assert!(e.time_ns > 0);
+    }
+    let c = counters.read().unwrap();
+    assert!(c.seen >= addrs.len() as u64, "{c:?}");
+    assert_eq!(c.emitted, got.0.len() as u64, "every emitted event reached the collector: {c:?}");
+    assert_eq!(c.dropped, 0, "{c:?}");
+    // Batched wake-ups: one per 16 events per CPU, never one per event.
+    assert!(c.wakeups <= c.emitted / 16 + 2, "{c:?}");
+    assert!(c.wakeups >= 1, "{c:?}");
+}
+
+#[test]
+fn ring_wakeups_drive_the_async_collector() {
+    require_root();
+    let opts = LoadOptions { wakeup_every: 1, ..LoadOptions::default() };
+    let (mut src, perf) = sample_source(&opts, 0);
+    let ring = src.take_ring().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    struct CountTo {
+        want: usize,
+        got: usize,
+        done: Arc<tokio::sync::Notify>,
+    }
+    impl EventConsumer for CountTo {
+        fn consume(&mut self, _: &HotpageEvent) {
+            self.got += 1;
+            if self.got == self.want {
+                self.done.notify_one();
+            }
+        }
+    }
+
+    let stats = rt.block_on(async {
+        // No timer drains within the test: only ring wake-ups can deliver.
+        let mut collector = Collector::new(vec![ring], Duration::from_secs(3600)).unwrap();
+        let done = Arc::new(tokio::sync::Notify::new());
+        let mut consumer = CountTo { want: 64, got: 0, done: done.clone() };
+        perf.enable().unwrap();
+        let (_region, _) = touch_fresh_pages(64);
+        perf.disable().unwrap();
+        let shutdown = async move {
+            tokio::select! {
+                _ = done.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(30)) => panic!("wake-ups never delivered 64 events"),
+            }
+        };
+        let stats = collector.run(&mut consumer, shutdown).await.unwrap();
+        assert!(consumer.got >= 64);
+        stats
+    });
+    assert!(stats.wakeups >= 1, "{stats:?}");
+}
+
+/// Copy-on-write faults on present page-cache pages carry the physical address
+/// of the page being copied. Returns the events and that page's pfn per vaddr
+/// (read from pagemap before the writes).
+fn cow_faults_with_tier_map(ranges: &[PfnRange]) -> (Vec<HotpageEvent>, Vec<(u64, u64)>, CounterSnapshot) {
+    let opts = LoadOptions { sample_phys_addr: true, ..LoadOptions::default() };
+    let (mut src, perf) = sample_source(&opts, sample_type::PHYS_ADDR);
+    src.set_lower_tier(ranges).unwrap();
+    let ring = src.take_ring().unwrap();
+    let counters = src.take_counters().unwrap();
+
+    let region = Region::map_private_file(64).unwrap();
+    for i in 0..region.pages() {
+        assert_eq!(region.read(i), 7);
+    }
+    let pagemap = Pagemap::open(Path::new("/"), std::process::id()).unwrap();
+    let before: Vec<(u64, u64)> = (0..region.pages())
+        .map(|i| {
+            let a = region.page_addr(i);
+            (a, pagemap.entry(a).unwrap().pfn().expect("read-mapped page is present"))
+        })
+        .collect();
+    perf.enable().unwrap();
+    for i in 0..region.pages() {
+        region.touch(i, 2);
+    }
+    perf.disable().unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _guard = rt.enter();
+    let mut collector = Collector::new(vec![ring], Duration::from_millis(50)).unwrap();
+    let mut got = Collect::default();
+    collector.drain(&mut got);
+    (got.0, before, counters.read().unwrap())
+}
+
+#[test]
+fn sampled_physical_addresses_pass_the_tier_filter_with_the_right_pfn() {
+    require_root();
+    let all = [PfnRange { start_pfn: 0, end_pfn: u64::MAX, nid: 7, reserved: 0 }];
+    let (events, before, c) = cow_faults_with_tier_map(&all);
+    assert_eq!(c.emitted, 64, "{c:?}");
+    for (vaddr, pfn) in before {
+        let ev = events.iter().find(|e| e.vaddr & !4095 == vaddr).expect("an event per page");
+        assert_eq!(ev.flags & event_flags::NEED_PFN, 0, "a present page has a physical address");
+        assert_eq!(ev.pfn, pfn, "pfn of {vaddr:#x} matches pagemap");
+        assert_eq!(ev.page_nid, 7, "the node comes from the tier map");
+    }
+}
+
+#[test]
+fn pfns_outside_the_tier_map_are_filtered_in_bpf() {
+    require_root();
+    // A range no page of this machine is in.
+    let none = [PfnRange { start_pfn: 1 << 50, end_pfn: (1 << 50) + 1, nid: 1, reserved: 0 }];
+    let (events, _, c) = cow_faults_with_tier_map(&none);
+    assert!(events.is_empty(), "{} events crossed the filter", events.len());
+    assert_eq!(c.filtered, 64, "{c:?}");
+    assert_eq!(c.emitted, 0, "{c:?}");
+}

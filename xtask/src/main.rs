@@ -1,0 +1,207 @@
+//! `cargo xtask`: build helpers, the emulated CXL box and benchmarks.
+//! It orchestrates; the eBPF objects are built by `hotpage-ebpf/build.rs`.
+
+mod cargo;
+mod deps;
+mod vm;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::cargo::{build_bins, build_test, run};
+use crate::vm::{BoxSpec, Payload, sh_quote};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "hotpage build helpers, emulated CXL box and benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The whole test suite, as CI runs it: formatting, lints, unit, object and
+    /// host (root) tests, then the box tests. Installs missing Debian packages.
+    Test {
+        #[command(flatten)]
+        spec: BoxSpec,
+    },
+    /// Install the pinned Debian packages the build and the box need.
+    Deps,
+    /// Run the main job: on a machine with a lower memory tier, hotpage
+    /// itself; elsewhere the same job inside the emulated CXL box.
+    Demo {
+        #[command(flatten)]
+        spec: BoxSpec,
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+    },
+    /// The emulated CXL box (QEMU TCG, two NUMA nodes, node 1 a lower tier).
+    Vm {
+        #[command(subcommand)]
+        cmd: VmCmd,
+    },
+    /// Benchmarks on this machine: hotpage and its baseline side by side.
+    Bench {
+        #[command(subcommand)]
+        bench: HostBench,
+    },
+}
+
+#[derive(Subcommand)]
+enum VmCmd {
+    /// Download the guest kernel into target/vm/kernel (idempotent).
+    Fetch,
+    /// Build the box tests, boot the box, run them there as root.
+    Test {
+        #[command(flatten)]
+        spec: BoxSpec,
+        /// Only tests whose name contains one of these (libtest filters).
+        #[arg(last = true)]
+        filter: Vec<String>,
+    },
+    /// Boot the box and run the main job there: a workload with a hot subset
+    /// of its memory on node 1, watched by hotpage.
+    Demo {
+        #[command(flatten)]
+        spec: BoxSpec,
+        /// Seconds the workload runs.
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum HostBench {
+    /// Per-event cost in the BPF program and in the consumer, batched vs per-event wake-ups.
+    Ring,
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Deps => deps::ensure(),
+        Cmd::Demo { spec, seconds } => demo(&spec, seconds),
+        Cmd::Test { spec } => test_all(&spec),
+        Cmd::Vm { cmd: VmCmd::Fetch } => vm::kernel::fetch().map(|_| ()),
+        Cmd::Vm { cmd: VmCmd::Test { spec, filter } } => vm_test(&spec, &filter),
+        Cmd::Vm { cmd: VmCmd::Demo { spec, seconds } } => vm_demo(&spec, seconds),
+        Cmd::Bench { bench: HostBench::Ring } => host_bench("ring"),
+    }
+}
+
+fn test_all(spec: &BoxSpec) -> Result<()> {
+    deps::ensure()?;
+    run(cargo::cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    if !is_root() {
+        anyhow::bail!(
+            "the host tests load BPF programs and the box needs nothing else: run `sudo cargo xtask test`"
+        );
+    }
+    run(cargo::cargo().args(["test", "--workspace"]))?;
+    vm::kernel::ensure()?;
+    vm_test(spec, &[])
+}
+
+fn vm_test(spec: &BoxSpec, filter: &[String]) -> Result<()> {
+    let hotpage = build_bins("hotpage-user", &["hotpage"], false)?.remove(0);
+    let tests = build_test("hotpage-tests", "vm")?;
+    let workload = build_bins("hotpage-tests", &["hotpage-workload"], false)?.remove(0);
+    let filter: Vec<String> = filter.iter().map(|f| sh_quote(f)).collect();
+    let script = format!(
+        "set -e\n\
+         echo \"box: Linux $(uname -r), nodes $(cat /sys/devices/system/node/online), $(ls /sys/devices/virtual/memory_tiering | grep memory_tier | tr '\\n' ' ')\"\n\
+         export HOTPAGE_BIN=/bin/hotpage HOTPAGE_WORKLOAD=/bin/hotpage-workload RUST_BACKTRACE=1\n\
+         /bin/hotpage-vm-tests --test-threads=1 {}\n",
+        filter.join(" ")
+    );
+    let payload = Payload {
+        binaries: vec![
+            (hotpage, "/bin/hotpage".into()),
+            (tests, "/bin/hotpage-vm-tests".into()),
+            (workload, "/bin/hotpage-workload".into()),
+        ],
+        script,
+    };
+    let outcome = vm::run("test", &payload, spec)?;
+    vm::expect_success(&outcome, "the box tests")
+}
+
+/// Does this machine have a lower memory tier (a CPU-less node in a slower tier)?
+fn has_lower_tier() -> bool {
+    let Ok(tiers) = std::fs::read_dir("/sys/devices/virtual/memory_tiering") else { return false };
+    tiers.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("memory_tier")).count() > 1
+}
+
+fn demo(spec: &BoxSpec, seconds: u32) -> Result<()> {
+    deps::ensure()?;
+    if !has_lower_tier() {
+        eprintln!("xtask: this machine has one memory tier; running the main job in the emulated CXL box");
+        return vm_demo(spec, seconds);
+    }
+    if !is_root() {
+        anyhow::bail!("hotpage loads BPF programs: run `sudo cargo xtask demo`");
+    }
+    let hotpage = build_bins("hotpage-user", &["hotpage"], true)?.remove(0);
+    eprintln!("xtask: lower memory tier found; running hotpage here for {seconds} s");
+    run(std::process::Command::new(hotpage).args([
+        "trace",
+        "--set-tiering",
+        "--summary-only",
+        "--duration",
+        &seconds.to_string(),
+    ]))
+}
+
+fn vm_demo(spec: &BoxSpec, seconds: u32) -> Result<()> {
+    let hotpage = build_bins("hotpage-user", &["hotpage"], false)?.remove(0);
+    let workload = build_bins("hotpage-tests", &["hotpage-workload"], false)?.remove(0);
+    let trace_secs = seconds.saturating_sub(8).max(5);
+    let script = format!(
+        "set -e\n\
+         echo '== the box: node 0 DRAM (top tier), node 1 CPU-less CXL stand-in (lower tier)'\n\
+         /bin/hotpage nodes 2>/dev/null || cat /sys/devices/virtual/memory_tiering/*/nodelist\n\
+         echo '== workload: 256 MiB placed on node 1, 90% of accesses to a 32 MiB hot set'\n\
+         /bin/hotpage-workload hot-set --node 1 --size-mib 256 --hot-mib 32 --seconds {seconds} &\n\
+         W=$!\n\
+         sleep 3\n\
+         echo '== hotpage trace: live hint faults of the workload (first 25)'\n\
+         /bin/hotpage trace --set-tiering --pid $W --count 25\n\
+         echo '== hotpage trace: per-second summary'\n\
+         /bin/hotpage trace --set-tiering --pid $W --summary-only --duration {trace_secs}\n\
+         wait $W\n"
+    );
+    let payload = Payload {
+        binaries: vec![(hotpage, "/bin/hotpage".into()), (workload, "/bin/hotpage-workload".into())],
+        script,
+    };
+    let outcome = vm::run("demo", &payload, spec)?;
+    vm::expect_success(&outcome, "the demo")
+}
+
+fn host_bench(name: &str) -> Result<()> {
+    if !is_root() {
+        anyhow::bail!("benchmarks load BPF programs: run `sudo cargo xtask bench {name}`");
+    }
+    let bench = build_bins("hotpage-tests", &["hotpage-bench"], true)?.remove(0);
+    let out = cargo::target_dir().join("bench").join(format!("{name}.json"));
+    run(std::process::Command::new(bench).arg(name).arg("--out").arg(out))
+}

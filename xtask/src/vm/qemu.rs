@@ -1,0 +1,217 @@
+//! Boots the box: QEMU with TCG (the host's /dev/kvm cannot run a normal
+//! guest), two NUMA nodes described by HMAT so that node 1 lands in a lower
+//! memory tier, the console streamed live, a second serial port for result
+//! files, and isa-debug-exit for the guest's exit status.
+
+use std::{
+    collections::VecDeque,
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+/// Box hardware, overridable from the command line.
+#[derive(Clone, Debug, Args)]
+pub struct BoxSpec {
+    /// Virtual CPUs (all on node 0).
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// Memory of node 0 (DRAM, top tier), MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub node0_mib: u32,
+    /// Memory of node 1 (CPU-less "CXL", lower tier), MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub node1_mib: u32,
+    /// Kill the guest after this many seconds and report a hang.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+}
+
+/// HMAT latency (ns) and bandwidth: node 1 is 3× slower, so the kernel puts it
+/// in a lower tier (memory_tier56 against memory_tier4 for node 0).
+const HMAT: [&str; 4] = [
+    "hmat-lb,initiator=0,target=0,hierarchy=memory,data-type=access-latency,latency=80",
+    "hmat-lb,initiator=0,target=0,hierarchy=memory,data-type=access-bandwidth,bandwidth=20G",
+    "hmat-lb,initiator=0,target=1,hierarchy=memory,data-type=access-latency,latency=250",
+    "hmat-lb,initiator=0,target=1,hierarchy=memory,data-type=access-bandwidth,bandwidth=5G",
+];
+
+/// What came back from the guest.
+pub struct BoxOutcome {
+    /// The script's exit status inside the guest.
+    pub rc: i32,
+    /// Files the guest left in /results.
+    pub results: Vec<(String, Vec<u8>)>,
+    pub elapsed: Duration,
+}
+
+fn qemu_command(kernel: &Path, initrd: &Path, serial1: &Path, spec: &BoxSpec) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+        .args(["-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35,hmat=on"])
+        .args(["-smp", &spec.cpus.to_string()])
+        .args(["-m", &format!("{}M", spec.node0_mib + spec.node1_mib)])
+        .args(["-object", &format!("memory-backend-ram,size={}M,id=m0", spec.node0_mib)])
+        .args(["-object", &format!("memory-backend-ram,size={}M,id=m1", spec.node1_mib)])
+        .args(["-numa", &format!("node,nodeid=0,cpus=0-{},memdev=m0", spec.cpus.saturating_sub(1))])
+        .args(["-numa", "node,nodeid=1,memdev=m1,initiator=0"]);
+    for h in HMAT {
+        c.args(["-numa", h]);
+    }
+    c.args(["-serial", "stdio"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial1.display()))
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        // mitigations=off: speculation defences only slow TCG down here.
+        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=4 mitigations=off rdinit=/init"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Boots the box, streams its console, and returns the guest's status. Fails
+/// with the console's tail on a kernel panic, a hang, or a QEMU error.
+pub fn boot(kernel: &Path, initramfs: Vec<u8>, spec: &BoxSpec, work: &Path) -> Result<BoxOutcome> {
+    fs::create_dir_all(work)?;
+    let initrd = work.join("initramfs.cpio");
+    fs::write(&initrd, initramfs)?;
+    let serial1 = work.join("serial1.out");
+    let _ = fs::remove_file(&serial1);
+
+    let start = Instant::now();
+    let mut child = qemu_command(kernel, &initrd, &serial1, spec)
+        .spawn()
+        .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+    let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+    let rc_seen = Arc::new(Mutex::new(None::<i32>));
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    let reader = {
+        let tail = tail.clone();
+        let rc_seen = rc_seen.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
+                println!("{line}");
+                if let Some(rc) = line.trim().strip_prefix("VMTEST_RC=").and_then(|r| r.parse().ok())
+                    && let Ok(mut g) = rc_seen.lock()
+                {
+                    *g = Some(rc);
+                }
+                if let Ok(mut t) = tail.lock() {
+                    t.push_back(line);
+                    if t.len() > 60 {
+                        t.pop_front();
+                    }
+                }
+            }
+        })
+    };
+    let mut stderr = child.stderr.take().context("qemu stderr")?;
+    let err_reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+
+    let deadline = Duration::from_secs(spec.timeout);
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let _ = reader.join();
+    let qemu_err = err_reader.join().unwrap_or_default();
+    let tail_text = tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n")).unwrap_or_default();
+    let guest_rc = rc_seen.lock().ok().and_then(|g| *g);
+    let elapsed = start.elapsed();
+
+    let Some(status) = status else {
+        bail!("the box hung: no exit after {} s (--timeout). Last console lines:\n{tail_text}", spec.timeout);
+    };
+    if tail_text.contains("Kernel panic") {
+        bail!("the guest kernel panicked. Last console lines:\n{tail_text}");
+    }
+    let Some(rc) = guest_rc else {
+        bail!(
+            "the box ended without reporting a status (QEMU {status}){}. Last console lines:\n{tail_text}",
+            if qemu_err.trim().is_empty() { String::new() } else { format!(": {}", qemu_err.trim()) }
+        );
+    };
+    // isa-debug-exit: QEMU exits with (value << 1) | 1.
+    match status.code() {
+        Some(code) if code == ((rc.clamp(0, 127) << 1) | 1) => {}
+        other => bail!(
+            "QEMU exit {other:?} disagrees with the guest status {rc}. Last console lines:\n{tail_text}"
+        ),
+    }
+    let results = parse_results(&fs::read(&serial1).unwrap_or_default());
+    Ok(BoxOutcome { rc, results, elapsed })
+}
+
+/// Decodes the framed hex files the guest init wrote to its second serial port.
+pub fn parse_results(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let text = String::from_utf8_lossy(raw);
+    let mut out = Vec::new();
+    let mut current: Option<(String, Vec<u8>)> = None;
+    for line in text.lines().map(|l| l.trim_end_matches('\r')) {
+        if let Some(rest) = line.strip_prefix("HOTPAGE-FILE ") {
+            let name = rest.split_whitespace().next().unwrap_or("unnamed").to_owned();
+            current = Some((name, Vec::new()));
+        } else if line == "HOTPAGE-END" {
+            if let Some(f) = current.take() {
+                out.push(f);
+            }
+        } else if let Some((_, data)) = current.as_mut() {
+            let bytes = line.as_bytes();
+            for pair in bytes.chunks_exact(2) {
+                if let Ok(b) = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("00"), 16) {
+                    data.push(b);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Where the guest's result files are written on the host.
+pub fn save_results(results: &[(String, Vec<u8>)], dir: &Path) -> Result<Vec<PathBuf>> {
+    fs::create_dir_all(dir)?;
+    let mut paths = Vec::new();
+    for (name, data) in results {
+        let safe: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).collect();
+        let p = dir.join(safe);
+        fs::write(&p, data)?;
+        paths.push(p);
+    }
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_framed_results() {
+        let raw = b"HOTPAGE-FILE a.json 3\r\n616263\r\nHOTPAGE-END\r\nnoise\nHOTPAGE-FILE b 0\nHOTPAGE-END\n";
+        let r = parse_results(raw);
+        assert_eq!(r, vec![("a.json".to_owned(), b"abc".to_vec()), ("b".to_owned(), vec![])]);
+    }
+}

@@ -5,13 +5,16 @@
 
 pub mod bpf;
 pub mod cli;
+pub mod clock;
 pub mod collector;
+pub mod hotmap;
 pub mod kernel;
 pub mod kernel_settings;
 pub mod page_migration;
 pub mod pagemap;
 pub mod perf_event;
 pub mod sysfs;
+pub mod thread_counter;
 pub mod topology;
 pub mod vmstat;
 pub mod zoneinfo;

@@ -9,12 +9,14 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use hotpage::{
     bpf::{LoadOptions, LoadedSource, SourceCounters, SourceKind},
     collector::{Collector, EventConsumer},
+    hotmap::{HotMap, HotMapConfig, HotMapFeeder, MemoryLayout},
     kernel,
     kernel_settings::{
         self, NUMA_BALANCING, PROMOTE_RATE_LIMIT, SCAN_DELAY_MS, SCAN_PERIOD_MAX_MS, SCAN_PERIOD_MIN_MS,
@@ -263,6 +265,67 @@ fn the_kernel_promotes_nothing_while_hint_faults_flow_to_hotpage() {
         kernel_settings::read_value(&root().join(PROMOTE_RATE_LIMIT)).unwrap(),
     );
     assert_eq!(after, before);
+}
+
+/// Both: this test's events and the hot map they feed.
+struct Tee<'a> {
+    events: &'a mut Events,
+    feeder: &'a mut HotMapFeeder,
+}
+
+impl EventConsumer for Tee<'_> {
+    fn consume(&mut self, ev: &HotpageEvent) {
+        self.events.consume(ev);
+        self.feeder.consume(ev);
+    }
+
+    fn drained(&mut self) {
+        self.feeder.drained();
+    }
+}
+
+#[test]
+fn hint_faults_feed_the_hot_map_and_repeatedly_faulted_pages_become_ready() {
+    let topo = in_the_box();
+    let _k = tiering_session();
+    let mut faults = HintFaults::attach(&topo);
+    let map = Arc::new(HotMap::new(&MemoryLayout::from(&topo), HotMapConfig::default(), 1 << 16).unwrap());
+    map.start();
+    let mut feeder = HotMapFeeder::new(map.clone());
+    let region = region_on_node1(16, false);
+    let mut events = Events::default();
+    // Every page faults once per scan pass (100 ms to 1 s apart here); two
+    // passes within the 3 s window make it ready.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(90) && map.ready_pages(1) < region.pages() as u64 / 2 {
+        for i in 0..region.pages() {
+            std::hint::black_box(region.read(i));
+        }
+        faults.collector.drain(&mut Tee { events: &mut events, feeder: &mut feeder });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ready = map.ready_pages(1);
+    assert!(ready >= region.pages() as u64 / 2, "{ready} of {} pages ready", region.pages());
+    let stats = feeder.stats();
+    assert_eq!(stats.newly_ready, ready, "nothing walked the map, so every ready page is still there");
+    assert_eq!(map.counters().recorded_accesses, stats.updated);
+    assert!(map.counters().recorded_hintfaults >= stats.updated);
+
+    // Every ready page is one of ours, with a hint that points back to it.
+    let pagemap = Pagemap::open(root(), std::process::id()).unwrap();
+    let (start, end) = (region.addr(), region.addr() + region.len() as u64);
+    let mut seen = 0;
+    map.walk_node(1, |p| {
+        let hint = map.hints().get(p.pfn).expect("a ready page has a hint");
+        assert_eq!(hint.pid, std::process::id());
+        assert!((start..end).contains(&hint.vaddr), "{:#x}", hint.vaddr);
+        assert_eq!(pagemap.entry(hint.vaddr).unwrap().pfn(), Some(p.pfn));
+        assert!(p.fields.freq >= 2);
+        seen += 1;
+        hotpage::hotmap::WalkControl::Continue
+    });
+    assert_eq!(seen, ready);
+    assert_eq!(map.ready_pages(1), 0, "the walk took them all");
 }
 
 fn hotpage_bin() -> PathBuf {

@@ -17,6 +17,9 @@ use super::Shutdown;
 use crate::{
     bpf::{CounterSnapshot, LoadOptions, LoadedSource, SourceCounters, SourceKind},
     collector::{Collector, EventConsumer},
+    hotmap::{
+        DEFAULT_HINT_CAPACITY, FeedStats, HotMap, HotMapConfig, HotMapCounters, HotMapFeeder, MemoryLayout,
+    },
     kernel,
     kernel_settings::{self, SavedSetting, SettingsGuard},
     sysfs::read_u64,
@@ -95,9 +98,15 @@ async fn trace(root: &Path, run_dir: &Path, args: TraceArgs) -> Result<()> {
     src.attach_fentry(hook)?;
     tracing::info!(hook, ranges = ranges.len(), "hint-fault program attached");
 
+    // The events also feed a hot map, as in `hotpage run`, so its counters show
+    // what the promoter would see. Nothing walks it here.
+    let map = HotMap::new(&MemoryLayout::from(&topo), HotMapConfig::default(), DEFAULT_HINT_CAPACITY)?;
+    map.start();
+    let feeder = HotMapFeeder::new(Arc::new(map));
+
     let mut collector = Collector::new(vec![ring], Duration::from_millis(args.drain_interval_ms))?;
     let done = Arc::new(Notify::new());
-    let mut printer = Printer::new(&args, vec![(SourceKind::HintFault, counters)], done.clone());
+    let mut printer = Printer::new(&args, vec![(SourceKind::HintFault, counters)], feeder, done.clone());
     printer.header()?;
     let limit = args.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
     let stop = shutdown.wait(limit, async move { done.notified().await });
@@ -175,6 +184,17 @@ struct SummaryLine<'a> {
     bpf: CounterSnapshot,
 }
 
+/// The hot map's side of a summary (cumulative).
+#[derive(Serialize)]
+struct HotMapLine {
+    r#type: &'static str,
+    elapsed_s: f64,
+    counters: HotMapCounters,
+    feed: FeedStats,
+    hints: usize,
+    hint_evictions: u64,
+}
+
 /// Prints events and, once a second, a summary per source.
 struct Printer {
     out: BufWriter<io::Stdout>,
@@ -187,12 +207,18 @@ struct Printer {
     start: Instant,
     last_summary: Instant,
     sources: Vec<(SourceKind, SourceCounters, CounterSnapshot)>,
+    feeder: HotMapFeeder,
     done: Arc<Notify>,
     broken: bool,
 }
 
 impl Printer {
-    fn new(args: &TraceArgs, sources: Vec<(SourceKind, SourceCounters)>, done: Arc<Notify>) -> Self {
+    fn new(
+        args: &TraceArgs,
+        sources: Vec<(SourceKind, SourceCounters)>,
+        feeder: HotMapFeeder,
+        done: Arc<Notify>,
+    ) -> Self {
         let now = Instant::now();
         let sources = sources
             .into_iter()
@@ -212,6 +238,7 @@ impl Printer {
             start: now,
             last_summary: now,
             sources,
+            feeder,
             done,
             broken: false,
         }
@@ -301,6 +328,31 @@ impl Printer {
                 )?;
             }
         }
+        let map = self.feeder.map();
+        let line = HotMapLine {
+            r#type: "hotmap",
+            elapsed_s: elapsed,
+            counters: map.counters(),
+            feed: self.feeder.stats(),
+            hints: map.hints().len(),
+            hint_evictions: map.hints().evictions(),
+        };
+        if self.json {
+            serde_json::to_writer(&mut self.out, &line)?;
+            writeln!(self.out)?;
+        } else {
+            writeln!(
+                self.out,
+                "-- {:>7.1}s hot map: recorded {} accesses ({} hint faults, {} hw hints), {} pages became ready, {} hints ({} evicted)",
+                elapsed,
+                line.counters.recorded_accesses,
+                line.counters.recorded_hintfaults,
+                line.counters.recorded_hwhints,
+                line.feed.newly_ready,
+                line.hints,
+                line.hint_evictions
+            )?;
+        }
         self.last_summary = now;
         Ok(())
     }
@@ -325,8 +377,8 @@ impl Printer {
     }
 }
 
-impl EventConsumer for Printer {
-    fn consume(&mut self, ev: &HotpageEvent) {
+impl Printer {
+    fn print(&mut self, ev: &HotpageEvent) {
         if self.broken || self.pid.is_some_and(|p| p != ev.pid) {
             return;
         }
@@ -343,8 +395,23 @@ impl EventConsumer for Printer {
             self.done.notify_one();
         }
     }
+}
+
+impl EventConsumer for Printer {
+    fn consume(&mut self, ev: &HotpageEvent) {
+        self.feeder.consume(ev);
+        self.print(ev);
+    }
+
+    fn consume_batch(&mut self, events: &[HotpageEvent]) {
+        self.feeder.consume_batch(events);
+        for ev in events {
+            self.print(ev);
+        }
+    }
 
     fn drained(&mut self) {
+        self.feeder.drained();
         if self.broken {
             return;
         }

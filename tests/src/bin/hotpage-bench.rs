@@ -26,6 +26,14 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// record_access cost (uniform and zipfian), memory per page, walk cost.
+    Hotmap {
+        /// Accesses per stream.
+        #[arg(long, default_value_t = 20_000_000)]
+        accesses: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -36,6 +44,13 @@ fn main() -> Result<()> {
             let report = bench::ring::run(pages, rounds)?;
             bench::ring::print(&report);
             let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/ring.json"));
+            bench::write_json(&out, &report)?;
+            println!("results: {}", out.display());
+        }
+        Bench::Hotmap { accesses, rounds } => {
+            let report = bench::hotmap::run(accesses, rounds);
+            bench::hotmap::print(&report);
+            let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/hotmap.json"));
             bench::write_json(&out, &report)?;
             println!("results: {}", out.display());
         }

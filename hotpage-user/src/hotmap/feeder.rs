@@ -1,0 +1,265 @@
+//! Feeds collector events into the hot map: the consumer the collector hands
+//! every event to in `hotpage run` and `hotpage trace`.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering::Relaxed},
+};
+
+use hotpage_common::{HotpageEvent, event_flags};
+use serde::Serialize;
+
+use super::{Access, Hint, HotMap, RecordError, Recorded};
+use crate::{clock::ns_to_tick, collector::EventConsumer};
+
+/// How the events fed so far fared, by `record_access()` outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FeedStats {
+    pub events: u64,
+    pub not_started: u64,
+    pub source_disabled: u64,
+    pub same_node: u64,
+    pub top_tier: u64,
+    pub not_online: u64,
+    pub no_record_array: u64,
+    pub updated: u64,
+    /// Accesses that made a page ready (it becomes a promotion candidate).
+    pub newly_ready: u64,
+    pub invalid_node: u64,
+    pub unknown_source: u64,
+    /// Events still without a pfn (a resolver should have handled them).
+    pub unresolved: u64,
+}
+
+const FIELDS: usize = 12;
+
+impl FeedStats {
+    fn to_array(self) -> [u64; FIELDS] {
+        [
+            self.events,
+            self.not_started,
+            self.source_disabled,
+            self.same_node,
+            self.top_tier,
+            self.not_online,
+            self.no_record_array,
+            self.updated,
+            self.newly_ready,
+            self.invalid_node,
+            self.unknown_source,
+            self.unresolved,
+        ]
+    }
+
+    fn from_array(a: [u64; FIELDS]) -> Self {
+        Self {
+            events: a[0],
+            not_started: a[1],
+            source_disabled: a[2],
+            same_node: a[3],
+            top_tier: a[4],
+            not_online: a[5],
+            no_record_array: a[6],
+            updated: a[7],
+            newly_ready: a[8],
+            invalid_node: a[9],
+            unknown_source: a[10],
+            unresolved: a[11],
+        }
+    }
+}
+
+/// Shared, readable view of a feeder's stats (published after each drain).
+#[derive(Default)]
+pub struct FeedCounters([AtomicU64; FIELDS]);
+
+impl FeedCounters {
+    pub fn snapshot(&self) -> FeedStats {
+        FeedStats::from_array(std::array::from_fn(|i| self.0[i].load(Relaxed)))
+    }
+}
+
+pub struct HotMapFeeder {
+    map: Arc<HotMap>,
+    stats: FeedStats,
+    published: Arc<FeedCounters>,
+    /// Reused per batch: the accesses and the events they came from.
+    accesses: Vec<Access>,
+    origins: Vec<usize>,
+}
+
+impl HotMapFeeder {
+    pub fn new(map: Arc<HotMap>) -> Self {
+        Self {
+            map,
+            stats: FeedStats::default(),
+            published: Arc::default(),
+            accesses: Vec::new(),
+            origins: Vec::new(),
+        }
+    }
+
+    pub fn stats(&self) -> FeedStats {
+        self.stats
+    }
+
+    pub fn counters(&self) -> Arc<FeedCounters> {
+        self.published.clone()
+    }
+
+    pub fn map(&self) -> &Arc<HotMap> {
+        &self.map
+    }
+}
+
+impl HotMapFeeder {
+    fn outcome(&mut self, ev: &HotpageEvent, now: u64, result: Result<Recorded, RecordError>) {
+        let s = &mut self.stats;
+        match result {
+            Ok(Recorded::Updated { ready, newly_ready }) => {
+                s.updated += 1;
+                if newly_ready {
+                    s.newly_ready += 1;
+                }
+                // A ready page needs (pid, vaddr) for move_pages; refresh it on
+                // every ready access so the newest mapping wins.
+                if ready {
+                    let head = ev.pfn & !((1u64 << ev.order.min(18)) - 1);
+                    self.map.hints().insert(head, Hint { pid: ev.pid, vaddr: ev.vaddr, tick: now });
+                }
+            }
+            Ok(Recorded::NotStarted) => s.not_started += 1,
+            Ok(Recorded::SourceDisabled) => s.source_disabled += 1,
+            Ok(Recorded::SameNode) => s.same_node += 1,
+            Ok(Recorded::TopTier) => s.top_tier += 1,
+            Ok(Recorded::NotOnline) => s.not_online += 1,
+            Ok(Recorded::NoRecordArray) => s.no_record_array += 1,
+            Err(RecordError::InvalidNode(_)) => s.invalid_node += 1,
+            Err(RecordError::UnknownSource(_)) => s.unknown_source += 1,
+        }
+    }
+}
+
+fn access_of(ev: &HotpageEvent) -> Access {
+    Access { pfn: ev.pfn, order: ev.order, nid: ev.nid, src: ev.source, now: ns_to_tick(ev.time_ns) }
+}
+
+impl EventConsumer for HotMapFeeder {
+    fn consume(&mut self, ev: &HotpageEvent) {
+        self.stats.events += 1;
+        if ev.flags & event_flags::NEED_PFN != 0 {
+            self.stats.unresolved += 1;
+            return;
+        }
+        let a = access_of(ev);
+        let result = self.map.record_access(a.pfn, a.order, a.nid, a.src, a.now);
+        self.outcome(ev, a.now, result);
+    }
+
+    fn consume_batch(&mut self, events: &[HotpageEvent]) {
+        self.accesses.clear();
+        self.origins.clear();
+        for (i, ev) in events.iter().enumerate() {
+            self.stats.events += 1;
+            if ev.flags & event_flags::NEED_PFN != 0 {
+                self.stats.unresolved += 1;
+                continue;
+            }
+            self.accesses.push(access_of(ev));
+            self.origins.push(i);
+        }
+        let map = self.map.clone();
+        let accesses = std::mem::take(&mut self.accesses);
+        let origins = std::mem::take(&mut self.origins);
+        map.record_batch(&accesses, |k, result| {
+            let ev = &events[origins[k]];
+            self.outcome(ev, accesses[k].now, result);
+        });
+        self.accesses = accesses;
+        self.origins = origins;
+    }
+
+    fn drained(&mut self) {
+        for (slot, v) in self.published.0.iter().zip(self.stats.to_array()) {
+            slot.store(v, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hotpage_common::{PAGES_PER_SECTION as S, source};
+
+    use super::*;
+    use crate::hotmap::{HotMapConfig, LayoutNode, MemoryLayout};
+
+    fn ev(pfn: u64, order: u8, ms: u64) -> HotpageEvent {
+        HotpageEvent {
+            pfn,
+            vaddr: 0x7000_0000 + (pfn << 12),
+            time_ns: ms * 1_000_000,
+            pid: 42,
+            nid: 0,
+            page_nid: 1,
+            source: source::HINT_FAULT,
+            order,
+            flags: 0,
+        }
+    }
+
+    fn feeder() -> HotMapFeeder {
+        let layout = MemoryLayout {
+            nodes: vec![
+                LayoutNode { id: 0, top_tier: true, ranges: vec![(0, S)] },
+                LayoutNode { id: 1, top_tier: false, ranges: vec![(S, 2 * S)] },
+            ],
+        };
+        let map = Arc::new(HotMap::new(&layout, HotMapConfig::default(), 1024).unwrap());
+        map.start();
+        HotMapFeeder::new(map)
+    }
+
+    #[test]
+    fn ready_pages_get_a_hint_and_stats_are_published() {
+        let mut f = feeder();
+        f.consume(&ev(S + 5, 0, 1000));
+        assert!(f.map().hints().get(S + 5).is_none(), "not ready yet");
+        f.consume(&ev(S + 5, 0, 1100));
+        let h = f.map().hints().get(S + 5).unwrap();
+        assert_eq!((h.pid, h.vaddr, h.tick), (42, 0x7000_0000 + ((S + 5) << 12), 1100));
+        f.consume(&ev(10, 0, 1200));
+        let mut need = ev(0, 0, 1300);
+        need.flags = event_flags::NEED_PFN;
+        f.consume(&need);
+        assert_eq!(f.counters().snapshot(), FeedStats::default(), "published on drain");
+        f.drained();
+        let s = f.counters().snapshot();
+        // pfn 10 is node 0's, the accessing node: the same-node check comes first.
+        assert_eq!((s.events, s.updated, s.newly_ready, s.same_node, s.unresolved), (4, 2, 1, 1, 1));
+    }
+
+    #[test]
+    fn a_batch_counts_like_single_events() {
+        let evs: Vec<HotpageEvent> = (0..600).map(|i| ev(S + (i % 200), 0, 1000 + i / 100)).collect();
+        let mut one = feeder();
+        for e in &evs {
+            one.consume(e);
+        }
+        let mut batch = feeder();
+        for chunk in evs.chunks(256) {
+            batch.consume_batch(chunk);
+        }
+        assert_eq!(one.stats(), batch.stats());
+        assert_eq!(batch.stats().newly_ready, 200);
+        assert_eq!(batch.map().hints().len(), 200);
+    }
+
+    #[test]
+    fn a_thp_hint_is_kept_at_the_head() {
+        let mut f = feeder();
+        let head = S + 512;
+        f.consume(&ev(head, 9, 10));
+        f.consume(&ev(head, 9, 20));
+        assert!(f.map().hints().get(head).is_some());
+    }
+}

@@ -1,0 +1,138 @@
+//! Where memory is, in the shape the hot map needs: every online node's pfn
+//! ranges and whether it is top tier, cut into 128 MiB sections.
+
+use std::collections::BTreeMap;
+
+use hotpage_common::PFN_SECTION_SHIFT;
+
+use crate::topology::TierTopology;
+
+/// One node's online memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutNode {
+    pub id: u32,
+    pub top_tier: bool,
+    /// Sorted, merged `[start, end)` pfn ranges.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// All online memory, by node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemoryLayout {
+    pub nodes: Vec<LayoutNode>,
+}
+
+/// The part of a section that belongs to one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub nid: u32,
+    pub top_tier: bool,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A `[start, end)` pfn range of one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeRange {
+    pub start: u64,
+    pub end: u64,
+    pub nid: u32,
+    pub top_tier: bool,
+}
+
+impl From<&TierTopology> for MemoryLayout {
+    fn from(t: &TierTopology) -> Self {
+        Self {
+            nodes: t
+                .nodes
+                .iter()
+                .map(|n| LayoutNode { id: n.id, top_tier: n.top_tier, ranges: n.pfn_ranges.clone() })
+                .collect(),
+        }
+    }
+}
+
+impl MemoryLayout {
+    /// Every section that holds lower-tier memory, with the segments of every
+    /// node (top tier too) inside it, sorted by pfn. A section split between
+    /// two nodes lists both; the kernel would give it a record array only when
+    /// its first pfn is lower tier, hotpage gives it one whenever any part is.
+    pub fn lower_tier_sections(&self) -> BTreeMap<u64, Vec<Segment>> {
+        let mut out: BTreeMap<u64, Vec<Segment>> = BTreeMap::new();
+        for n in self.nodes.iter().filter(|n| !n.top_tier) {
+            for &(s, e) in &n.ranges {
+                let mut nr = s >> PFN_SECTION_SHIFT;
+                while (nr << PFN_SECTION_SHIFT) < e {
+                    out.entry(nr).or_default();
+                    nr += 1;
+                }
+            }
+        }
+        for (&nr, segs) in out.iter_mut() {
+            let (lo, hi) = (nr << PFN_SECTION_SHIFT, (nr + 1) << PFN_SECTION_SHIFT);
+            for n in &self.nodes {
+                for &(s, e) in &n.ranges {
+                    let (a, b) = (s.max(lo), e.min(hi));
+                    if a < b {
+                        segs.push(Segment { nid: n.id, top_tier: n.top_tier, start: a, end: b });
+                    }
+                }
+            }
+            segs.sort_by_key(|s| s.start);
+        }
+        out
+    }
+
+    /// Every node's ranges, sorted by start.
+    pub fn all_ranges(&self) -> Vec<NodeRange> {
+        let mut v: Vec<NodeRange> = self
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                n.ranges.iter().map(move |&(start, end)| NodeRange {
+                    start,
+                    end,
+                    nid: n.id,
+                    top_tier: n.top_tier,
+                })
+            })
+            .collect();
+        v.sort_unstable_by_key(|r| r.start);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hotpage_common::PAGES_PER_SECTION as S;
+
+    #[test]
+    fn sections_of_the_box() {
+        let topo = TierTopology::read(&crate::test_fixtures::cxl_box()).unwrap();
+        let layout = MemoryLayout::from(&topo);
+        let secs = layout.lower_tier_sections();
+        // Node 1: pfn 262144..524255, i.e. sections 8..=15, the last one short.
+        assert_eq!(secs.keys().copied().collect::<Vec<_>>(), (8..16).collect::<Vec<_>>());
+        assert_eq!(secs[&15], vec![Segment { nid: 1, top_tier: false, start: 15 * S, end: 524255 }]);
+    }
+
+    #[test]
+    fn a_section_shared_with_a_top_tier_node_lists_both() {
+        let layout = MemoryLayout {
+            nodes: vec![
+                LayoutNode { id: 0, top_tier: true, ranges: vec![(0, 3 * S + 100)] },
+                LayoutNode { id: 1, top_tier: false, ranges: vec![(3 * S + 100, 5 * S)] },
+            ],
+        };
+        let secs = layout.lower_tier_sections();
+        assert_eq!(secs.len(), 2);
+        assert_eq!(
+            secs[&3],
+            vec![
+                Segment { nid: 0, top_tier: true, start: 3 * S, end: 3 * S + 100 },
+                Segment { nid: 1, top_tier: false, start: 3 * S + 100, end: 4 * S },
+            ]
+        );
+    }
+}

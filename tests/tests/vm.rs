@@ -16,13 +16,14 @@ use std::{
 use hotpage::{
     bpf::{LoadOptions, LoadedSource, SourceCounters, SourceKind},
     collector::{Collector, EventConsumer},
-    hotmap::{HotMap, HotMapConfig, HotMapFeeder, MemoryLayout},
+    hotmap::{HotMap, HotMapConfig, HotMapFeeder, MemoryLayout, RecordMode},
     kernel,
     kernel_settings::{
         self, NUMA_BALANCING, PROMOTE_RATE_LIMIT, SCAN_DELAY_MS, SCAN_PERIOD_MAX_MS, SCAN_PERIOD_MIN_MS,
         SettingsGuard,
     },
     pagemap::Pagemap,
+    promoter::{CounterSnapshot, Promoter, PromoterConfig, PromoterEnv, RateLimit, SystemEnv, Targets},
     topology::TierTopology,
     vmstat::read_vmstat,
 };
@@ -52,10 +53,13 @@ fn in_the_box() -> TierTopology {
 }
 
 /// Kernel set up as hotpage runs it, with the NUMA-balancing scanner sped up
-/// (first scan at once, then every 100 ms to 1 s) so tests see faults in seconds.
+/// (first scan at once, then every 100 ms to 1 s of the task's CPU time) so
+/// tests see faults in seconds, and in pure tiering mode (2) so that scans
+/// spend their budget on lower-tier pages only.
 fn tiering_session() -> SettingsGuard {
     let (mut g, _) = SettingsGuard::acquire(root(), Path::new(TEST_RUN_DIR)).expect("settings lock");
     g.hint_faults_without_kernel_promotion().expect("tiering settings");
+    g.set(NUMA_BALANCING, "2").expect("numa_balancing");
     g.set(SCAN_DELAY_MS, "0").expect("scan_delay_ms");
     g.set(SCAN_PERIOD_MIN_MS, "100").expect("scan_period_min_ms");
     g.set(SCAN_PERIOD_MAX_MS, "1000").expect("scan_period_max_ms");
@@ -121,14 +125,22 @@ fn access_until(
 ) {
     let start = Instant::now();
     while start.elapsed() < limit {
-        for i in (0..region.pages()).step_by(step) {
-            std::hint::black_box(region.read(i));
-        }
+        keep_reading(region, (0..region.pages()).step_by(step), Duration::from_millis(20));
         faults.drain_into(sink);
         if enough(sink) {
             return;
         }
-        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads the pages again and again for `d`. NUMA balancing schedules scans by
+/// the task's CPU time, not wall time, so an accessing thread must keep busy.
+fn keep_reading(region: &Region, pages: impl Iterator<Item = usize> + Clone, d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        for i in pages.clone() {
+            std::hint::black_box(region.read(i));
+        }
     }
 }
 
@@ -245,8 +257,9 @@ fn the_kernel_promotes_nothing_while_hint_faults_flow_to_hotpage() {
         assert_ne!(k.read_u64(NUMA_BALANCING).unwrap() & 2, 0, "memory tiering mode on");
         assert_eq!(k.read_u64(PROMOTE_RATE_LIMIT).unwrap(), 0);
 
-        let mut faults = HintFaults::attach(&topo);
+        // Read first: every event counted below happens after this.
         let vm0 = read_vmstat(root()).unwrap();
+        let mut faults = HintFaults::attach(&topo);
         let region = region_on_node1(32, false);
         let mut events = Events::default();
         access_until(&region, 1, &mut faults, &mut events, Duration::from_secs(60), |e| e.count >= 4096);
@@ -293,39 +306,248 @@ fn hint_faults_feed_the_hot_map_and_repeatedly_faulted_pages_become_ready() {
     map.start();
     let mut feeder = HotMapFeeder::new(map.clone());
     let region = region_on_node1(16, false);
+    let pagemap = Pagemap::open(root(), std::process::id()).unwrap();
+    // Other memory of this process may sit on node 1 too (it fills up as tests
+    // run), so count the region's own ready pages.
+    let ready_in_region = |map: &HotMap| {
+        (0..region.pages())
+            .filter(|&i| {
+                let pfn = pagemap.entry(region.page_addr(i)).unwrap().pfn().unwrap();
+                map.peek(pfn).is_some_and(|f| f.ready)
+            })
+            .count()
+    };
     let mut events = Events::default();
     // Every page faults once per scan pass (100 ms to 1 s apart here); two
     // passes within the 3 s window make it ready.
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(90) && map.ready_pages(1) < region.pages() as u64 / 2 {
-        for i in 0..region.pages() {
-            std::hint::black_box(region.read(i));
-        }
+    while start.elapsed() < Duration::from_secs(90) && ready_in_region(&map) < region.pages() / 2 {
+        keep_reading(&region, 0..region.pages(), Duration::from_millis(20));
         faults.collector.drain(&mut Tee { events: &mut events, feeder: &mut feeder });
-        std::thread::sleep(Duration::from_millis(20));
     }
-    let ready = map.ready_pages(1);
-    assert!(ready >= region.pages() as u64 / 2, "{ready} of {} pages ready", region.pages());
+    let in_region = ready_in_region(&map);
+    assert!(in_region >= region.pages() / 2, "{in_region} of {} pages ready", region.pages());
     let stats = feeder.stats();
+    let ready = map.ready_pages(1);
     assert_eq!(stats.newly_ready, ready, "nothing walked the map, so every ready page is still there");
     assert_eq!(map.counters().recorded_accesses, stats.updated);
     assert!(map.counters().recorded_hintfaults >= stats.updated);
 
-    // Every ready page is one of ours, with a hint that points back to it.
-    let pagemap = Pagemap::open(root(), std::process::id()).unwrap();
+    // Every ready page has a hint that points back to it; the region's are ours.
     let (start, end) = (region.addr(), region.addr() + region.len() as u64);
-    let mut seen = 0;
+    let (mut seen, mut ours) = (0, 0);
     map.walk_node(1, |p| {
         let hint = map.hints().get(p.pfn).expect("a ready page has a hint");
-        assert_eq!(hint.pid, std::process::id());
-        assert!((start..end).contains(&hint.vaddr), "{:#x}", hint.vaddr);
-        assert_eq!(pagemap.entry(hint.vaddr).unwrap().pfn(), Some(p.pfn));
         assert!(p.fields.freq >= 2);
+        if let Ok(pm) = Pagemap::open(root(), hint.pid) {
+            assert_eq!(pm.entry(hint.vaddr).unwrap().pfn(), Some(p.pfn), "hint of pid {}", hint.pid);
+        }
+        if (start..end).contains(&hint.vaddr) {
+            assert_eq!(hint.pid, std::process::id());
+            ours += 1;
+        }
         seen += 1;
         hotpage::hotmap::WalkControl::Continue
     });
     assert_eq!(seen, ready);
+    assert_eq!(ours, in_region);
     assert_eq!(map.ready_pages(1), 0, "the walk took them all");
+}
+
+/// Hint faults → collector → hot map → promoter, assembled as the daemon does.
+struct Pipeline {
+    faults: HintFaults,
+    feeder: HotMapFeeder,
+    map: Arc<HotMap>,
+    promoter: Promoter,
+    vmstat0: std::collections::BTreeMap<String, u64>,
+    _kernel: SettingsGuard,
+}
+
+impl Pipeline {
+    fn start(topo: &TierTopology, config: PromoterConfig) -> Self {
+        let kernel = tiering_session();
+        let vmstat0 = read_vmstat(root()).unwrap();
+        let faults = HintFaults::attach(topo);
+        let map = Arc::new(HotMap::new(&MemoryLayout::from(topo), HotMapConfig::default(), 1 << 18).unwrap());
+        let feeder = HotMapFeeder::new(map.clone());
+        let targets = Targets::new(topo, RecordMode::Default);
+        let promoter = Promoter::start(map.clone(), targets, config, |_| SystemEnv::new(root())).unwrap();
+        Self { faults, feeder, map, promoter, vmstat0, _kernel: kernel }
+    }
+
+    fn pump(&mut self) {
+        self.faults.collector.drain(&mut self.feeder);
+    }
+
+    fn node1(&self) -> CounterSnapshot {
+        self.promoter.reports().into_iter().find(|r| r.node == 1).unwrap().counters
+    }
+
+    /// Everything that explains a failure: kernel NUMA counters since the start,
+    /// what the BPF program and the hot map saw, what the promoter did.
+    fn diag(&self) -> String {
+        let now = read_vmstat(root()).unwrap();
+        let delta = |k: &str| {
+            now.get(k).copied().unwrap_or(0).saturating_sub(self.vmstat0.get(k).copied().unwrap_or(0))
+        };
+        let kernel: Vec<String> = [
+            "numa_pte_updates",
+            "numa_hint_faults",
+            "numa_hint_faults_local",
+            "pgpromote_success",
+            "pgdemote_kswapd",
+        ]
+        .iter()
+        .map(|k| format!("{k} +{}", delta(k)))
+        .collect();
+        format!(
+            "\n  kernel: {}\n  bpf: {:?}\n  hot map: {:?} {:?}\n  promoter: {:?}",
+            kernel.join(", "),
+            self.faults.counters.read().ok(),
+            self.map.counters(),
+            self.feeder.stats(),
+            self.node1()
+        )
+    }
+
+    /// Reads `pages` of the region and pumps events until `done` or the limit.
+    fn run_until(&mut self, region: &Region, pages: &[usize], limit: Duration, done: impl Fn(&Self) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < limit && !done(self) {
+            keep_reading(region, pages.iter().copied(), Duration::from_millis(20));
+            self.pump();
+        }
+    }
+}
+
+fn share_of_pages_on(region: &Region, pages: &[usize], node: i32) -> f64 {
+    let all = nodes_of(region).unwrap();
+    let these: Vec<i32> = pages.iter().map(|&i| all[i]).collect();
+    share_on(&these, node)
+}
+
+#[test]
+fn repeatedly_accessed_node1_pages_move_to_node0_and_untouched_ones_stay() {
+    let topo = in_the_box();
+    let mut p = Pipeline::start(&topo, PromoterConfig::default());
+    let region = region_on_node1(32, false);
+    let hot: Vec<usize> = (0..region.pages() / 4).collect();
+    let cold: Vec<usize> = (region.pages() / 4..region.pages()).collect();
+    p.run_until(&region, &hot, Duration::from_secs(120), |_| share_of_pages_on(&region, &hot, 0) >= 0.9);
+    let hot_on_0 = share_of_pages_on(&region, &hot, 0);
+    let c = p.node1();
+    assert!(hot_on_0 >= 0.9, "{:.1}% of the hot pages on node 0: {}", hot_on_0 * 100.0, p.diag());
+    assert_eq!(share_of_pages_on(&region, &cold, 1), 1.0, "every untouched page stays on node 1");
+    assert!(c.moved >= (hot.len() as f64 * 0.9) as u64, "{}", p.diag());
+    assert_eq!((c.call_errors, c.err_other, c.err_efault, c.err_eacces), (0, 0, 0, 0), "{}", p.diag());
+    // Data survived the move.
+    for &i in &hot {
+        assert_eq!(region.read(i), 1);
+    }
+    p.promoter.stop();
+}
+
+#[test]
+fn a_workload_that_exits_during_promotion_only_adds_counted_gone_pages() {
+    let topo = in_the_box();
+    let mut p = Pipeline::start(&topo, PromoterConfig::default());
+    let mut child = Command::new(workload_bin())
+        .args(["hot-set", "--node", "1", "--size-mib", "64", "--hot-mib", "32", "--seconds", "120"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while p.node1().moved == 0 {
+        assert!(t.elapsed() < Duration::from_secs(90), "the workload's pages never moved: {}", p.diag());
+        p.pump();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Mid-promotion: events, hints and batches of this pid are still in flight.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        p.pump();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let c = p.node1();
+    assert_eq!(
+        (c.call_errors, c.err_other, c.err_efault, c.err_eacces, c.err_enomem),
+        (0, 0, 0, 0, 0),
+        "{}",
+        p.diag()
+    );
+    // The worker lives on: our own hot pages still move.
+    let region = region_on_node1(8, false);
+    let pages: Vec<usize> = (0..region.pages()).collect();
+    let before = c.moved;
+    p.run_until(&region, &pages, Duration::from_secs(90), |_| share_of_pages_on(&region, &pages, 0) >= 0.9);
+    assert!(share_of_pages_on(&region, &pages, 0) >= 0.9, "{}", p.diag());
+    assert!(p.node1().moved > before);
+}
+
+#[test]
+fn observe_only_moves_nothing_but_counts_what_would_move() {
+    let topo = in_the_box();
+    let cfg = PromoterConfig { rate_limit: RateLimit::ObserveOnly, ..PromoterConfig::default() };
+    let mut p = Pipeline::start(&topo, cfg);
+    let region = region_on_node1(8, false);
+    let pages: Vec<usize> = (0..region.pages()).collect();
+    p.run_until(&region, &pages, Duration::from_secs(60), |p| {
+        p.node1().would_promote >= region.pages() as u64 / 2
+    });
+    let c = p.node1();
+    assert!(c.would_promote >= region.pages() as u64 / 2, "{}", p.diag());
+    assert_eq!((c.moved, c.move_calls), (0, 0));
+    assert_eq!(share_on(&nodes_of(&region).unwrap(), 1), 1.0, "nothing moved");
+}
+
+fn node_free_and_low(node: u32) -> (u64, u64) {
+    let mut env = SystemEnv::new(root());
+    let m = env.node_memory(node).unwrap();
+    (m.free, m.low)
+}
+
+fn workload_bin() -> String {
+    std::env::var("HOTPAGE_WORKLOAD").unwrap_or_else(|_| "/bin/hotpage-workload".into())
+}
+
+#[test]
+fn a_nearly_full_target_stops_promotion_and_nothing_ooms() {
+    let topo = in_the_box();
+    let oom_before = read_vmstat(root()).unwrap().get("oom_kill").copied().unwrap_or(0);
+    // Fill node 0 until it sits between its low watermark and hotpage's headroom,
+    // from another process, so its memory is not in this process's scans.
+    let cfg = PromoterConfig::default();
+    let (_, low) = node_free_and_low(0);
+    let total = topo.node(0).unwrap().pages();
+    let leave = low + cfg.headroom_pages(total) / 2;
+    let mut hog = Command::new(workload_bin())
+        .args(["fill", "--node", "0", "--leave-free-pages", &leave.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It prints one line once node 0 is full.
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(hog.stdout.take().unwrap()), &mut line).unwrap();
+    assert!(line.starts_with("filled"), "{line}");
+    let (free, _) = node_free_and_low(0);
+    assert!(free < low + cfg.headroom_pages(total), "node 0 free {free} pages, low {low}");
+
+    let mut p = Pipeline::start(&topo, cfg);
+    let region = region_on_node1(8, false);
+    let pages: Vec<usize> = (0..region.pages()).collect();
+    p.run_until(&region, &pages, Duration::from_secs(60), |p| p.node1().watermark_limited >= 256);
+    let c = p.node1();
+    assert!(c.watermark_limited >= 256, "{}", p.diag());
+    assert_eq!(c.moved, 0, "{}", p.diag());
+    assert_eq!(share_on(&nodes_of(&region).unwrap(), 1), 1.0, "the pages wait on node 1");
+    let oom_after = read_vmstat(root()).unwrap().get("oom_kill").copied().unwrap_or(0);
+    assert_eq!(oom_after, oom_before, "nothing was OOM-killed");
+    assert!(hog.try_wait().unwrap().is_none(), "the hog is alive");
+    hog.kill().unwrap();
+    hog.wait().unwrap();
 }
 
 fn hotpage_bin() -> PathBuf {

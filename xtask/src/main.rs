@@ -62,6 +62,13 @@ enum VmCmd {
         #[arg(last = true)]
         filter: Vec<String>,
     },
+    /// Benchmarks that need tiers, run inside the box; results land in target/bench/.
+    Bench {
+        #[command(flatten)]
+        spec: BoxSpec,
+        #[command(subcommand)]
+        bench: BoxBench,
+    },
     /// Boot the box and run the main job there: a workload with a hot subset
     /// of its memory on node 1, watched by hotpage.
     Demo {
@@ -71,6 +78,12 @@ enum VmCmd {
         #[arg(long, default_value_t = 30)]
         seconds: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum BoxBench {
+    /// hotpage's promotion path against a raw move_pages loop, and batch sizes.
+    Promote,
 }
 
 #[derive(Subcommand)]
@@ -105,6 +118,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Vm { cmd: VmCmd::Fetch } => vm::kernel::fetch().map(|_| ()),
         Cmd::Vm { cmd: VmCmd::Test { spec, filter } } => vm_test(&spec, &filter),
         Cmd::Vm { cmd: VmCmd::Demo { spec, seconds } } => vm_demo(&spec, seconds),
+        Cmd::Vm { cmd: VmCmd::Bench { spec, bench: BoxBench::Promote } } => vm_bench(&spec, "promote", &[]),
         Cmd::Bench { bench: HostBench::Ring } => host_bench("ring", true),
         Cmd::Bench { bench: HostBench::Hotmap } => host_bench("hotmap", false),
     }
@@ -198,6 +212,28 @@ fn vm_demo(spec: &BoxSpec, seconds: u32) -> Result<()> {
     };
     let outcome = vm::run("demo", &payload, spec)?;
     vm::expect_success(&outcome, "the demo")
+}
+
+/// Runs `hotpage-bench <name>` in the box and copies its JSON to target/bench/.
+fn vm_bench(spec: &BoxSpec, name: &str, args: &[&str]) -> Result<()> {
+    let bench = build_bins("hotpage-tests", &["hotpage-bench"], true)?.remove(0);
+    let args: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
+    let script = format!("set -e\n/bin/hotpage-bench {name} --out /results/{name}.json {}\n", args.join(" "));
+    let payload = Payload { binaries: vec![(bench, "/bin/hotpage-bench".into())], script };
+    let outcome = vm::run(&format!("bench-{name}"), &payload, spec)?;
+    vm::expect_success(&outcome, &format!("bench {name}"))?;
+    let (_, data) = outcome
+        .results
+        .iter()
+        .find(|(n, _)| n == &format!("{name}.json"))
+        .ok_or_else(|| anyhow::anyhow!("the box returned no {name}.json"))?;
+    let out = cargo::target_dir().join("bench").join(format!("{name}.json"));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, data)?;
+    eprintln!("xtask: results in {}", out.display());
+    Ok(())
 }
 
 fn host_bench(name: &str, needs_root: bool) -> Result<()> {

@@ -125,7 +125,7 @@ impl HotMapFeeder {
                 // every ready access so the newest mapping wins.
                 if ready {
                     let head = ev.pfn & !((1u64 << ev.order.min(18)) - 1);
-                    self.map.hints().insert(head, Hint { pid: ev.pid, vaddr: ev.vaddr, tick: now });
+                    self.map.hints().insert(head, Hint::new(ev.pid, ev.vaddr, now, ev.order));
                 }
             }
             Ok(Recorded::NotStarted) => s.not_started += 1,

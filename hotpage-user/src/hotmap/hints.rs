@@ -8,6 +8,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    hash::{BuildHasherDefault, Hasher},
     sync::{
         Mutex,
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -18,16 +19,47 @@ use std::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hint {
     pub pid: u32,
+    /// Folio order the hook saw (9 for a PMD THP), for the pages a move counts.
+    pub order: u8,
+    /// Moves already retried after a transient failure.
+    pub retries: u8,
     pub vaddr: u64,
     /// When the page became a candidate (ms ticks), for promotion latency.
     pub tick: u64,
 }
 
+impl Hint {
+    pub fn new(pid: u32, vaddr: u64, tick: u64, order: u8) -> Self {
+        Self { pid, order, retries: 0, vaddr, tick }
+    }
+}
+
 const SHARDS: usize = 64;
+
+/// pfns are already well spread; one multiply mixes them enough, where
+/// SipHash would cost more than the rest of a lookup.
+#[derive(Default)]
+struct PfnHasher(u64);
+
+impl Hasher for PfnHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    }
+}
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<u64, (Hint, u64)>,
+    map: HashMap<u64, (Hint, u64), BuildHasherDefault<PfnHasher>>,
     /// Insertion order as (pfn, sequence); entries whose sequence no longer
     /// matches the map are stale and skipped.
     fifo: VecDeque<(u64, u64)>,
@@ -59,12 +91,19 @@ impl HintTable {
         self.per_shard * SHARDS
     }
 
-    /// Records or refreshes the hint of `pfn`, evicting the oldest of its shard when full.
+    /// Records the hint of `pfn`, or refreshes its mapping while keeping the
+    /// tick it first became a candidate; evicts the oldest of its shard when full.
     pub fn insert(&self, pfn: u64, hint: Hint) {
         let Ok(mut s) = self.shards[shard_of(pfn)].lock() else { return };
         let s = &mut *s;
         s.next_seq += 1;
         let seq = s.next_seq;
+        let hint = match s.map.get(&pfn) {
+            Some((old, _)) => {
+                Hint { tick: old.tick.min(hint.tick), retries: old.retries.max(hint.retries), ..hint }
+            }
+            None => hint,
+        };
         let fresh = s.map.insert(pfn, (hint, seq)).is_none();
         s.fifo.push_back((pfn, seq));
         if fresh && s.map.len() > self.per_shard {
@@ -86,6 +125,26 @@ impl HintTable {
     /// Removes and returns the hint of `pfn`.
     pub fn take(&self, pfn: u64) -> Option<Hint> {
         self.shards[shard_of(pfn)].lock().ok()?.map.remove(&pfn).map(|(h, _)| h)
+    }
+
+    /// `take()` for many pfns, locking each shard once. `out[i]` gets the
+    /// hint of `pfns[i]`.
+    pub fn take_many(&self, pfns: &[u64], out: &mut Vec<Option<Hint>>) {
+        out.clear();
+        out.resize(pfns.len(), None);
+        let mut order: Vec<(usize, usize)> =
+            pfns.iter().enumerate().map(|(i, &p)| (shard_of(p), i)).collect();
+        order.sort_unstable();
+        let mut k = 0;
+        while k < order.len() {
+            let shard = order[k].0;
+            let Ok(mut s) = self.shards[shard].lock() else { return };
+            while k < order.len() && order[k].0 == shard {
+                let i = order[k].1;
+                out[i] = s.map.remove(&pfns[i]).map(|(h, _)| h);
+                k += 1;
+            }
+        }
     }
 
     pub fn get(&self, pfn: u64) -> Option<Hint> {
@@ -120,19 +179,35 @@ mod tests {
     use super::*;
 
     fn h(pid: u32) -> Hint {
-        Hint { pid, vaddr: u64::from(pid) << 12, tick: 0 }
+        Hint::new(pid, u64::from(pid) << 12, 0, 0)
     }
 
     #[test]
     fn insert_get_take() {
         let t = HintTable::new(1024);
         t.insert(7, h(1));
-        t.insert(7, h(2));
-        assert_eq!(t.get(7), Some(h(2)), "refresh keeps the newest");
+        t.insert(7, Hint { tick: 50, ..h(2) });
+        assert_eq!(t.get(7), Some(h(2)), "refresh keeps the newest mapping and the first tick");
         assert_eq!(t.len(), 1);
         assert_eq!(t.take(7), Some(h(2)));
         assert_eq!(t.take(7), None);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn take_many_is_take_for_each() {
+        let t = HintTable::new(4096);
+        for pfn in (0..2000).step_by(3) {
+            t.insert(pfn, h(pfn as u32));
+        }
+        let pfns: Vec<u64> = (0..300).rev().collect();
+        let mut out = Vec::new();
+        t.take_many(&pfns, &mut out);
+        for (pfn, got) in pfns.iter().zip(&out) {
+            assert_eq!(*got, (pfn % 3 == 0).then(|| h(*pfn as u32)), "{pfn}");
+        }
+        assert!(t.get(297).is_none(), "taken");
+        assert!(t.get(300).is_some(), "not asked for");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `target/bench/<name>.json`.
 
 pub mod hotmap;
+pub mod promote;
 pub mod ring;
 
 use std::{fs, io, path::Path};

@@ -26,6 +26,16 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// In the box: hotpage's promotion path against a raw move_pages loop.
+    Promote {
+        #[arg(long, default_value_t = 256)]
+        region_mib: usize,
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+        /// Rounds (an even number: each path goes first equally often).
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
+    },
     /// record_access cost (uniform and zipfian), memory per page, walk cost.
     Hotmap {
         /// Accesses per stream.
@@ -44,6 +54,14 @@ fn main() -> Result<()> {
             let report = bench::ring::run(pages, rounds)?;
             bench::ring::print(&report);
             let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/ring.json"));
+            bench::write_json(&out, &report)?;
+            println!("results: {}", out.display());
+        }
+        Bench::Promote { region_mib, batch, rounds } => {
+            hotpage_tests::require_root_or_exit();
+            let report = bench::promote::run(region_mib, batch, rounds)?;
+            bench::promote::print(&report);
+            let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/promote.json"));
             bench::write_json(&out, &report)?;
             println!("results: {}", out.display());
         }

@@ -43,10 +43,41 @@ enum Cmd {
         #[arg(long)]
         truth: Option<PathBuf>,
     },
+    /// Fill a node with anonymous memory until it has this many free pages
+    /// left, print "filled", then hold the memory until killed.
+    Fill {
+        #[arg(long)]
+        node: u32,
+        #[arg(long)]
+        leave_free_pages: u64,
+    },
+}
+
+fn node_free_pages(node: u32) -> Result<u64> {
+    let m = hotpage::node_meminfo::read_node_meminfo(std::path::Path::new("/"), node)?;
+    Ok(m.get("MemFree").copied().context("no MemFree")? / 4)
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::Fill { node, leave_free_pages } => {
+            let mut held = Vec::new();
+            loop {
+                let free = node_free_pages(node)?;
+                if free <= leave_free_pages {
+                    break;
+                }
+                let chunk = (free - leave_free_pages).min(4096) as usize;
+                let r = Region::map(chunk * PAGE)?;
+                r.no_huge_pages()?;
+                place_on_node(&r, node)?;
+                held.push(r);
+            }
+            println!("filled node {node}: {} pages free", node_free_pages(node)?);
+            loop {
+                std::thread::park();
+            }
+        }
         Cmd::HotSet { node, size_mib, hot_mib, hot_percent, seconds, thp, truth } => {
             if hot_mib == 0 || hot_mib > size_mib || hot_percent > 100 {
                 bail!("need 0 < --hot-mib <= --size-mib and --hot-percent <= 100");

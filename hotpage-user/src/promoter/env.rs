@@ -1,0 +1,303 @@
+//! What the promoter needs from the system, behind one trait so that tests
+//! inject a fake and the box exercises the real one: where a virtual page is
+//! mapped (pagemap), a page's flags (kpageflags), a node's free memory and
+//! watermark, and `move_pages(2)`.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use hotpage_common::PAGE_SIZE;
+
+use crate::{
+    clock,
+    node_meminfo::read_node_meminfo,
+    page_migration,
+    pagemap::Pagemap,
+    zoneinfo::{Zone, read_zoneinfo},
+};
+
+/// `/proc/kpageflags` bits (include/uapi/linux/kernel-page-flags.h).
+pub mod kpf {
+    pub const LRU: u64 = 1 << 5;
+    pub const COMPOUND_HEAD: u64 = 1 << 15;
+    pub const COMPOUND_TAIL: u64 = 1 << 16;
+    pub const UNEVICTABLE: u64 = 1 << 18;
+    pub const THP: u64 = 1 << 22;
+}
+
+/// Where a process maps a virtual page now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mapping {
+    Present(u64),
+    NotPresent,
+    /// The process is gone (its pagemap cannot be opened).
+    ProcessGone,
+}
+
+/// A node's free memory and low watermark, in pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeMemory {
+    pub total: u64,
+    pub free: u64,
+    /// Sum of the node's zones' low watermarks.
+    pub low: u64,
+}
+
+pub trait PromoterEnv: Send {
+    fn mapping(&mut self, pid: u32, vaddr: u64) -> Mapping;
+    /// kpageflags of `pfn`, when the kernel offers them.
+    fn page_flags(&mut self, pfn: u64) -> Option<u64>;
+
+    /// `mapping()` for many addresses of one process (sorted ascending).
+    fn mappings(&mut self, pid: u32, vaddrs: &[u64], out: &mut [Mapping]) {
+        for (o, &v) in out.iter_mut().zip(vaddrs) {
+            *o = self.mapping(pid, v);
+        }
+    }
+
+    /// `page_flags()` for many pfns (sorted ascending).
+    fn pages_flags(&mut self, pfns: &[u64], out: &mut [Option<u64>]) {
+        for (o, &p) in out.iter_mut().zip(pfns) {
+            *o = self.page_flags(p);
+        }
+    }
+
+    fn node_memory(&mut self, nid: u32) -> Option<NodeMemory>;
+    /// `move_pages(2)`, see [`page_migration::move_pages`].
+    fn move_pages(
+        &mut self,
+        pid: u32,
+        pages: &[u64],
+        nodes: Option<&[i32]>,
+        status: &mut [i32],
+        flags: i32,
+    ) -> io::Result<u64>;
+    /// Hot-map ticks (ms of CLOCK_MONOTONIC).
+    fn now_tick(&self) -> u64;
+}
+
+/// The real system under a root path.
+pub struct SystemEnv {
+    root: PathBuf,
+    pagemaps: HashMap<u32, Pagemap>,
+    kpageflags: Option<File>,
+    watermarks: HashMap<u32, u64>,
+    watermarks_read: Option<Instant>,
+}
+
+/// Open pagemaps kept at once; beyond that the cache starts over.
+const PAGEMAP_CACHE: usize = 128;
+/// Watermarks change with memory hotplug and `min_free_kbytes`; re-read this often.
+const WATERMARK_REFRESH: Duration = Duration::from_secs(60);
+
+impl SystemEnv {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            pagemaps: HashMap::new(),
+            kpageflags: File::open(root.join("proc/kpageflags")).ok(),
+            watermarks: HashMap::new(),
+            watermarks_read: None,
+        }
+    }
+
+    fn low_watermark(&mut self, nid: u32) -> u64 {
+        if self.watermarks_read.is_none_or(|t| t.elapsed() > WATERMARK_REFRESH)
+            && let Ok(zones) = read_zoneinfo(&self.root)
+        {
+            self.watermarks = sum_low(&zones);
+            self.watermarks_read = Some(Instant::now());
+        }
+        self.watermarks.get(&nid).copied().unwrap_or(0)
+    }
+}
+
+/// Runs of values that step by exactly `step`, as (start index, length), at
+/// most 1024 long (8 KiB per read).
+fn runs(values: &[u64], step: u64) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if i >= values.len() {
+            return None;
+        }
+        let start = i;
+        i += 1;
+        while i < values.len() && i - start < 1024 && values[i] == values[i - 1] + step {
+            i += 1;
+        }
+        Some((start, i - start))
+    })
+}
+
+fn sum_low(zones: &[Zone]) -> HashMap<u32, u64> {
+    let mut m = HashMap::new();
+    for z in zones {
+        *m.entry(z.node).or_insert(0) += z.low;
+    }
+    m
+}
+
+impl PromoterEnv for SystemEnv {
+    fn mapping(&mut self, pid: u32, vaddr: u64) -> Mapping {
+        if !self.pagemaps.contains_key(&pid) {
+            if self.pagemaps.len() >= PAGEMAP_CACHE {
+                self.pagemaps.clear();
+            }
+            match Pagemap::open(&self.root, pid) {
+                Ok(p) => {
+                    self.pagemaps.insert(pid, p);
+                }
+                Err(_) => return Mapping::ProcessGone,
+            }
+        }
+        let Some(pm) = self.pagemaps.get(&pid) else { return Mapping::ProcessGone };
+        match pm.entry(vaddr) {
+            Ok(e) => e.pfn().map_or(Mapping::NotPresent, Mapping::Present),
+            // The process exited after we opened its pagemap.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) || e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.pagemaps.remove(&pid);
+                Mapping::ProcessGone
+            }
+            Err(_) => {
+                self.pagemaps.remove(&pid);
+                Mapping::NotPresent
+            }
+        }
+    }
+
+    fn page_flags(&mut self, pfn: u64) -> Option<u64> {
+        let f = self.kpageflags.as_ref()?;
+        let mut buf = [0u8; 8];
+        f.read_exact_at(&mut buf, pfn * 8).ok()?;
+        Some(u64::from_le_bytes(buf))
+    }
+
+    /// One pread per run of consecutive pages: a syscall per page costs more
+    /// than the move itself under emulation, and adds up on real machines too.
+    fn mappings(&mut self, pid: u32, vaddrs: &[u64], out: &mut [Mapping]) {
+        let mut entries = Vec::new();
+        for (start, len) in runs(vaddrs, PAGE_SIZE) {
+            let first = vaddrs[start];
+            if !self.pagemaps.contains_key(&pid) {
+                if self.pagemaps.len() >= PAGEMAP_CACHE {
+                    self.pagemaps.clear();
+                }
+                match Pagemap::open(&self.root, pid) {
+                    Ok(p) => {
+                        self.pagemaps.insert(pid, p);
+                    }
+                    Err(_) => {
+                        out.fill(Mapping::ProcessGone);
+                        return;
+                    }
+                }
+            }
+            let Some(pm) = self.pagemaps.get(&pid) else { return };
+            entries.clear();
+            entries.resize(len, crate::pagemap::PagemapEntry(0));
+            match pm.entries(first, &mut entries) {
+                Ok(()) => {
+                    for (o, e) in out[start..start + len].iter_mut().zip(&entries) {
+                        *o = e.pfn().map_or(Mapping::NotPresent, Mapping::Present);
+                    }
+                }
+                // Fall back to single reads: the run may end in an unmapped hole.
+                Err(_) => {
+                    for i in start..start + len {
+                        out[i] = self.mapping(pid, vaddrs[i]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn pages_flags(&mut self, pfns: &[u64], out: &mut [Option<u64>]) {
+        let Some(f) = self.kpageflags.as_ref() else {
+            out.fill(None);
+            return;
+        };
+        let mut buf = Vec::new();
+        for (start, len) in runs(pfns, 1) {
+            buf.clear();
+            buf.resize(len * 8, 0);
+            let ok = f.read_exact_at(&mut buf, pfns[start] * 8).is_ok();
+            for (k, o) in out[start..start + len].iter_mut().enumerate() {
+                *o = ok.then(|| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&buf[k * 8..k * 8 + 8]);
+                    u64::from_le_bytes(b)
+                });
+            }
+        }
+    }
+
+    fn node_memory(&mut self, nid: u32) -> Option<NodeMemory> {
+        let m = read_node_meminfo(&self.root, nid).ok()?;
+        let low = self.low_watermark(nid);
+        Some(NodeMemory { total: m.get("MemTotal")? / 4, free: m.get("MemFree")? / 4, low })
+    }
+
+    fn move_pages(
+        &mut self,
+        pid: u32,
+        pages: &[u64],
+        nodes: Option<&[i32]>,
+        status: &mut [i32],
+        flags: i32,
+    ) -> io::Result<u64> {
+        page_migration::move_pages(pid, pages, nodes, status, flags)
+    }
+
+    fn now_tick(&self) -> u64 {
+        clock::now_tick()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_fixtures::cxl_box;
+
+    #[test]
+    fn node_memory_from_the_box_capture() {
+        let mut env = SystemEnv::new(&cxl_box());
+        let m = env.node_memory(1).unwrap();
+        assert_eq!(m.free, 1003260 / 4);
+        assert_eq!(m.total, 1030832 / 4);
+        // DMA32's 10787 plus the empty Movable zone's 32.
+        assert_eq!(m.low, 10819);
+    }
+
+    #[test]
+    fn runs_of_consecutive_values() {
+        let v = [1, 2, 3, 7, 8, 20];
+        assert_eq!(runs(&v, 1).collect::<Vec<_>>(), vec![(0, 3), (3, 2), (5, 1)]);
+        let long: Vec<u64> = (0..3000).collect();
+        assert_eq!(runs(&long, 1).map(|r| r.1).collect::<Vec<_>>(), vec![1024, 1024, 952]);
+    }
+
+    #[test]
+    fn batched_mappings_match_single_reads() {
+        let buf = vec![1u8; 64 * 4096];
+        let first = (buf.as_ptr() as u64 + 4095) & !4095;
+        let vaddrs: Vec<u64> = (0..32).map(|i| first + i * 4096).chain([first + 40 * 4096]).collect();
+        let mut env = SystemEnv::new(Path::new("/"));
+        let mut batched = vec![Mapping::NotPresent; vaddrs.len()];
+        env.mappings(std::process::id(), &vaddrs, &mut batched);
+        let single: Vec<Mapping> = vaddrs.iter().map(|&v| env.mapping(std::process::id(), v)).collect();
+        assert_eq!(batched, single);
+        assert!(batched.iter().all(|m| *m != Mapping::ProcessGone));
+    }
+
+    #[test]
+    fn a_process_that_does_not_exist_is_gone() {
+        let mut env = SystemEnv::new(Path::new("/"));
+        assert_eq!(env.mapping(u32::MAX - 1, 0x1000), Mapping::ProcessGone);
+    }
+}

@@ -1,0 +1,284 @@
+//! The promoter: a kmigrated-equivalent worker per lower-tier node.
+//!
+//! Each worker waits for its node's activate flag (set by the hot map when a
+//! page of the node becomes ready) for at most `sleep_ms`, walks only its own
+//! node's flagged sections, takes the READY records, re-verifies every page
+//! against `/proc/<pid>/pagemap`, and promotes with `move_pages(2)` in batches
+//! grouped by (pid, target node). A rate limit per target node and a headroom
+//! watermark on the target bound what moves; pages that must wait get their
+//! record re-armed rather than losing their hotness.
+
+pub mod env;
+pub mod rate;
+pub mod stats;
+mod worker;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use serde::Serialize;
+use thiserror::Error;
+
+pub use env::{Mapping, NodeMemory, PromoterEnv, SystemEnv};
+pub use rate::{RateLimit, TokenBucket};
+pub use stats::{Counter, CounterSnapshot, LatencySnapshot, NodeStats};
+pub use worker::{Buckets, NodeWorker, RoundEnd};
+
+use crate::{
+    hotmap::{HotMap, ReadyPage, RecordMode},
+    topology::TierTopology,
+};
+
+/// The promoter's knobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromoterConfig {
+    /// Longest wait for the node's activate flag, ms (`kmigrated_sleep_ms`, 50–1000).
+    pub sleep_ms: u64,
+    /// Pages per `move_pages` call (`kmigrated_batch_nr`, 64–1024 in the kernel;
+    /// move_pages batches unmap and TLB flush per 512).
+    pub batch_pages: usize,
+    /// READY pages one round takes at most; the walk resumes in the next round.
+    pub max_round_pages: usize,
+    /// Promotion rate per target node.
+    pub rate_limit: RateLimit,
+    /// Free memory kept on a target above its low watermark, MiB; None: the
+    /// larger of 64 MiB and 1/64 of the node.
+    pub headroom_mib: Option<u64>,
+    /// Also move pages other processes map too (MPOL_MF_MOVE_ALL).
+    pub move_shared: bool,
+    /// Re-arm a page's record once when move_pages says EBUSY (transient).
+    pub rearm_busy: bool,
+    /// Skip pages that kpageflags shows off the LRU lists, before the call
+    /// (costs a kpageflags read per batch; move_pages refuses them anyway).
+    pub check_lru: bool,
+}
+
+impl Default for PromoterConfig {
+    fn default() -> Self {
+        Self {
+            sleep_ms: 100,
+            batch_pages: 512,
+            max_round_pages: 16384,
+            rate_limit: RateLimit::MbPerSec(1024),
+            headroom_mib: None,
+            move_shared: true,
+            rearm_busy: true,
+            check_lru: false,
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PromoterError {
+    #[error("sleep {0} ms is outside 1..=60000 ms")]
+    Sleep(u64),
+    #[error("batch of {0} pages is outside 1..=65536")]
+    Batch(usize),
+    #[error("no lower-tier node has memory to promote from")]
+    NoLowerTier,
+    #[error("lower-tier node {0} has no top-tier node to promote to")]
+    NoTarget(u32),
+}
+
+impl PromoterConfig {
+    pub fn validate(&self) -> Result<(), PromoterError> {
+        if !(1..=60_000).contains(&self.sleep_ms) {
+            return Err(PromoterError::Sleep(self.sleep_ms));
+        }
+        if !(1..=65_536).contains(&self.batch_pages) {
+            return Err(PromoterError::Batch(self.batch_pages));
+        }
+        Ok(())
+    }
+
+    /// Headroom in pages for a target node of `total` pages.
+    pub fn headroom_pages(&self, total: u64) -> u64 {
+        match self.headroom_mib {
+            Some(mib) => mib << 8,
+            None => (64u64 << 8).max(total / 64),
+        }
+    }
+}
+
+/// Where pages of each lower-tier node go, and which nodes are top tier.
+#[derive(Clone, Debug, Default)]
+pub struct Targets {
+    nearest: HashMap<u32, u32>,
+    top_tier: Vec<u32>,
+    ranges: Vec<(u64, u64, u32)>,
+    precise: bool,
+}
+
+impl Targets {
+    pub fn new(topo: &TierTopology, mode: RecordMode) -> Self {
+        Self {
+            nearest: topo
+                .lower_tier_nodes()
+                .filter_map(|n| Some((n.id, topo.nearest_top_tier(n.id)?)))
+                .collect(),
+            top_tier: topo.top_tier_nodes().filter(|n| !n.pfn_ranges.is_empty()).map(|n| n.id).collect(),
+            ranges: {
+                let mut v: Vec<_> = topo
+                    .nodes
+                    .iter()
+                    .flat_map(|n| n.pfn_ranges.iter().map(move |&(s, e)| (s, e, n.id)))
+                    .collect();
+                v.sort_unstable();
+                v
+            },
+            precise: mode == RecordMode::Precise,
+        }
+    }
+
+    /// The nearest top-tier node; in precise mode the recorded accessing node
+    /// when it is top tier.
+    pub fn pick(&self, page: &ReadyPage) -> Option<u32> {
+        if self.precise && self.is_top_tier(page.fields.nid) {
+            return Some(page.fields.nid);
+        }
+        self.nearest.get(&page.node).copied()
+    }
+
+    pub fn nearest(&self, lower: u32) -> Option<u32> {
+        self.nearest.get(&lower).copied()
+    }
+
+    pub fn is_top_tier(&self, nid: u32) -> bool {
+        self.top_tier.contains(&nid)
+    }
+
+    pub fn node_of_pfn(&self, pfn: u64) -> Option<u32> {
+        let i = self.ranges.partition_point(|r| r.0 <= pfn);
+        let r = self.ranges.get(i.checked_sub(1)?)?;
+        (pfn < r.1).then_some(r.2)
+    }
+}
+
+/// A node's counters and latency, for stats.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeReport {
+    pub node: u32,
+    pub target: Option<u32>,
+    pub counters: CounterSnapshot,
+    pub latency: LatencySnapshot,
+}
+
+/// The running workers.
+pub struct Promoter {
+    stop: Arc<AtomicBool>,
+    workers: Vec<(u32, JoinHandle<()>)>,
+    stats: Vec<(u32, Arc<NodeStats>)>,
+    targets: Arc<Targets>,
+    config: PromoterConfig,
+}
+
+impl Promoter {
+    /// Starts one worker thread per lower-tier node of the map (`kmigrated%d`),
+    /// each with its own environment from `make_env`, and marks the map started.
+    pub fn start<E: PromoterEnv + 'static>(
+        map: Arc<HotMap>,
+        targets: Targets,
+        config: PromoterConfig,
+        make_env: impl Fn(u32) -> E,
+    ) -> Result<Self, PromoterError> {
+        config.validate()?;
+        let nodes = map.lower_tier_nodes();
+        if nodes.is_empty() {
+            return Err(PromoterError::NoLowerTier);
+        }
+        for &n in &nodes {
+            targets.nearest(n).ok_or(PromoterError::NoTarget(n))?;
+        }
+        let targets = Arc::new(targets);
+        let stop = Arc::new(AtomicBool::new(false));
+        let buckets: Buckets = Arc::default();
+        let mut workers = Vec::new();
+        let mut stats = Vec::new();
+        for nid in nodes {
+            let node_stats = Arc::new(NodeStats::default());
+            stats.push((nid, node_stats.clone()));
+            let mut worker = NodeWorker::new(
+                nid,
+                map.clone(),
+                targets.clone(),
+                config,
+                make_env(nid),
+                buckets.clone(),
+                node_stats,
+            );
+            let (map, stop) = (map.clone(), stop.clone());
+            let sleep = Duration::from_millis(config.sleep_ms);
+            let handle = std::thread::Builder::new()
+                .name(format!("kmigrated{nid}"))
+                .spawn(move || {
+                    let me = std::thread::current();
+                    map.set_waker(nid, Arc::new(move || me.unpark()));
+                    let mut backoff = false;
+                    while !stop.load(Ordering::Acquire) {
+                        let mut activated = !backoff && map.take_activate(nid);
+                        if !activated {
+                            std::thread::park_timeout(sleep);
+                            if stop.load(Ordering::Acquire) {
+                                break;
+                            }
+                            activated = map.take_activate(nid);
+                        }
+                        backoff = worker.round(activated).limited;
+                    }
+                })
+                .map_err(|_| PromoterError::NoLowerTier)?;
+            workers.push((nid, handle));
+        }
+        map.start();
+        Ok(Self { stop, workers, stats, targets, config })
+    }
+
+    pub fn config(&self) -> &PromoterConfig {
+        &self.config
+    }
+
+    pub fn reports(&self) -> Vec<NodeReport> {
+        self.stats
+            .iter()
+            .map(|(nid, s)| NodeReport {
+                node: *nid,
+                target: self.targets.nearest(*nid),
+                counters: s.snapshot(),
+                latency: s.latency.snapshot(),
+            })
+            .collect()
+    }
+
+    /// Stops and joins the workers (each finishes its current batch).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for (_, h) in &self.workers {
+            h.thread().unpark();
+        }
+        for (nid, h) in self.workers.drain(..) {
+            if h.join().is_err() {
+                tracing::error!("promoter worker of node {nid} panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Promoter {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests;

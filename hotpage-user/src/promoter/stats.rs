@@ -1,0 +1,216 @@
+//! What each node's promoter did: counters (every outcome of a candidate page,
+//! every per-page errno of move_pages) and a promotion-latency histogram.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal),* $(,)?) => {
+        /// Counter ids, in the order of [`Counter::NAMES`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[allow(non_camel_case_types)]
+        #[repr(usize)]
+        pub enum Counter { $($name),* }
+
+        impl Counter {
+            pub const ALL: &'static [Counter] = &[$(Counter::$name),*];
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($name)),*];
+            pub const HELP: &'static [&'static str] = &[$($doc),*];
+        }
+
+        /// A snapshot of one node's counters.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+        pub struct CounterSnapshot { $(#[doc = $doc] pub $name: u64),* }
+
+        impl CounterSnapshot {
+            fn from_array(a: &[u64]) -> Self {
+                let mut it = a.iter().copied();
+                Self { $($name: it.next().unwrap_or(0)),* }
+            }
+
+            pub fn get(&self, c: Counter) -> u64 {
+                match c { $(Counter::$name => self.$name),* }
+            }
+        }
+    };
+}
+
+counters! {
+    rounds: "walks of the node's flagged sections",
+    wakeups: "rounds started by the node's activate flag rather than the timer",
+    candidates: "READY records taken from the hot map",
+    no_hint: "candidates without a (pid, vaddr) hint (evicted from the hint table)",
+    process_gone: "candidates whose process had exited before the move",
+    stale: "candidates whose hint no longer maps the page (re-verified in pagemap)",
+    already_on_target: "candidates whose page had moved to a top-tier node already",
+    not_lru: "candidates not on an LRU list (kpageflags)",
+    would_promote: "pages observe-only mode would have moved",
+    rate_limited: "pages deferred by the rate limit (their records re-armed)",
+    watermark_limited: "pages deferred to keep the target above its low watermark plus headroom",
+    moved: "base pages promoted",
+    moved_bytes: "bytes promoted",
+    move_calls: "move_pages calls",
+    not_migrated: "pages move_pages reported as not migrated (positive return value)",
+    rearmed: "records re-armed after a transient failure",
+    err_ebusy: "pages move_pages refused with EBUSY (page busy or pinned)",
+    err_enomem: "pages refused with ENOMEM (target node out of memory)",
+    err_eacces: "pages refused with EACCES (mapped by several processes)",
+    err_efault: "pages refused with EFAULT (bad address, zero page)",
+    err_enoent: "pages refused with ENOENT (not present, or not migratable)",
+    err_esrch: "pages of processes that exited during the call (ESRCH)",
+    err_other: "pages refused with any other errno",
+    call_errors: "move_pages calls that failed as a whole (other than ESRCH)",
+}
+
+/// Upper bounds (ms) of the latency histogram's buckets; the last is open.
+pub const LATENCY_BUCKETS_MS: [u64; 15] =
+    [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000];
+
+/// Time from a page becoming ready to its move.
+#[derive(Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    sum_ms: AtomicU64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LatencySnapshot {
+    /// Counts per bucket of [`LATENCY_BUCKETS_MS`], then the overflow bucket.
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum_ms: u64,
+}
+
+fn bucket_of(ms: u64) -> usize {
+    LATENCY_BUCKETS_MS.iter().position(|&b| ms <= b).unwrap_or(LATENCY_BUCKETS_MS.len())
+}
+
+/// Latencies gathered over a batch, added to the shared histogram at once.
+#[derive(Default)]
+pub struct LocalHistogram {
+    buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
+    sum_ms: u64,
+}
+
+impl LocalHistogram {
+    pub fn observe(&mut self, ms: u64) {
+        self.buckets[bucket_of(ms)] += 1;
+        self.sum_ms += ms;
+    }
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, ms: u64) {
+        self.buckets[bucket_of(ms)].fetch_add(1, Relaxed);
+        self.sum_ms.fetch_add(ms, Relaxed);
+    }
+
+    pub fn add(&self, local: &LocalHistogram) {
+        for (b, &n) in self.buckets.iter().zip(&local.buckets) {
+            if n > 0 {
+                b.fetch_add(n, Relaxed);
+            }
+        }
+        self.sum_ms.fetch_add(local.sum_ms, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let buckets: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        LatencySnapshot { count: buckets.iter().sum(), buckets, sum_ms: self.sum_ms.load(Relaxed) }
+    }
+}
+
+impl LatencySnapshot {
+    /// The bucket bound below which `q` (0..=1) of the observations fall; None without any.
+    pub fn quantile_ms(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let want = (q * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return Some(LATENCY_BUCKETS_MS.get(i).copied().unwrap_or(u64::MAX));
+            }
+        }
+        None
+    }
+
+    pub fn merge(&mut self, other: &Self) {
+        if self.buckets.len() < other.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum_ms += other.sum_ms;
+    }
+}
+
+/// One node worker's counters and histogram, shared with readers.
+#[derive(Default)]
+pub struct NodeStats {
+    counters: [AtomicU64; Counter::ALL.len()],
+    pub latency: LatencyHistogram,
+}
+
+impl NodeStats {
+    pub fn add(&self, c: Counter, n: u64) {
+        if n > 0 {
+            self.counters[c as usize].fetch_add(n, Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let a: Vec<u64> = self.counters.iter().map(|c| c.load(Relaxed)).collect();
+        CounterSnapshot::from_array(&a)
+    }
+}
+
+/// The counter for a per-page errno from move_pages.
+pub fn errno_counter(errno: i32) -> Counter {
+    match errno {
+        libc::EBUSY => Counter::err_ebusy,
+        libc::ENOMEM => Counter::err_enomem,
+        libc::EACCES => Counter::err_eacces,
+        libc::EFAULT => Counter::err_efault,
+        libc::ENOENT => Counter::err_enoent,
+        libc::ESRCH => Counter::err_esrch,
+        _ => Counter::err_other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_bucket_bounds() {
+        let h = LatencyHistogram::default();
+        for ms in [0, 1, 3, 3, 4, 40, 90, 150, 150, 7000] {
+            h.observe(ms);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count, 10);
+        assert_eq!(s.quantile_ms(0.5), Some(5), "5 of 10 are ≤ 5 ms");
+        assert_eq!(s.quantile_ms(0.99), Some(10_000));
+        assert_eq!(s.sum_ms, 7441);
+        assert_eq!(LatencySnapshot::default().quantile_ms(0.5), None);
+    }
+
+    #[test]
+    fn counters_by_name() {
+        let s = NodeStats::default();
+        s.add(Counter::moved, 3);
+        s.add(errno_counter(libc::EBUSY), 2);
+        s.add(errno_counter(libc::E2BIG), 1);
+        let snap = s.snapshot();
+        assert_eq!((snap.moved, snap.err_ebusy, snap.err_other), (3, 2, 1));
+        assert_eq!(snap.get(Counter::moved), 3);
+        assert_eq!(Counter::NAMES.len(), Counter::HELP.len());
+        assert_eq!(Counter::NAMES[Counter::err_esrch as usize], "err_esrch");
+    }
+}

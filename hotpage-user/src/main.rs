@@ -13,7 +13,12 @@ fn main() -> ExitCode {
         Err(err) => {
             // One line: the error and its causes, joined.
             eprintln!("hotpage: error: {err:#}");
-            ExitCode::from(1)
+            // A bad configuration file is a usage error, like a bad flag.
+            if err.downcast_ref::<hotpage::config::ConfigFileError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

@@ -138,3 +138,217 @@ fn an_unprivileged_user_is_told_to_use_root() {
     assert_one_line_error(&o, "needs root");
     assert!(stderr(&o).contains("sudo"));
 }
+
+#[test]
+fn run_refuses_bad_configuration_as_a_usage_error() {
+    let dir = std::env::temp_dir().join(format!("hotpage-cli-cfg-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    fs::write(&bad, "[promoter]\nrate = 5\n").unwrap();
+    let o = hotpage(&["run", "--config", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unknown field `rate`"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim_end().lines().count(), 1);
+    let o = hotpage(&["run", "--config", dir.join("missing.toml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read the configuration file"), "{}", stderr(&o));
+    let o = hotpage(&["run", "--freq-window-ms", "9000"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("frequency window 9000 ms"), "{}", stderr(&o));
+    let o = hotpage(&["run", "--rate-limit", "fast"]);
+    assert_eq!(o.status.code(), Some(2));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_on_a_machine_without_tiers_says_what_it_needs() {
+    let root = fixture("single-node-6.18");
+    let o = hotpage(&["run", "--root", root.to_str().unwrap()]);
+    assert_one_line_error(&o, "no lower memory tier");
+}
+
+#[test]
+fn stats_without_a_daemon_is_one_clear_error() {
+    let o = hotpage(&["--run-dir", "/nonexistent-hotpage", "stats"]);
+    assert_one_line_error(&o, "no hotpage daemon is running");
+    assert!(stderr(&o).contains("hotpage run"));
+    for cmd in ["top", "metrics"] {
+        let o = hotpage(&["--run-dir", "/nonexistent-hotpage", cmd]);
+        assert_one_line_error(&o, "no hotpage daemon is running");
+    }
+    let o = hotpage(&["stats", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn nodes_shows_tiers_as_a_table_and_json() {
+    let root = fixture("cxl-box-6.12");
+    let o = hotpage(&["nodes", "--root", root.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("SIZE MiB") && out.contains("memory_tier56") && out.contains("node 0"), "{out}");
+    let o = hotpage(&["nodes", "--json", "--root", root.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["nodes"][1]["top_tier"], false);
+    assert_eq!(v["nodes"][1]["promotes_to"], 0);
+    assert_eq!(v["nodes"][1]["tier"], 56);
+}
+
+#[test]
+fn check_lists_each_requirement_with_its_fix() {
+    let root = fixture("cxl-box-6.12");
+    let o = hotpage(&["check", "--root", root.to_str().unwrap()]);
+    // The capture has no BTF: check fails, and says how to fix it.
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("✔ memory tiers"), "{out}");
+    assert!(out.contains("✘ kernel BTF"), "{out}");
+    assert!(out.contains("fix: use a kernel built with CONFIG_DEBUG_INFO_BTF=y"), "{out}");
+    assert!(stderr(&o).contains("requirement(s) not met"));
+    let o = hotpage(&["check", "--json", "--root", root.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["checks"].as_array().unwrap().iter().any(|c| c["name"] == "PMU"));
+}
+
+/// A control server in this process with a fixed snapshot, so the CLI's
+/// side of stats/top/metrics is tested without tiers or root.
+mod with_a_daemon {
+    use std::{collections::BTreeMap, sync::Arc};
+
+    use hotpage::{
+        control::{ControlServer, SnapshotSource},
+        stats::{NodeRow, ProcessRow, PromoterRow, Snapshot},
+    };
+
+    use super::*;
+
+    struct Fixed;
+
+    impl SnapshotSource for Fixed {
+        fn snapshot(&self) -> Snapshot {
+            let counters = hotpage::promoter::CounterSnapshot {
+                moved: 4096,
+                moved_bytes: 4096 * 4096,
+                move_calls: 8,
+                err_ebusy: 2,
+                ..Default::default()
+            };
+            Snapshot {
+                version: "0.1.0".into(),
+                kernel: "6.12.117+deb12-cloud-amd64".into(),
+                uptime_s: 10.0,
+                mode: "default".into(),
+                rate_limit: "1024 MB/s".into(),
+                rate_limit_bytes_per_s: Some(1_024_000_000),
+                nodes: vec![
+                    NodeRow {
+                        node: 0,
+                        tier: Some(4),
+                        top_tier: true,
+                        promoted_in_pages: 4096,
+                        ..NodeRow::default()
+                    },
+                    NodeRow {
+                        node: 1,
+                        tier: Some(56),
+                        promoted_out_pages: 4096,
+                        failures: BTreeMap::from([("EBUSY".into(), 2)]),
+                        ..NodeRow::default()
+                    },
+                ],
+                promoter: vec![PromoterRow {
+                    node: 1,
+                    target: Some(0),
+                    counters,
+                    latency: hotpage::promoter::LatencySnapshot {
+                        buckets: vec![0; hotpage::promoter::stats::LATENCY_BUCKETS_MS.len() + 1],
+                        count: 0,
+                        sum_ms: 0,
+                    },
+                }],
+                processes: vec![ProcessRow {
+                    pid: 4242,
+                    comm: "gups".into(),
+                    promoted_pages: 4096,
+                    hot_pages: 3,
+                }],
+                ..Snapshot::default()
+            }
+        }
+    }
+
+    fn serve() -> (tokio::runtime::Runtime, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "hotpage-cli-daemon-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let server = Arc::new(rt.block_on(async { ControlServer::bind(&dir) }).unwrap());
+        rt.spawn(async move { server.serve(Arc::new(Fixed)).await });
+        (rt, dir)
+    }
+
+    fn cli(dir: &Path, args: &[&str]) -> (String, Output) {
+        let o = Command::cargo_bin("hotpage").unwrap().arg("--run-dir").arg(dir).args(args).output().unwrap();
+        (String::from_utf8_lossy(&o.stdout).into_owned(), o)
+    }
+
+    #[test]
+    fn stats_table_json_prometheus_and_watch_mode() {
+        let (_rt, dir) = serve();
+        let (out, o) = cli(&dir, &["stats"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        for want in ["NODE", "PROMOTED OUT pages", "EBUSY 2", "4096", "rate limit 1024 MB/s"] {
+            assert!(out.contains(want), "{want:?} in\n{out}");
+        }
+        let (out, _) = cli(&dir, &["stats", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["promoter"][0]["counters"]["moved"], 4096);
+        assert_eq!(v["nodes"][1]["failures"]["EBUSY"], 2);
+        let (out, _) = cli(&dir, &["stats", "--prometheus"]);
+        assert!(out.contains("hotpage_promoted_bytes_total{node=\"1\",target=\"0\"} 16777216"), "{out}");
+        // Watch mode: COUNT reports, INTERVAL apart; JSON is one object per line.
+        let (out, o) = cli(&dir, &["stats", "--json", "0.1", "3"]);
+        assert!(o.status.success());
+        assert_eq!(out.lines().count(), 3);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn top_and_metrics() {
+        let (_rt, dir) = serve();
+        let (out, o) = cli(&dir, &["top"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(out.contains("4242") && out.contains("gups") && out.contains("PROMOTED MiB"), "{out}");
+        let (out, _) = cli(&dir, &["top", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v[0]["pid"], 4242);
+        let (out, o) = cli(&dir, &["metrics"]);
+        assert!(o.status.success());
+        assert!(out.starts_with("# HELP hotpage_build_info"), "{out}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_non_root_client_gets_a_permission_error() {
+        // SAFETY: geteuid has no preconditions.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        // Unprivileged, the socket would be our own: `cargo xtask test` runs this as root.
+        assert!(is_root, "this test needs root to own the socket: run `sudo cargo xtask test`");
+        let (_rt, dir) = serve();
+        let bin = assert_cmd::cargo::cargo_bin("hotpage");
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .arg("--run-dir")
+            .arg(&dir)
+            .arg("stats")
+            .output()
+            .unwrap();
+        assert_one_line_error(&o, "root-only: run this command with sudo");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -3,6 +3,7 @@
 
 mod cargo;
 mod deps;
+mod prometheus_check;
 mod vm;
 
 use std::process::ExitCode;
@@ -134,11 +135,20 @@ fn test_all(spec: &BoxSpec) -> Result<()> {
         );
     }
     run(cargo::cargo().args(["test", "--workspace"]))?;
+    // The golden Prometheus text, through a real parser.
+    let golden = cargo::workspace_root().join("tests/golden/metrics.prom");
+    prometheus_check::check(&[&golden])?;
     vm::kernel::ensure()?;
-    vm_test(spec, &[])
+    vm_test(spec, &[])?;
+    // And what the daemon wrote in the box (its textfile, sent back in /results).
+    let live = cargo::target_dir().join("vm/test/results/live-metrics.prom");
+    anyhow::ensure!(live.exists(), "the box tests returned no {}", live.display());
+    prometheus_check::check(&[&live])
 }
 
 fn vm_test(spec: &BoxSpec, filter: &[String]) -> Result<()> {
+    // Results of an earlier run must not pass for this one's.
+    let _ = std::fs::remove_dir_all(cargo::target_dir().join("vm/test/results"));
     let hotpage = build_bins("hotpage-user", &["hotpage"], false)?.remove(0);
     let tests = build_test("hotpage-tests", "vm")?;
     let workload = build_bins("hotpage-tests", &["hotpage-workload"], false)?.remove(0);
@@ -178,34 +188,57 @@ fn demo(spec: &BoxSpec, seconds: u32) -> Result<()> {
         anyhow::bail!("hotpage loads BPF programs: run `sudo cargo xtask demo`");
     }
     let hotpage = build_bins("hotpage-user", &["hotpage"], true)?.remove(0);
-    eprintln!("xtask: lower memory tier found; running hotpage here for {seconds} s");
-    run(std::process::Command::new(hotpage).args([
-        "trace",
-        "--set-tiering",
-        "--summary-only",
-        "--duration",
-        &seconds.to_string(),
-    ]))
+    let workload = build_bins("hotpage-tests", &["hotpage-workload"], true)?.remove(0);
+    let node = std::fs::read_dir("/sys/devices/virtual/memory_tiering")?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("memory_tier"))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("nodelist")).ok())
+        .last()
+        .and_then(|l| l.trim().split([',', '-']).next().map(str::to_owned))
+        .unwrap_or_else(|| "1".into());
+    eprintln!("xtask: lower memory tier found (node {node}); running the main job here for {seconds} s");
+    let script = demo_script(&hotpage.to_string_lossy(), &workload.to_string_lossy(), &node, seconds, "/tmp");
+    run(std::process::Command::new("sh").arg("-c").arg(script))
+}
+
+/// The main job: a workload with its memory on a lower-tier node and a hot
+/// subset, `hotpage run` promoting it, `hotpage stats` before and after, and
+/// the share of the hot set on node 0 at the end.
+fn demo_script(hotpage: &str, workload: &str, node: &str, seconds: u32, tmp: &str) -> String {
+    let (h, w) = (sh_quote(hotpage), sh_quote(workload));
+    let stats_at = (seconds / 2).max(3);
+    format!(
+        "set -e\n\
+         echo '== nodes and memory tiers'\n\
+         {h} nodes\n\
+         echo '== workload: 64 MiB placed on node {node}, 90% of its updates to a 16 MiB hot set, {seconds} s'\n\
+         {w} hot-set --node {node} --size-mib 64 --hot-mib 16 --seconds {seconds} --truth {tmp}/hotpage-demo-truth.json &\n\
+         W=$!\n\
+         while [ ! -s {tmp}/hotpage-demo-truth.json ]; do sleep 0.2; done\n\
+         echo '== hotpage run (NUMA-balancing scans sped up as in the box tests; restored at exit)'\n\
+         {h} -v run --scan-delay-ms 0 --scan-period-min-ms 100 --scan-period-max-ms 1000 &\n\
+         D=$!\n\
+         until {h} stats >/dev/null 2>&1; do sleep 0.2; done\n\
+         echo '== hotpage stats, at the start'\n\
+         {h} stats\n\
+         sleep {stats_at}\n\
+         echo '== hotpage stats, {stats_at} s later'\n\
+         {h} stats\n\
+         echo '== hotpage top'\n\
+         {h} top\n\
+         wait $W\n\
+         echo '== hotpage stats, at the end'\n\
+         {h} stats\n\
+         kill -TERM $D\n\
+         wait $D\n\
+         echo '== hotpage stopped: kernel settings restored'\n"
+    )
 }
 
 fn vm_demo(spec: &BoxSpec, seconds: u32) -> Result<()> {
     let hotpage = build_bins("hotpage-user", &["hotpage"], false)?.remove(0);
     let workload = build_bins("hotpage-tests", &["hotpage-workload"], false)?.remove(0);
-    let trace_secs = seconds.saturating_sub(8).max(5);
-    let script = format!(
-        "set -e\n\
-         echo '== the box: node 0 DRAM (top tier), node 1 CPU-less CXL stand-in (lower tier)'\n\
-         /bin/hotpage nodes 2>/dev/null || cat /sys/devices/virtual/memory_tiering/*/nodelist\n\
-         echo '== workload: 256 MiB placed on node 1, 90% of accesses to a 32 MiB hot set'\n\
-         /bin/hotpage-workload hot-set --node 1 --size-mib 256 --hot-mib 32 --seconds {seconds} &\n\
-         W=$!\n\
-         sleep 3\n\
-         echo '== hotpage trace: live hint faults of the workload (first 25)'\n\
-         /bin/hotpage trace --set-tiering --pid $W --count 25\n\
-         echo '== hotpage trace: per-second summary'\n\
-         /bin/hotpage trace --set-tiering --pid $W --summary-only --duration {trace_secs}\n\
-         wait $W\n"
-    );
+    let script = demo_script("/bin/hotpage", "/bin/hotpage-workload", "1", seconds, "/tmp");
     let payload = Payload {
         binaries: vec![(hotpage, "/bin/hotpage".into()), (workload, "/bin/hotpage-workload".into())],
         script,

@@ -2,12 +2,12 @@
 
 use aya::maps::{MapData, PerCpuArray};
 use hotpage_common::counter;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::BpfError;
 
 /// Counters summed over CPUs, in `counter::NAMES` order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterSnapshot {
     pub seen: u64,
     pub no_pfn: u64,

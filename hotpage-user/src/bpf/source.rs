@@ -69,7 +69,7 @@ pub enum BpfError {
 }
 
 /// Knobs applied when an object is loaded.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Events per CPU between forced consumer wake-ups (`wakeup_every`); 1 wakes on every event.
     pub wakeup_every: u32,

@@ -1,15 +1,27 @@
 //! Command-line interface. Library code returns typed errors; here they gain
 //! context (`anyhow`) and become one line on stderr.
 
+mod check;
+mod nodes;
+mod run;
 mod shutdown;
+mod stats;
 mod trace;
 
 pub use shutdown::Shutdown;
 
-use std::path::PathBuf;
+use crate::{
+    kernel,
+    kernel_settings::{self, SavedSetting},
+    sysfs::read_u64,
+    topology::TierTopology,
+};
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use hotpage_common::PfnRange;
 
 /// Finds hot pages on lower-tier (CXL) memory and promotes them to a fast node.
 #[derive(Debug, Parser)]
@@ -33,6 +45,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: find hot lower-tier pages and promote them.
+    Run(run::RunArgs),
+    /// What the running daemon sees and did: nodes, sources, promoter, kernel counters.
+    Stats(stats::StatsArgs),
+    /// The processes with the most promoted and ready memory.
+    Top(stats::TopArgs),
+    /// One-shot Prometheus text from the running daemon.
+    Metrics,
+    /// NUMA nodes and memory tiers (numastat-like); no daemon needed.
+    Nodes(nodes::NodesArgs),
+    /// Can this kernel and machine run hotpage? Each requirement with the fix.
+    Check(check::CheckArgs),
     /// Print lower-tier page accesses live, with a per-second summary.
     Trace(trace::TraceArgs),
 }
@@ -50,7 +74,65 @@ pub fn init_logging(verbose: u8) {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Run(args) => run::run(&cli.root, &cli.run_dir, args),
+        Command::Stats(args) => stats::stats(&cli.run_dir, args),
+        Command::Top(args) => stats::top(&cli.run_dir, args),
+        Command::Metrics => stats::metrics(&cli.run_dir),
+        Command::Nodes(args) => nodes::run(&cli.root, args),
+        Command::Check(args) => check::run(&cli.root, &cli.run_dir, args),
         Command::Trace(args) => trace::run(&cli.root, &cli.run_dir, args),
+    }
+}
+
+/// What `run` and `trace` need before they change anything.
+struct Preflight {
+    topo: TierTopology,
+    ranges: Vec<PfnRange>,
+    release: String,
+    hook: &'static str,
+}
+
+/// Checks in the order an operator fixes them: what the machine lacks is
+/// reported before what the user lacks.
+fn preflight(root: &Path, what: &str) -> Result<Preflight> {
+    let topo = TierTopology::read(root).context("reading the NUMA topology")?;
+    topo.require_lower_tier(root)?;
+    let ranges = topo.lower_tier_ranges()?;
+    let release = kernel::release(root);
+    let btf = kernel::kernel_btf(root)?;
+    let hook = kernel::hint_fault_hook(&btf, &release)?;
+    drop(btf);
+    require_root(what)?;
+    Ok(Preflight { topo, ranges, release, hook })
+}
+
+/// Without changing settings: still put back what a crashed run left behind.
+fn recover_only(root: &Path, run_dir: &Path) {
+    match kernel_settings::recover(root, run_dir) {
+        Ok(recovered) => report_recovered(&recovered),
+        Err(e) => tracing::warn!("{e}"),
+    }
+    warn_if_no_hint_faults(root);
+}
+
+fn report_recovered(recovered: &[SavedSetting]) {
+    for s in recovered {
+        eprintln!(
+            "hotpage: restored {} to {} (left at {} by a hotpage that did not stop cleanly)",
+            s.path, s.original, s.applied
+        );
+    }
+}
+
+/// Hint faults on lower-tier pages need NUMA balancing on (mode 2 tiers, 1 or 3 too).
+fn warn_if_no_hint_faults(root: &Path) {
+    match read_u64(&root.join("proc/sys/kernel/numa_balancing")) {
+        Ok(0) => tracing::warn!(
+            "kernel.numa_balancing is 0: the kernel makes no hint faults, so no events will come \
+             (set it to 2 for memory tiering)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}: this kernel may lack CONFIG_NUMA_BALANCING"),
     }
 }
 

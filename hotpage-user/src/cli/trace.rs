@@ -7,23 +7,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use hotpage_common::{HotpageEvent, event_flags, source};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::Shutdown;
+use super::{Preflight, Shutdown, preflight, recover_only, report_recovered};
 use crate::{
     bpf::{CounterSnapshot, LoadOptions, LoadedSource, SourceCounters, SourceKind},
     collector::{Collector, EventConsumer},
     hotmap::{
         DEFAULT_HINT_CAPACITY, FeedStats, HotMap, HotMapConfig, HotMapCounters, HotMapFeeder, MemoryLayout,
     },
-    kernel,
-    kernel_settings::{self, SavedSetting, SettingsGuard},
-    sysfs::read_u64,
-    topology::TierTopology,
+    kernel_settings::SettingsGuard,
 };
 
 #[derive(Debug, Args)]
@@ -65,15 +62,7 @@ pub fn run(root: &Path, run_dir: &Path, args: TraceArgs) -> Result<()> {
 async fn trace(root: &Path, run_dir: &Path, args: TraceArgs) -> Result<()> {
     // Before anything changes: a signal from here on means a clean stop.
     let shutdown = Shutdown::install()?;
-    // What the machine lacks is reported before what the user lacks.
-    let topo = TierTopology::read(root).context("reading the NUMA topology")?;
-    topo.require_lower_tier(root)?;
-    let ranges = topo.lower_tier_ranges()?;
-    let release = kernel::release(root);
-    let btf = kernel::kernel_btf(root)?;
-    let hook = kernel::hint_fault_hook(&btf, &release)?;
-    drop(btf);
-    super::require_root("hotpage trace")?;
+    let Preflight { topo, ranges, hook, .. } = preflight(root, "hotpage trace")?;
 
     // Restored when `_settings` drops, after the programs are gone.
     let _settings = if args.set_tiering {
@@ -82,11 +71,7 @@ async fn trace(root: &Path, run_dir: &Path, args: TraceArgs) -> Result<()> {
         guard.hint_faults_without_kernel_promotion()?;
         Some(guard)
     } else {
-        match kernel_settings::recover(root, run_dir) {
-            Ok(recovered) => report_recovered(&recovered),
-            Err(e) => tracing::warn!("{e}"),
-        }
-        warn_if_no_hint_faults(root);
+        recover_only(root, run_dir);
         None
     };
 
@@ -114,27 +99,6 @@ async fn trace(root: &Path, run_dir: &Path, args: TraceArgs) -> Result<()> {
     printer.finish()?;
     drop(src);
     Ok(())
-}
-
-fn report_recovered(recovered: &[SavedSetting]) {
-    for s in recovered {
-        eprintln!(
-            "hotpage: restored {} to {} (left at {} by a hotpage that did not stop cleanly)",
-            s.path, s.original, s.applied
-        );
-    }
-}
-
-/// Hint faults on lower-tier pages need NUMA balancing on (mode 2 tiers, 1 or 3 too).
-fn warn_if_no_hint_faults(root: &Path) {
-    match read_u64(&root.join("proc/sys/kernel/numa_balancing")) {
-        Ok(0) => tracing::warn!(
-            "kernel.numa_balancing is 0: the kernel makes no hint faults, so no events will come \
-             (set it to 2 for memory tiering)"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!("{e}: this kernel may lack CONFIG_NUMA_BALANCING"),
-    }
 }
 
 fn source_name(id: u16) -> &'static str {

@@ -13,7 +13,7 @@ use super::{Access, Hint, HotMap, RecordError, Recorded};
 use crate::{clock::ns_to_tick, collector::EventConsumer};
 
 /// How the events fed so far fared, by `record_access()` outcome.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FeedStats {
     pub events: u64,
     pub not_started: u64,

@@ -151,6 +151,19 @@ impl HintTable {
         self.shards[shard_of(pfn)].lock().ok()?.map.get(&pfn).map(|(h, _)| *h)
     }
 
+    /// Hints per process (ready pages waiting for the promoter).
+    pub fn count_by_pid(&self) -> HashMap<u32, u64> {
+        let mut out = HashMap::new();
+        for s in self.shards.iter() {
+            if let Ok(s) = s.lock() {
+                for (h, _) in s.map.values() {
+                    *out.entry(h.pid).or_default() += 1;
+                }
+            }
+        }
+        out
+    }
+
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().map(|s| s.map.len()).unwrap_or(0)).sum()
     }

@@ -805,6 +805,26 @@ impl HotMap {
         n
     }
 
+    /// Pages of `nid` that have a record (online lower-tier pages of its sections).
+    pub fn tracked_pages(&self, nid: u32) -> u64 {
+        let Some(node) = self.nodes.get(nid as usize) else { return 0 };
+        let Ok(list) = node.sections.lock().map(|s| s.clone()) else { return 0 };
+        let mut n = 0;
+        for &nr in list.iter() {
+            let Some(sec) = self.dir.get(nr) else { continue };
+            if !sec.online.load(Ordering::Relaxed) {
+                continue;
+            }
+            n += sec
+                .segments
+                .iter()
+                .filter(|s| s.nid == nid && !s.top_tier)
+                .map(|s| s.end - s.start)
+                .sum::<u64>();
+        }
+        n
+    }
+
     pub fn memory(&self) -> MapMemory {
         let mut m = MapMemory { overhead_bytes: self.dir.overhead_bytes() as u64, ..Default::default() };
         for nr in self.dir.numbers() {

@@ -26,7 +26,7 @@ pub enum HookError {
     #[error(
         "kernel {release} has no NUMA hint-fault hook hotpage can attach to ({found}); the hint-fault \
          source needs numa_migrate_check (Linux 6.10+) or numa_migrate_prep(struct folio *, struct vm_fault *, ...) \
-         (6.9): upgrade the kernel or use the sample source (--sources samples)"
+         (6.9): upgrade the kernel to 6.9 or later"
     )]
     Unsupported { release: String, found: String },
 }
@@ -188,7 +188,7 @@ mod tests {
             err.contains("numa_migrate_prep(struct page *, struct vm_area_struct *, unsigned long, int *)"),
             "{err}"
         );
-        assert!(err.contains("--sources samples"), "{err}");
+        assert!(err.contains("upgrade the kernel to 6.9 or later"), "{err}");
     }
 
     #[test]

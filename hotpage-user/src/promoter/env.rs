@@ -80,6 +80,9 @@ pub trait PromoterEnv: Send {
     ) -> io::Result<u64>;
     /// Hot-map ticks (ms of CLOCK_MONOTONIC).
     fn now_tick(&self) -> u64;
+
+    /// Whether process `pid` exists.
+    fn process_alive(&self, pid: u32) -> bool;
 }
 
 /// The real system under a root path.
@@ -256,6 +259,10 @@ impl PromoterEnv for SystemEnv {
 
     fn now_tick(&self) -> u64 {
         clock::now_tick()
+    }
+
+    fn process_alive(&self, pid: u32) -> bool {
+        self.root.join(format!("proc/{pid}")).exists()
     }
 }
 

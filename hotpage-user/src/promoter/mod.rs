@@ -170,6 +170,38 @@ pub struct NodeReport {
     pub latency: LatencySnapshot,
 }
 
+/// A handle for reading the workers' counters, cloneable and cheap.
+#[derive(Clone)]
+pub struct PromoterReporter {
+    stats: Vec<(u32, Arc<NodeStats>)>,
+    targets: Arc<Targets>,
+}
+
+impl PromoterReporter {
+    pub fn reports(&self) -> Vec<NodeReport> {
+        self.stats
+            .iter()
+            .map(|(nid, s)| NodeReport {
+                node: *nid,
+                target: self.targets.nearest(*nid),
+                counters: s.snapshot(),
+                latency: s.latency.snapshot(),
+            })
+            .collect()
+    }
+
+    /// Base pages promoted per process, all nodes.
+    pub fn processes(&self) -> HashMap<u32, u64> {
+        let mut all = HashMap::new();
+        for (_, s) in &self.stats {
+            for (pid, n) in s.processes() {
+                *all.entry(pid).or_default() += n;
+            }
+        }
+        all
+    }
+}
+
 /// The running workers.
 pub struct Promoter {
     stop: Arc<AtomicBool>,
@@ -244,16 +276,12 @@ impl Promoter {
         &self.config
     }
 
+    pub fn reporter(&self) -> PromoterReporter {
+        PromoterReporter { stats: self.stats.clone(), targets: self.targets.clone() }
+    }
+
     pub fn reports(&self) -> Vec<NodeReport> {
-        self.stats
-            .iter()
-            .map(|(nid, s)| NodeReport {
-                node: *nid,
-                target: self.targets.nearest(*nid),
-                counters: s.snapshot(),
-                latency: s.latency.snapshot(),
-            })
-            .collect()
+        self.reporter().reports()
     }
 
     /// Stops and joins the workers (each finishes its current batch).

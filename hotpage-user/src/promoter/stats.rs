@@ -20,7 +20,7 @@ macro_rules! counters {
         }
 
         /// A snapshot of one node's counters.
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
         pub struct CounterSnapshot { $(#[doc = $doc] pub $name: u64),* }
 
         impl CounterSnapshot {
@@ -74,7 +74,7 @@ pub struct LatencyHistogram {
     sum_ms: AtomicU64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct LatencySnapshot {
     /// Counts per bucket of [`LATENCY_BUCKETS_MS`], then the overflow bucket.
     pub buckets: Vec<u64>,
@@ -150,14 +150,36 @@ impl LatencySnapshot {
     }
 }
 
+/// Processes tracked per node before the dead ones are dropped.
+const MAX_PROCESSES: usize = 4096;
+
 /// One node worker's counters and histogram, shared with readers.
 #[derive(Default)]
 pub struct NodeStats {
     counters: [AtomicU64; Counter::ALL.len()],
     pub latency: LatencyHistogram,
+    /// Base pages promoted per process (for `hotpage top`).
+    by_pid: std::sync::Mutex<std::collections::HashMap<u32, u64>>,
 }
 
 impl NodeStats {
+    /// Counts pages promoted for `pid` (once per batch). When the table grows
+    /// past its bound, processes that no longer exist are dropped.
+    pub fn add_process(&self, pid: u32, pages: u64, alive: impl Fn(u32) -> bool) {
+        if pages == 0 {
+            return;
+        }
+        let Ok(mut m) = self.by_pid.lock() else { return };
+        *m.entry(pid).or_default() += pages;
+        if m.len() > MAX_PROCESSES {
+            m.retain(|&p, _| alive(p));
+        }
+    }
+
+    pub fn processes(&self) -> std::collections::HashMap<u32, u64> {
+        self.by_pid.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
     pub fn add(&self, c: Counter, n: u64) {
         if n > 0 {
             self.counters[c as usize].fetch_add(n, Relaxed);

@@ -108,6 +108,10 @@ impl PromoterEnv for FakeEnv {
     fn now_tick(&self) -> u64 {
         self.now
     }
+
+    fn process_alive(&self, _pid: u32) -> bool {
+        true
+    }
 }
 
 /// node 0 and node 2: top tier; node 1: lower tier, nearer to node 0.
@@ -167,6 +171,8 @@ fn batches_of_512_grouped_by_process() {
     assert_eq!(calls[0].pages[0], vaddr_of(S), "address order within a batch");
     let s = w.stats().snapshot();
     assert_eq!((s.candidates, s.moved, s.move_calls, s.moved_bytes), (1600, 1600, 4, 1600 * 4096));
+    let by_pid = w.stats().processes();
+    assert_eq!((by_pid[&7], by_pid[&8]), (1500, 100));
 }
 
 #[test]

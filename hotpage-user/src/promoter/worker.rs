@@ -347,6 +347,7 @@ impl<E: PromoterEnv> NodeWorker<E> {
                     }
                 }
                 self.stats.latency.add(&latencies);
+                self.stats.add_process(pid, end.moved, |p| self.env.process_alive(p));
                 self.stats.add(Counter::moved, end.moved);
                 self.stats.add(Counter::moved_bytes, end.moved * PAGE_SIZE);
                 if let Some((_, v)) = self.free_seen.get_mut(&target) {

@@ -1,0 +1,242 @@
+//! `hotpage check`: can this kernel and machine run hotpage? Each requirement
+//! with ✔ or ✘ and, when it fails, the fix. Exit 0 when all hold, 1 otherwise.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use serde::Serialize;
+
+use crate::{
+    competition,
+    control::{self, Request, Response},
+    kernel,
+    kernel_settings::{NUMA_BALANCING, NUMA_BALANCING_MEMORY_TIERING, PROMOTE_RATE_LIMIT},
+    sysfs::{read_text, read_u64},
+    topology::TierTopology,
+};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Verdict {
+    Ok,
+    Fail,
+    /// Worth knowing, not required.
+    Info,
+}
+
+#[derive(Debug, Serialize)]
+struct Item {
+    name: &'static str,
+    verdict: Verdict,
+    detail: String,
+    /// What to do when it fails.
+    fix: Option<String>,
+}
+
+fn ok(name: &'static str, detail: String) -> Item {
+    Item { name, verdict: Verdict::Ok, detail, fix: None }
+}
+
+fn fail(name: &'static str, detail: String, fix: impl Into<String>) -> Item {
+    Item { name, verdict: Verdict::Fail, detail, fix: Some(fix.into()) }
+}
+
+fn info(name: &'static str, detail: String) -> Item {
+    Item { name, verdict: Verdict::Info, detail, fix: None }
+}
+
+/// The sampling hardware perf exposes, by name.
+fn pmu_type(root: &Path) -> String {
+    let dev = root.join("sys/bus/event_source/devices");
+    if dev.join("ibs_op").exists() {
+        "AMD IBS op (ibs_op)".into()
+    } else if dev.join("cpu/events/mem-loads").exists() {
+        "Intel PEBS load latency (cpu/mem-loads)".into()
+    } else if dev.join("cpu").exists() || dev.join("cpu_core").exists() {
+        "a core PMU without memory sampling events".into()
+    } else {
+        "none (no hardware PMU; e.g. a VM)".into()
+    }
+}
+
+fn items(root: &Path, run_dir: &Path, euid: u32) -> Vec<Item> {
+    let mut v = Vec::new();
+    let release = kernel::release(root);
+    v.push(if euid == 0 {
+        ok("root", "running as root".into())
+    } else {
+        fail("root", format!("running as uid {euid}"), "run hotpage as root (sudo hotpage run)")
+    });
+    match kernel::kernel_btf(root) {
+        Err(e) => {
+            v.push(fail("kernel BTF", e.to_string(), "use a kernel built with CONFIG_DEBUG_INFO_BTF=y"));
+            v.push(fail(
+                "hint-fault hook",
+                format!("Linux {release}: cannot look for it without BTF"),
+                "use a kernel with BTF, Linux 6.9 or later",
+            ));
+        }
+        Ok(btf) => {
+            v.push(ok("kernel BTF", "/sys/kernel/btf/vmlinux".into()));
+            v.push(match kernel::hint_fault_hook(&btf, &release) {
+                Ok(hook) => ok("hint-fault hook", format!("Linux {release}: fentry/{hook}")),
+                Err(e) => fail("hint-fault hook", e.to_string(), "upgrade to Linux 6.9 or later"),
+            });
+        }
+    }
+    match TierTopology::read(root) {
+        Err(e) => v.push(fail("memory tiers", e.to_string(), "check that /sys is mounted")),
+        Ok(topo) => v.push(match topo.require_lower_tier(root) {
+            Ok(()) => {
+                let lower: Vec<String> = topo
+                    .lower_tier_nodes()
+                    .map(|n| format!("node {} (memory_tier{})", n.id, n.tier.unwrap_or(0)))
+                    .collect();
+                ok("memory tiers", format!("lower tier: {}", lower.join(", ")))
+            }
+            Err(e) => fail(
+                "memory tiers",
+                e.to_string(),
+                "hotpage needs a CPU-less node the kernel puts in a lower tier (CXL memory with HMAT/CDAT)",
+            ),
+        }),
+    }
+    match read_u64(&root.join(NUMA_BALANCING)) {
+        Err(_) => v.push(fail(
+            "NUMA balancing",
+            "kernel.numa_balancing is missing".into(),
+            "use a kernel built with CONFIG_NUMA_BALANCING=y",
+        )),
+        Ok(mode) => {
+            let rate = read_u64(&root.join(PROMOTE_RATE_LIMIT)).ok();
+            let tiering = mode & NUMA_BALANCING_MEMORY_TIERING != 0;
+            v.push(ok(
+                "NUMA balancing",
+                format!(
+                    "mode {mode}{}, promote rate limit {} MB/s; `hotpage run` sets memory tiering and a limit of 0 \
+                     while it runs",
+                    if tiering { " (memory tiering)" } else { "" },
+                    rate.map_or("?".into(), |r| r.to_string())
+                ),
+            ));
+        }
+    }
+    let damon = competition::damon_migrations(root);
+    v.push(if damon.is_empty() {
+        ok("no competing tiering", "no DAMON migrate_hot/migrate_cold scheme runs".into())
+    } else {
+        fail(
+            "no competing tiering",
+            damon.join("; "),
+            "turn the DAMON scheme off, or run hotpage --observe-only",
+        )
+    });
+    v.push(match control::request(run_dir, &Request::Ping) {
+        Ok(Response::Pong { pid, version }) => info("daemon", format!("hotpage {version} runs as pid {pid}")),
+        _ => info("daemon", "no hotpage daemon is running".into()),
+    });
+    let debugfs = root.join("sys/kernel/debug/sched/numa_balancing");
+    v.push(info(
+        "scan knobs",
+        if debugfs.exists() {
+            format!("{} (debugfs) present", debugfs.display())
+        } else {
+            "debugfs sched/numa_balancing not mounted: scan knobs cannot be tuned".into()
+        },
+    ));
+    v.push(info("PMU", pmu_type(root)));
+    if let Ok(mode) = read_text(&root.join("sys/kernel/mm/transparent_hugepage/enabled")) {
+        v.push(info("THP", format!("transparent_hugepage: {}", mode.trim())));
+    }
+    v
+}
+
+pub fn run(root: &Path, run_dir: &Path, args: CheckArgs) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let items = items(root, run_dir, euid);
+    let failed = items.iter().filter(|i| i.verdict == Verdict::Fail).count();
+    if args.json {
+        println!("{}", serde_json::to_string(&serde_json::json!({ "ok": failed == 0, "checks": items }))?);
+    } else {
+        for i in &items {
+            let mark = match i.verdict {
+                Verdict::Ok => "✔",
+                Verdict::Fail => "✘",
+                Verdict::Info => "·",
+            };
+            println!("{mark} {:<22} {}", i.name, i.detail);
+            if let Some(fix) = &i.fix {
+                println!("  {:<22} fix: {fix}", "");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} requirement(s) not met (see ✘ above)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_fixtures::{cxl_box, no_tiering, single_node};
+
+    fn verdict(items: &[Item], name: &str) -> (Verdict, String) {
+        let i = items.iter().find(|i| i.name == name).unwrap();
+        (if i.verdict == Verdict::Ok { Verdict::Ok } else { Verdict::Fail }, i.detail.clone())
+    }
+
+    #[test]
+    fn the_box_capture_has_tiers_but_no_btf_in_the_fixture() {
+        let items = items(&cxl_box(), Path::new("/nonexistent"), 0);
+        assert_eq!(verdict(&items, "root").0, Verdict::Ok);
+        let (v, d) = verdict(&items, "memory tiers");
+        assert_eq!(v, Verdict::Ok);
+        assert!(d.contains("node 1 (memory_tier56)"), "{d}");
+        assert_eq!(verdict(&items, "NUMA balancing").0, Verdict::Ok);
+        // The capture holds no BTF: both BTF items fail with the fix.
+        let btf = items.iter().find(|i| i.name == "kernel BTF").unwrap();
+        assert_eq!(btf.verdict, Verdict::Fail);
+        assert!(btf.fix.as_deref().unwrap().contains("CONFIG_DEBUG_INFO_BTF"));
+    }
+
+    #[test]
+    fn missing_tiers_and_root_fail_with_a_fix() {
+        let items = items(&single_node(), Path::new("/nonexistent"), 1000);
+        let root = items.iter().find(|i| i.name == "root").unwrap();
+        assert_eq!(root.verdict, Verdict::Fail);
+        assert!(root.fix.as_deref().unwrap().contains("sudo"));
+        assert_eq!(verdict(&items, "memory tiers").0, Verdict::Fail);
+        let items = items_for_no_tiering();
+        let (v, d) = verdict(&items, "memory tiers");
+        assert_eq!(v, Verdict::Fail);
+        assert!(d.contains("memory_tiering"), "{d}");
+    }
+
+    fn items_for_no_tiering() -> Vec<Item> {
+        items(&no_tiering(), Path::new("/nonexistent"), 0)
+    }
+
+    #[test]
+    fn pmu_types_by_sysfs() {
+        let root = std::env::temp_dir().join(format!("hotpage-pmu-{}", std::process::id()));
+        let dev = root.join("sys/bus/event_source/devices");
+        std::fs::create_dir_all(dev.join("cpu/events")).unwrap();
+        assert!(pmu_type(&root).starts_with("a core PMU"));
+        std::fs::write(dev.join("cpu/events/mem-loads"), "event=0xcd,umask=0x1,ldlat=3\n").unwrap();
+        assert!(pmu_type(&root).starts_with("Intel PEBS"));
+        std::fs::create_dir_all(dev.join("ibs_op")).unwrap();
+        assert!(pmu_type(&root).starts_with("AMD IBS"));
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(pmu_type(Path::new("/nonexistent")).starts_with("none"));
+    }
+}

@@ -1,0 +1,279 @@
+//! `hotpage run`: the daemon. Loads and attaches the hint-fault program,
+//! feeds the hot map from its ring, runs one promoter worker per lower-tier
+//! node, and answers `hotpage stats` over the control socket. SIGTERM/SIGINT
+//! stop it cleanly: programs detached, socket removed, kernel settings back.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::{Preflight, Shutdown, preflight, recover_only, report_recovered};
+use crate::{
+    bpf::{LoadedSource, SourceKind},
+    collector::Collector,
+    competition,
+    config::{DEFAULT_CONFIG, FileConfig, RunConfig},
+    control::{ControlServer, SnapshotSource},
+    hotmap::{HotMap, HotMapFeeder, MemoryLayout, RecordMode},
+    kernel_settings::SettingsGuard,
+    metrics_export,
+    promoter::{Promoter, RateLimit, SystemEnv, Targets},
+    stats::{AttachedSource, SnapshotBuilder},
+};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML configuration file [default: /etc/hotpage/hotpage.toml when it exists].
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Move nothing and change no kernel setting; count what would move.
+    #[arg(long)]
+    observe_only: bool,
+    /// Promotion rate limit per target node: MB/s, 0 (observe only) or "unlimited".
+    #[arg(long, value_name = "MBPS", value_parser = parse_rate_limit)]
+    rate_limit: Option<String>,
+    /// Hot-map record mode: "default" (1 byte per page) or "precise" (4 bytes).
+    #[arg(long, value_parser = ["default", "precise"])]
+    mode: Option<String>,
+    /// Accesses within the window that make a page ready.
+    #[arg(long)]
+    freq_threshold: Option<u32>,
+    /// Window for counting accesses, ms.
+    #[arg(long, value_name = "MS")]
+    freq_window_ms: Option<u32>,
+    /// Pages per move_pages call.
+    #[arg(long)]
+    batch_pages: Option<usize>,
+    /// MiB kept free on a target node above its low watermark (0 = automatic).
+    #[arg(long, value_name = "MIB")]
+    headroom_mib: Option<u64>,
+    /// Leave kernel.numa_balancing and its promotion rate limit alone.
+    #[arg(long)]
+    no_manage_numa_balancing: bool,
+    /// NUMA-balancing scan knobs (debugfs sched/numa_balancing), ms; restored at exit.
+    #[arg(long, value_name = "MS")]
+    scan_delay_ms: Option<u64>,
+    #[arg(long, value_name = "MS")]
+    scan_period_min_ms: Option<u64>,
+    #[arg(long, value_name = "MS")]
+    scan_period_max_ms: Option<u64>,
+    /// Write a node_exporter textfile (hotpage.prom) into this directory.
+    #[arg(long, value_name = "DIR")]
+    textfile_dir: Option<PathBuf>,
+    /// Serve Prometheus text on http://ADDR/metrics (e.g. 127.0.0.1:9477).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Stop after this many seconds (default: run until SIGTERM/SIGINT).
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+}
+
+fn parse_rate_limit(s: &str) -> Result<String, String> {
+    RateLimit::parse(s).map(|_| s.to_owned())
+}
+
+impl RunArgs {
+    /// The file's settings with the flags on top, validated.
+    fn resolve(&self) -> Result<RunConfig> {
+        let default = Path::new(DEFAULT_CONFIG);
+        let (mut file, path) = match &self.config {
+            Some(p) => (FileConfig::load(p)?, p.clone()),
+            None if default.exists() => (FileConfig::load(default)?, default.to_owned()),
+            None => (FileConfig::default(), PathBuf::from("configuration")),
+        };
+        let h = &mut file.hotmap;
+        if let Some(m) = &self.mode {
+            h.mode = Some(if m == "precise" { RecordMode::Precise } else { RecordMode::Default });
+        }
+        h.freq_threshold = self.freq_threshold.or(h.freq_threshold);
+        h.freq_window_ms = self.freq_window_ms.or(h.freq_window_ms);
+        let p = &mut file.promoter;
+        if self.observe_only {
+            p.rate_limit = Some("0".into());
+        } else if let Some(r) = &self.rate_limit {
+            p.rate_limit = Some(r.clone());
+        }
+        p.batch_pages = self.batch_pages.or(p.batch_pages);
+        p.headroom_mib = self.headroom_mib.or(p.headroom_mib);
+        let k = &mut file.kernel;
+        if self.no_manage_numa_balancing {
+            k.manage_numa_balancing = false;
+        }
+        k.scan_delay_ms = self.scan_delay_ms.or(k.scan_delay_ms);
+        k.scan_period_min_ms = self.scan_period_min_ms.or(k.scan_period_min_ms);
+        k.scan_period_max_ms = self.scan_period_max_ms.or(k.scan_period_max_ms);
+        let m = &mut file.metrics;
+        if self.textfile_dir.is_some() {
+            m.textfile_dir = self.textfile_dir.clone();
+        }
+        if self.listen.is_some() {
+            m.listen = self.listen.clone();
+        }
+        Ok(file.resolve(&path)?)
+    }
+}
+
+pub fn run(root: &Path, run_dir: &Path, args: RunArgs) -> Result<()> {
+    // Configuration errors come first: they need neither root nor a kernel.
+    let cfg = args.resolve()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(daemon(root, run_dir, cfg, args.duration))
+}
+
+async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f64>) -> Result<()> {
+    let started = Instant::now();
+    let shutdown = Shutdown::install()?;
+    let observe_only = cfg.promoter.rate_limit == RateLimit::ObserveOnly;
+    let Preflight { topo, ranges, release, hook } = preflight(root, "hotpage run")?;
+
+    // Refuse to fight another mover of pages (observe-only moves nothing, so it only warns).
+    for line in competition::damon_migrations(root) {
+        if observe_only {
+            tracing::warn!("{line}");
+        } else {
+            bail!("{line}");
+        }
+    }
+    // A live socket means another daemon: refused before anything changes.
+    let server = ControlServer::bind(run_dir)?;
+
+    let manage = cfg.manage_numa_balancing && !observe_only;
+    let settings = if manage {
+        let (mut guard, recovered) = SettingsGuard::acquire(root, run_dir)?;
+        report_recovered(&recovered);
+        guard.hint_faults_without_kernel_promotion()?;
+        for (path, value) in cfg.scan {
+            if let Some(v) = value {
+                guard
+                    .set(path, &v.to_string())
+                    .with_context(|| format!("setting {path} (is debugfs mounted?)"))?;
+            }
+        }
+        Some(guard)
+    } else {
+        recover_only(root, run_dir);
+        if competition::kernel_promotes(root) {
+            if observe_only {
+                tracing::warn!("the kernel promotes pages itself (NUMA balancing memory tiering is on)");
+            } else {
+                bail!(
+                    "the kernel promotes pages itself (kernel.numa_balancing has memory tiering on and \
+                     numa_balancing_promote_rate_limit_MBps > 0): let hotpage hold it back \
+                     (kernel.manage_numa_balancing = true) or run with --observe-only"
+                );
+            }
+        }
+        None
+    };
+
+    let mut src = LoadedSource::load(SourceKind::HintFault, &cfg.load)?;
+    src.set_lower_tier(&ranges)?;
+    let ring = src.take_ring()?;
+    let counters = src.take_counters()?;
+    src.attach_fentry(hook)?;
+
+    let map = Arc::new(HotMap::new(&MemoryLayout::from(&topo), cfg.hotmap, cfg.hint_capacity)?);
+    let mut feeder = HotMapFeeder::new(map.clone());
+    let targets = Targets::new(&topo, cfg.hotmap.mode);
+    let promoter = Promoter::start(map.clone(), targets, cfg.promoter, |_| SystemEnv::new(root))?;
+    let lower: Vec<String> = topo
+        .lower_tier_nodes()
+        .map(|n| {
+            format!(
+                "node {} → node {}",
+                n.id,
+                topo.nearest_top_tier(n.id).map_or("-".into(), |t| t.to_string())
+            )
+        })
+        .collect();
+    tracing::info!(
+        hook,
+        rate_limit = %cfg.promoter.rate_limit,
+        "hotpage run: fentry/{hook} attached; promoting {}",
+        lower.join(", ")
+    );
+
+    let builder: Arc<dyn SnapshotSource> = Arc::new(SnapshotBuilder {
+        root: root.to_owned(),
+        topology: topo.clone(),
+        kernel: release.clone(),
+        started,
+        rate_limit: cfg.promoter.rate_limit,
+        sources: vec![AttachedSource {
+            name: SourceKind::HintFault.name().into(),
+            attached_to: format!("fentry/{hook}"),
+            counters,
+            id: SourceKind::HintFault.id(),
+        }],
+        map: map.clone(),
+        feed: feeder.counters(),
+        promoter: promoter.reporter(),
+    });
+    let server = Arc::new(server);
+    let mut tasks = Vec::new();
+    {
+        let (server, builder) = (server.clone(), builder.clone());
+        tasks.push(tokio::spawn(async move { server.serve(builder).await }));
+    }
+    if let Some(addr) = cfg.listen {
+        let listener = metrics_export::bind_http(addr)
+            .await
+            .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+        tasks.push(tokio::spawn(metrics_export::serve_http(listener, builder.clone())));
+        tracing::info!("serving Prometheus text on http://{addr}/metrics");
+    }
+    if let Some(dir) = cfg.textfile_dir.clone() {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the textfile directory {}", dir.display()))?;
+        let (builder, every) = (builder.clone(), Duration::from_secs(cfg.textfile_interval_s));
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let b = builder.clone();
+                let text =
+                    tokio::task::spawn_blocking(move || crate::stats::render_prometheus(&b.snapshot()))
+                        .await
+                        .unwrap_or_default();
+                if let Err(e) = metrics_export::write_textfile(&dir, &text) {
+                    tracing::warn!("writing {}: {e}", metrics_export::textfile_path(&dir).display());
+                }
+            }
+        }));
+    }
+
+    let mut collector = Collector::new(vec![ring], Duration::from_millis(cfg.drain_interval_ms))?;
+    let limit = duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    let result = collector.run(&mut feeder, shutdown.wait(limit, std::future::pending())).await;
+
+    // Stop in the reverse order of start: nothing moves, then nothing is
+    // attached, then the socket goes, then the kernel settings come back.
+    promoter.stop();
+    drop(src);
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    if let Some(dir) = &cfg.textfile_dir {
+        // The last numbers stay for node_exporter, as a textfile collector expects.
+        let text = crate::stats::render_prometheus(&builder.snapshot());
+        if let Err(e) = metrics_export::write_textfile(dir, &text) {
+            tracing::warn!("writing the last textfile: {e}");
+        }
+    }
+    drop(builder);
+    drop(server);
+    if let Some(mut guard) = settings {
+        guard.restore()?;
+    }
+    let stats = result?;
+    tracing::info!(events = stats.events, "hotpage run: stopped");
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! `hotpage run`'s configuration: a TOML file (every key optional, unknown
+//! keys refused), then command-line flags on top. Every knob, its unit and
+//! default is listed in docs/configuration.md.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::{
+    bpf::LoadOptions,
+    hotmap::{ConfigError as HotMapConfigError, DEFAULT_HINT_CAPACITY, HotMapConfig, RecordMode},
+    promoter::{PromoterConfig, PromoterError, RateLimit},
+};
+
+/// Where `hotpage run` looks for its file when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/hotpage/hotpage.toml";
+
+#[derive(Debug, Error)]
+pub enum ConfigFileError {
+    #[error("cannot read the configuration file {path}: {error}", path = .path.display())]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{path}: {message}", path = .path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {0}", path = .1.display())]
+    HotMap(HotMapConfigError, PathBuf),
+    #[error("{path}: {0}", path = .1.display())]
+    Promoter(PromoterError, PathBuf),
+    #[error("{path}: {what}", path = .path.display())]
+    Invalid { path: PathBuf, what: String },
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub sources: SourcesFile,
+    pub hotmap: HotMapFile,
+    pub promoter: PromoterFile,
+    pub kernel: KernelFile,
+    pub collector: CollectorFile,
+    pub metrics: MetricsFile,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesFile {
+    /// NUMA hint faults (fentry on numa_migrate_check). The only source so
+    /// far; the hardware-sample source adds `samples` here.
+    pub hint_faults: bool,
+}
+
+impl Default for SourcesFile {
+    fn default() -> Self {
+        Self { hint_faults: true }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotMapFile {
+    /// "default" (1 byte per page) or "precise" (4 bytes per page).
+    pub mode: Option<RecordMode>,
+    /// Accesses within the window that make a page ready.
+    pub freq_threshold: Option<u32>,
+    /// Window for counting accesses, ms.
+    pub freq_window_ms: Option<u32>,
+    /// Promotion target in default mode (a top-tier node).
+    pub target_nid: Option<u32>,
+    /// Most (pid, vaddr) hints kept.
+    pub hint_capacity: Option<usize>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromoterFile {
+    /// MB/s per target node; "0" = observe only; "unlimited".
+    pub rate_limit: Option<String>,
+    pub sleep_ms: Option<u64>,
+    pub batch_pages: Option<usize>,
+    pub max_round_pages: Option<usize>,
+    /// MiB kept free above the target's low watermark; 0 = auto.
+    pub headroom_mib: Option<u64>,
+    pub move_shared: Option<bool>,
+    pub rearm_busy: Option<bool>,
+    pub check_lru: Option<bool>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelFile {
+    /// Turn on NUMA balancing's memory-tiering mode and set the kernel's own
+    /// promotion rate limit to 0 while hotpage runs (restored afterwards).
+    pub manage_numa_balancing: bool,
+    /// Optional NUMA-balancing scan knobs (debugfs), ms; unset = leave alone.
+    pub scan_delay_ms: Option<u64>,
+    pub scan_period_min_ms: Option<u64>,
+    pub scan_period_max_ms: Option<u64>,
+}
+
+impl Default for KernelFile {
+    fn default() -> Self {
+        Self {
+            manage_numa_balancing: true,
+            scan_delay_ms: None,
+            scan_period_min_ms: None,
+            scan_period_max_ms: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorFile {
+    /// Events per CPU between consumer wake-ups.
+    pub wakeup_every: u32,
+    /// Longest wait of a tail of events in the ring, ms.
+    pub drain_interval_ms: u64,
+    /// Ring buffer size per source, MiB (a power of two).
+    pub ring_mib: u32,
+}
+
+impl Default for CollectorFile {
+    fn default() -> Self {
+        Self {
+            wakeup_every: LoadOptions::DEFAULT_WAKEUP_EVERY,
+            drain_interval_ms: 100,
+            ring_mib: LoadOptions::DEFAULT_RING_BYTES >> 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsFile {
+    /// Directory for a node_exporter textfile (hotpage.prom); empty = off.
+    pub textfile_dir: Option<PathBuf>,
+    /// Seconds between textfile writes.
+    pub textfile_interval_s: u64,
+    /// Address for an HTTP /metrics endpoint, e.g. "127.0.0.1:9477"; empty = off.
+    pub listen: Option<String>,
+}
+
+impl Default for MetricsFile {
+    fn default() -> Self {
+        Self { textfile_dir: None, textfile_interval_s: 15, listen: None }
+    }
+}
+
+/// Everything `hotpage run` needs, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunConfig {
+    pub hint_faults: bool,
+    pub hotmap: HotMapConfig,
+    pub hint_capacity: usize,
+    pub promoter: PromoterConfig,
+    pub manage_numa_balancing: bool,
+    pub scan: [(&'static str, Option<u64>); 3],
+    pub load: LoadOptions,
+    pub drain_interval_ms: u64,
+    pub textfile_dir: Option<PathBuf>,
+    pub textfile_interval_s: u64,
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigFileError::Read { path: path.to_owned(), error })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigFileError> {
+        toml::from_str(text).map_err(|e| ConfigFileError::Parse {
+            path: path.to_owned(),
+            // toml's message spans lines (it quotes the input); keep its first line.
+            message: e.message().lines().next().unwrap_or("invalid TOML").to_owned()
+                + &e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default(),
+        })
+    }
+
+    /// Applies defaults and validates, naming `path` in errors.
+    pub fn resolve(&self, path: &Path) -> Result<RunConfig, ConfigFileError> {
+        let invalid = |what: String| ConfigFileError::Invalid { path: path.to_owned(), what };
+        let mode = self.hotmap.mode.unwrap_or(RecordMode::Default);
+        let mut hotmap = HotMapConfig::defaults(mode);
+        if let Some(t) = self.hotmap.freq_threshold {
+            hotmap.freq_threshold = t;
+        }
+        if let Some(w) = self.hotmap.freq_window_ms {
+            hotmap.freq_window_ms = w;
+        }
+        if let Some(n) = self.hotmap.target_nid {
+            hotmap.target_nid = n;
+        }
+        hotmap.enabled_sources = u32::from(self.sources.hint_faults);
+        hotmap.validate().map_err(|e| ConfigFileError::HotMap(e, path.to_owned()))?;
+
+        let p = &self.promoter;
+        let mut promoter = PromoterConfig::default();
+        if let Some(r) = &p.rate_limit {
+            promoter.rate_limit = RateLimit::parse(r).map_err(invalid)?;
+        }
+        promoter.sleep_ms = p.sleep_ms.unwrap_or(promoter.sleep_ms);
+        promoter.batch_pages = p.batch_pages.unwrap_or(promoter.batch_pages);
+        promoter.max_round_pages = p.max_round_pages.unwrap_or(promoter.max_round_pages);
+        promoter.headroom_mib = p.headroom_mib.filter(|&m| m > 0);
+        promoter.move_shared = p.move_shared.unwrap_or(promoter.move_shared);
+        promoter.rearm_busy = p.rearm_busy.unwrap_or(promoter.rearm_busy);
+        promoter.check_lru = p.check_lru.unwrap_or(promoter.check_lru);
+        promoter.validate().map_err(|e| ConfigFileError::Promoter(e, path.to_owned()))?;
+
+        let c = &self.collector;
+        if c.wakeup_every == 0 {
+            return Err(invalid("collector.wakeup_every must be at least 1".into()));
+        }
+        if !(1..=10_000).contains(&c.drain_interval_ms) {
+            return Err(invalid("collector.drain_interval_ms must be 1..=10000".into()));
+        }
+        if !c.ring_mib.is_power_of_two() || c.ring_mib > 1024 {
+            return Err(invalid(format!(
+                "collector.ring_mib {} must be a power of two up to 1024",
+                c.ring_mib
+            )));
+        }
+        if !self.sources.hint_faults {
+            return Err(invalid("no source enabled: set sources.hint_faults = true".into()));
+        }
+        let listen = match self.metrics.listen.as_deref().filter(|s| !s.is_empty()) {
+            Some(a) => Some(a.parse().map_err(|_| invalid(format!("metrics.listen {a:?} is not ip:port")))?),
+            None => None,
+        };
+        if self.metrics.textfile_interval_s == 0 {
+            return Err(invalid("metrics.textfile_interval_s must be at least 1".into()));
+        }
+        let k = &self.kernel;
+        Ok(RunConfig {
+            hint_faults: self.sources.hint_faults,
+            hotmap,
+            hint_capacity: self.hotmap.hint_capacity.unwrap_or(DEFAULT_HINT_CAPACITY).max(64),
+            promoter,
+            manage_numa_balancing: k.manage_numa_balancing,
+            scan: [
+                (crate::kernel_settings::SCAN_DELAY_MS, k.scan_delay_ms),
+                (crate::kernel_settings::SCAN_PERIOD_MIN_MS, k.scan_period_min_ms),
+                (crate::kernel_settings::SCAN_PERIOD_MAX_MS, k.scan_period_max_ms),
+            ],
+            load: LoadOptions {
+                wakeup_every: c.wakeup_every,
+                ring_bytes: c.ring_mib << 20,
+                sample_phys_addr: false,
+            },
+            drain_interval_ms: c.drain_interval_ms,
+            textfile_dir: self.metrics.textfile_dir.clone().filter(|d| !d.as_os_str().is_empty()),
+            textfile_interval_s: self.metrics.textfile_interval_s,
+            listen,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<FileConfig, ConfigFileError> {
+        FileConfig::parse(t, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let c = parse("").unwrap().resolve(Path::new("test.toml")).unwrap();
+        assert!(c.hint_faults);
+        assert_eq!(c.hotmap, HotMapConfig { enabled_sources: 1, ..HotMapConfig::default() });
+        assert_eq!(c.promoter, PromoterConfig::default());
+        assert!(c.manage_numa_balancing);
+        assert_eq!(c.load.wakeup_every, 512);
+        assert_eq!(c.listen, None);
+    }
+
+    #[test]
+    fn every_section_parses() {
+        let c = parse(
+            r#"
+            [sources]
+            hint_faults = true
+            [hotmap]
+            mode = "precise"
+            freq_threshold = 3
+            freq_window_ms = 8000
+            target_nid = 0
+            hint_capacity = 1000
+            [promoter]
+            rate_limit = "unlimited"
+            sleep_ms = 200
+            batch_pages = 1024
+            headroom_mib = 128
+            [kernel]
+            manage_numa_balancing = false
+            scan_period_max_ms = 2000
+            [collector]
+            wakeup_every = 64
+            drain_interval_ms = 50
+            ring_mib = 8
+            [metrics]
+            textfile_dir = "/var/lib/node_exporter"
+            listen = "127.0.0.1:9477"
+            "#,
+        )
+        .unwrap()
+        .resolve(Path::new("x"))
+        .unwrap();
+        assert_eq!(c.hotmap.mode, RecordMode::Precise);
+        assert_eq!(
+            (c.hotmap.freq_threshold, c.hotmap.freq_window_ms, c.hotmap.enabled_sources),
+            (3, 8000, 1)
+        );
+        assert_eq!(c.promoter.rate_limit, RateLimit::Unlimited);
+        assert_eq!((c.promoter.batch_pages, c.promoter.headroom_mib), (1024, Some(128)));
+        assert_eq!(c.scan[2].1, Some(2000));
+        assert_eq!(c.load.ring_bytes, 8 << 20);
+        assert_eq!(c.listen, Some("127.0.0.1:9477".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let e = parse("[promoter]\nrate = 5\n").unwrap_err().to_string();
+        assert!(e.starts_with("test.toml: unknown field `rate`"), "{e}");
+        assert_eq!(e.lines().count(), 1);
+        assert!(parse("[nonsense]\n").is_err());
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_file_and_limit() {
+        let e = parse("[hotmap]\nfreq_window_ms = 5000\n").unwrap().resolve(Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().starts_with("h.toml: frequency window 5000 ms"), "{e}");
+        let e =
+            parse("[promoter]\nrate_limit = \"fast\"\n").unwrap().resolve(Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().contains("observe only"), "{e}");
+        let e = parse("[collector]\nring_mib = 3\n").unwrap().resolve(Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().contains("power of two"), "{e}");
+        let e = parse("[sources]\nhint_faults = false\n").unwrap().resolve(Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().contains("no source enabled"), "{e}");
+        let e =
+            parse("[metrics]\nlisten = \"localhost\"\n").unwrap().resolve(Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().contains("not ip:port"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/hotpage.toml"));
+        FileConfig::load(path).unwrap().resolve(path).unwrap();
+    }
+}

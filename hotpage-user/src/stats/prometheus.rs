@@ -1,0 +1,321 @@
+//! Prometheus text exposition format 0.0.4: one renderer for `hotpage
+//! metrics`, `hotpage stats --prometheus`, the textfile and HTTP /metrics.
+//! Names start with `hotpage_`, use base units, counters end in `_total`, the
+//! NUMA label is `node` (as node_exporter's `node_memory_numa_*`), no pid or
+//! address labels, no timestamps.
+
+use std::fmt::Write;
+
+use super::Snapshot;
+use crate::promoter::{Counter, stats::LATENCY_BUCKETS_MS};
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Builds one metric family at a time: HELP, TYPE, samples.
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", escape(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {}", number(value));
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
+}
+
+/// Integers print as integers; others with enough precision.
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { format!("{v}") }
+}
+
+/// Candidate outcomes exported as `hotpage_candidates_total{outcome=...}`.
+const OUTCOMES: &[(Counter, &str)] = &[
+    (Counter::no_hint, "no_hint"),
+    (Counter::process_gone, "process_gone"),
+    (Counter::stale, "stale"),
+    (Counter::already_on_target, "already_on_target"),
+    (Counter::not_lru, "not_lru"),
+    (Counter::would_promote, "would_promote"),
+    (Counter::rate_limited, "rate_limited"),
+    (Counter::watermark_limited, "watermark_limited"),
+];
+
+/// Per-page move_pages errors, as `errno` label values.
+const ERRNOS: &[(Counter, &str)] = &[
+    (Counter::err_ebusy, "EBUSY"),
+    (Counter::err_enomem, "ENOMEM"),
+    (Counter::err_eacces, "EACCES"),
+    (Counter::err_efault, "EFAULT"),
+    (Counter::err_enoent, "ENOENT"),
+    (Counter::err_esrch, "ESRCH"),
+    (Counter::err_other, "other"),
+];
+
+pub fn render(s: &Snapshot) -> String {
+    let mut o = Out(String::with_capacity(8192));
+    const PAGE: f64 = 4096.0;
+
+    o.family("hotpage_build_info", "gauge", "hotpage's version and the kernel it runs on.");
+    o.sample("hotpage_build_info", &[("version", &s.version), ("kernel", &s.kernel), ("mode", &s.mode)], 1.0);
+    o.family("hotpage_uptime_seconds", "gauge", "Seconds since hotpage run started.");
+    o.sample("hotpage_uptime_seconds", &[], s.uptime_s);
+    o.family("hotpage_observe_only", "gauge", "1 when hotpage only observes and moves nothing.");
+    o.sample("hotpage_observe_only", &[], if s.observe_only { 1.0 } else { 0.0 });
+    if let Some(r) = s.rate_limit_bytes_per_s {
+        o.family(
+            "hotpage_rate_limit_bytes_per_second",
+            "gauge",
+            "Promotion rate limit per target node (absent when unlimited).",
+        );
+        o.sample("hotpage_rate_limit_bytes_per_second", &[], r as f64);
+    }
+
+    o.family("hotpage_node_memory_bytes", "gauge", "Memory of each online NUMA node (MemTotal).");
+    for n in &s.nodes {
+        let tier = n.tier.map(|t| t.to_string()).unwrap_or_default();
+        let node = n.node.to_string();
+        let top = if n.top_tier { "true" } else { "false" };
+        o.sample(
+            "hotpage_node_memory_bytes",
+            &[("node", &node), ("tier", &tier), ("top_tier", top)],
+            n.total_bytes as f64,
+        );
+    }
+    o.family("hotpage_node_free_bytes", "gauge", "Free memory of each online NUMA node (MemFree).");
+    for n in &s.nodes {
+        o.sample("hotpage_node_free_bytes", &[("node", &n.node.to_string())], n.free_bytes as f64);
+    }
+    let lower: Vec<_> = s.nodes.iter().filter(|n| !n.top_tier).collect();
+    o.family("hotpage_node_tracked_bytes", "gauge", "Lower-tier memory with a hot-map record.");
+    for n in &lower {
+        o.sample(
+            "hotpage_node_tracked_bytes",
+            &[("node", &n.node.to_string())],
+            n.tracked_pages as f64 * PAGE,
+        );
+    }
+    o.family(
+        "hotpage_node_ready_bytes",
+        "gauge",
+        "Lower-tier memory marked ready for promotion, not yet taken.",
+    );
+    for n in &lower {
+        o.sample("hotpage_node_ready_bytes", &[("node", &n.node.to_string())], n.ready_pages as f64 * PAGE);
+    }
+
+    o.family(
+        "hotpage_promoted_bytes_total",
+        "counter",
+        "Bytes promoted, by lower-tier node and target node.",
+    );
+    for p in &s.promoter {
+        let target = p.target.map(|t| t.to_string()).unwrap_or_default();
+        o.sample(
+            "hotpage_promoted_bytes_total",
+            &[("node", &p.node.to_string()), ("target", &target)],
+            p.counters.moved_bytes as f64,
+        );
+    }
+    o.family("hotpage_promotion_failures_total", "counter", "Pages move_pages did not move, by errno.");
+    for p in &s.promoter {
+        let node = p.node.to_string();
+        for (c, errno) in ERRNOS {
+            o.sample(
+                "hotpage_promotion_failures_total",
+                &[("node", &node), ("errno", errno)],
+                p.counters.get(*c) as f64,
+            );
+        }
+    }
+    o.family(
+        "hotpage_candidates_total",
+        "counter",
+        "Ready pages taken from the hot map that did not reach move_pages, by reason; \"taken\" counts all.",
+    );
+    for p in &s.promoter {
+        let node = p.node.to_string();
+        o.sample(
+            "hotpage_candidates_total",
+            &[("node", &node), ("outcome", "taken")],
+            p.counters.candidates as f64,
+        );
+        for (c, outcome) in OUTCOMES {
+            o.sample(
+                "hotpage_candidates_total",
+                &[("node", &node), ("outcome", outcome)],
+                p.counters.get(*c) as f64,
+            );
+        }
+    }
+    o.family("hotpage_move_pages_calls_total", "counter", "move_pages calls.");
+    for p in &s.promoter {
+        o.sample(
+            "hotpage_move_pages_calls_total",
+            &[("node", &p.node.to_string())],
+            p.counters.move_calls as f64,
+        );
+    }
+    o.family("hotpage_move_pages_call_errors_total", "counter", "move_pages calls that failed as a whole.");
+    for p in &s.promoter {
+        o.sample(
+            "hotpage_move_pages_call_errors_total",
+            &[("node", &p.node.to_string())],
+            p.counters.call_errors as f64,
+        );
+    }
+    o.family(
+        "hotpage_promotion_latency_seconds",
+        "histogram",
+        "Time from a page becoming ready to its promotion.",
+    );
+    for p in &s.promoter {
+        let node = p.node.to_string();
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += p.latency.buckets.get(i).copied().unwrap_or(0);
+            let le = number(*bound as f64 / 1000.0);
+            o.sample(
+                "hotpage_promotion_latency_seconds_bucket",
+                &[("node", &node), ("le", &le)],
+                cumulative as f64,
+            );
+        }
+        o.sample(
+            "hotpage_promotion_latency_seconds_bucket",
+            &[("node", &node), ("le", "+Inf")],
+            p.latency.count as f64,
+        );
+        o.sample(
+            "hotpage_promotion_latency_seconds_sum",
+            &[("node", &node)],
+            p.latency.sum_ms as f64 / 1000.0,
+        );
+        o.sample("hotpage_promotion_latency_seconds_count", &[("node", &node)], p.latency.count as f64);
+    }
+
+    o.family(
+        "hotpage_source_events_total",
+        "counter",
+        "Events of each source's BPF program, by stage: seen, no_pfn, filtered (not lower tier), emitted, dropped (ring full).",
+    );
+    for src in &s.sources {
+        let b = &src.bpf;
+        for (stage, v) in [
+            ("seen", b.seen),
+            ("no_pfn", b.no_pfn),
+            ("filtered", b.filtered),
+            ("emitted", b.emitted),
+            ("dropped", b.dropped),
+        ] {
+            o.sample("hotpage_source_events_total", &[("source", &src.name), ("stage", stage)], v as f64);
+        }
+    }
+    o.family("hotpage_source_wakeups_total", "counter", "Forced ring-buffer wake-ups of the consumer.");
+    for src in &s.sources {
+        o.sample("hotpage_source_wakeups_total", &[("source", &src.name)], src.bpf.wakeups as f64);
+    }
+    o.family(
+        "hotpage_hotmap_source_accesses_total",
+        "counter",
+        "Accesses each enabled source reported to the hot map, before filtering (pghot_recorded_<source>).",
+    );
+    for src in &s.sources {
+        o.sample("hotpage_hotmap_source_accesses_total", &[("source", &src.name)], src.recorded as f64);
+    }
+    o.family(
+        "hotpage_hotmap_recorded_accesses_total",
+        "counter",
+        "Accesses that updated a hot-map record (pghot_recorded_accesses).",
+    );
+    o.sample("hotpage_hotmap_recorded_accesses_total", &[], s.hotmap.recorded_accesses as f64);
+    o.family("hotpage_hotmap_ready_pages_total", "counter", "Accesses that made a page ready for promotion.");
+    o.sample("hotpage_hotmap_ready_pages_total", &[], s.hotmap.feed.newly_ready as f64);
+    o.family("hotpage_hotmap_record_bytes", "gauge", "Memory held by hot-map records.");
+    o.sample("hotpage_hotmap_record_bytes", &[], s.hotmap.record_bytes as f64);
+    o.family("hotpage_hints", "gauge", "(pid, vaddr) hints held for ready pages.");
+    o.sample("hotpage_hints", &[], s.hotmap.hints as f64);
+    o.family("hotpage_hint_capacity", "gauge", "Most hints the table holds.");
+    o.sample("hotpage_hint_capacity", &[], s.hotmap.hint_capacity as f64);
+    o.family("hotpage_hint_evictions_total", "counter", "Hints dropped because the table was full.");
+    o.sample("hotpage_hint_evictions_total", &[], s.hotmap.hint_evictions as f64);
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_golden_file() {
+        let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/golden/metrics.prom");
+        let text = render(&crate::stats::sample::snapshot());
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(golden, &text).unwrap();
+        }
+        let want = std::fs::read_to_string(golden).expect("golden file (UPDATE_GOLDEN=1 to write it)");
+        assert_eq!(text, want, "rendered text differs from tests/golden/metrics.prom");
+    }
+
+    #[test]
+    fn every_family_is_declared_once_and_counters_end_in_total() {
+        let text = render(&crate::stats::sample::snapshot());
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(seen.insert(name.to_owned()), "{name} declared twice");
+                assert!(name.starts_with("hotpage_"));
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{name}");
+                }
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let family =
+                    name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
+                assert!(seen.contains(family) || seen.contains(name), "{name} before its TYPE");
+                assert!(!line.contains("pid"), "no pid labels: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_at_count() {
+        let text = render(&crate::stats::sample::snapshot());
+        let at = |le: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("hotpage_promotion_latency_seconds_bucket")
+                        && l.contains(&format!("le=\"{le}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(at("0.02"), "0");
+        assert_eq!(at("0.05"), "30");
+        assert_eq!(at("0.2"), "40");
+        assert_eq!(at("+Inf"), "40");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,88 @@
+//! A fixed snapshot for tests, as the box would report it mid-run.
+
+use std::collections::BTreeMap;
+
+use super::{HotMapRow, NodeRow, PromoterRow, Snapshot, SourceRow};
+use crate::{
+    bpf::CounterSnapshot as Bpf,
+    hotmap::FeedStats,
+    promoter::{CounterSnapshot, LatencySnapshot, stats::LATENCY_BUCKETS_MS},
+};
+
+pub fn snapshot() -> Snapshot {
+    let mut latency = LatencySnapshot { buckets: vec![0; LATENCY_BUCKETS_MS.len() + 1], count: 0, sum_ms: 0 };
+    latency.buckets[5] = 30; // ≤ 50 ms
+    latency.buckets[7] = 10; // ≤ 200 ms
+    latency.count = 40;
+    latency.sum_ms = 2600;
+    Snapshot {
+        version: "0.1.0".into(),
+        kernel: "6.12.117+deb12-cloud-amd64".into(),
+        uptime_s: 42.5,
+        mode: "default".into(),
+        observe_only: false,
+        rate_limit: "1024 MB/s".into(),
+        rate_limit_bytes_per_s: Some(1_024_000_000),
+        nodes: vec![
+            NodeRow {
+                node: 0,
+                tier: Some(4),
+                top_tier: true,
+                cpus: "0-1".into(),
+                total_bytes: 1_055_285_248,
+                free_bytes: 700_000_256,
+                promoted_in_pages: 8192,
+                ..NodeRow::default()
+            },
+            NodeRow {
+                node: 1,
+                tier: Some(56),
+                top_tier: false,
+                cpus: String::new(),
+                total_bytes: 1_055_571_968,
+                free_bytes: 900_001_792,
+                tracked_pages: 262_111,
+                ready_pages: 12,
+                promoted_out_pages: 8192,
+                promoted_in_pages: 0,
+                failures: BTreeMap::from([("EBUSY".into(), 3)]),
+            },
+        ],
+        sources: vec![SourceRow {
+            name: "hint_faults".into(),
+            attached_to: "fentry/numa_migrate_check".into(),
+            bpf: Bpf { seen: 70_000, no_pfn: 2, filtered: 100, emitted: 69_898, dropped: 0, wakeups: 136 },
+            recorded: 69_898,
+        }],
+        hotmap: HotMapRow {
+            recorded_accesses: 69_800,
+            feed: FeedStats { events: 69_898, updated: 69_800, newly_ready: 8210, ..FeedStats::default() },
+            hints: 12,
+            hint_capacity: 262_144,
+            hint_evictions: 0,
+            record_bytes: 262_144,
+        },
+        promoter: vec![PromoterRow {
+            node: 1,
+            target: Some(0),
+            counters: CounterSnapshot {
+                rounds: 400,
+                wakeups: 35,
+                candidates: 8198,
+                stale: 3,
+                moved: 8192,
+                moved_bytes: 8192 * 4096,
+                move_calls: 17,
+                err_ebusy: 3,
+                rearmed: 3,
+                ..CounterSnapshot::default()
+            },
+            latency,
+        }],
+        kernel_counters: BTreeMap::from([
+            ("pgpromote_success".into(), 0),
+            ("numa_hint_faults".into(), 70_000),
+        ]),
+        processes: Vec::new(),
+    }
+}

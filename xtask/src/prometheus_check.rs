@@ -1,0 +1,36 @@
+//! Checks Prometheus text with the reference parser (the Python
+//! `prometheus_client`, pinned in scripts/requirements-check.txt and installed
+//! into target/py), through scripts/check-prometheus.py.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context, Result};
+
+use crate::cargo::{run, target_dir, workspace_root};
+
+/// Installs the pinned parser once (offline afterwards).
+fn ensure_parser() -> Result<std::path::PathBuf> {
+    let dir = target_dir().join("py");
+    let req = workspace_root().join("scripts/requirements-check.txt");
+    let stamp = dir.join(".installed");
+    let want = std::fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) {
+        eprintln!("xtask: installing the Prometheus text parser into {}", dir.display());
+        run(Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+            .arg(&dir)
+            .arg("-r")
+            .arg(&req))?;
+        std::fs::write(&stamp, want)?;
+    }
+    Ok(dir)
+}
+
+/// Fails unless every file parses and follows hotpage's naming rules.
+pub fn check(files: &[&Path]) -> Result<()> {
+    let py = ensure_parser()?;
+    run(Command::new("python3")
+        .arg(workspace_root().join("scripts/check-prometheus.py"))
+        .args(files)
+        .env("PYTHONPATH", py))
+}

@@ -227,7 +227,13 @@ impl FileConfig {
             return Err(invalid("no source enabled: set sources.hint_faults = true".into()));
         }
         let listen = match self.metrics.listen.as_deref().filter(|s| !s.is_empty()) {
-            Some(a) => Some(a.parse().map_err(|_| invalid(format!("metrics.listen {a:?} is not ip:port")))?),
+            // A bare port means loopback: metrics are not for the network unless asked.
+            Some(a) => Some(match a.parse::<u16>() {
+                Ok(port) => std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Err(_) => a
+                    .parse()
+                    .map_err(|_| invalid(format!("metrics.listen {a:?} is not ip:port or a port")))?,
+            }),
             None => None,
         };
         if self.metrics.textfile_interval_s == 0 {
@@ -343,6 +349,8 @@ mod tests {
         let e =
             parse("[metrics]\nlisten = \"localhost\"\n").unwrap().resolve(Path::new("h.toml")).unwrap_err();
         assert!(e.to_string().contains("not ip:port"), "{e}");
+        let c = parse("[metrics]\nlisten = \"9477\"\n").unwrap().resolve(Path::new("h.toml")).unwrap();
+        assert_eq!(c.listen, Some("127.0.0.1:9477".parse().unwrap()), "a bare port binds loopback only");
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub struct RunArgs {
     /// Write a node_exporter textfile (hotpage.prom) into this directory.
     #[arg(long, value_name = "DIR")]
     textfile_dir: Option<PathBuf>,
-    /// Serve Prometheus text on http://ADDR/metrics (e.g. 127.0.0.1:9477).
+    /// Serve Prometheus text on http://ADDR/metrics: ip:port, or a port for 127.0.0.1.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// Stop after this many seconds (default: run until SIGTERM/SIGINT).

@@ -9,8 +9,12 @@ use thiserror::Error;
 
 use crate::{
     bpf::LoadOptions,
-    hotmap::{ConfigError as HotMapConfigError, DEFAULT_HINT_CAPACITY, HotMapConfig, RecordMode},
+    hotmap::{
+        ConfigError as HotMapConfigError, DEFAULT_HINT_CAPACITY, HotMapConfig, RecordMode,
+        SOURCE_HINT_FAULTS, SOURCE_HW_HINTS,
+    },
     promoter::{PromoterConfig, PromoterError, RateLimit},
+    sampling::SamplesMode,
 };
 
 /// Where `hotpage run` looks for its file when `--config` is not given.
@@ -30,7 +34,7 @@ pub enum ConfigFileError {
     Invalid { path: PathBuf, what: String },
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     pub sources: SourcesFile,
@@ -41,17 +45,28 @@ pub struct FileConfig {
     pub metrics: MetricsFile,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesFile {
-    /// NUMA hint faults (fentry on numa_migrate_check). The only source so
-    /// far; the hardware-sample source adds `samples` here.
+    /// NUMA hint faults (fentry on numa_migrate_check).
     pub hint_faults: bool,
+    /// Memory-access samples: "auto" (the PMU's, when there is one),
+    /// "hardware" (the PMU's, or refuse), "software" (page faults), "off".
+    pub samples: String,
+    /// Events between samples at start (default: the PMU's; 1 for software).
+    pub sample_period: Option<u64>,
+    /// Most CPU the sample source may cost, percent of one core.
+    pub cpu_budget_percent: f64,
 }
 
 impl Default for SourcesFile {
     fn default() -> Self {
-        Self { hint_faults: true }
+        Self {
+            hint_faults: true,
+            samples: "auto".into(),
+            sample_period: None,
+            cpu_budget_percent: crate::sampling::DEFAULT_BUDGET * 100.0,
+        }
     }
 }
 
@@ -150,6 +165,10 @@ impl Default for MetricsFile {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunConfig {
     pub hint_faults: bool,
+    pub samples: SamplesMode,
+    pub sample_period: Option<u64>,
+    /// Share of one core (0.03 = 3%).
+    pub cpu_budget: f64,
     pub hotmap: HotMapConfig,
     pub hint_capacity: usize,
     pub promoter: PromoterConfig,
@@ -193,7 +212,10 @@ impl FileConfig {
         if let Some(n) = self.hotmap.target_nid {
             hotmap.target_nid = n;
         }
-        hotmap.enabled_sources = u32::from(self.sources.hint_faults);
+        let samples =
+            SamplesMode::parse(&self.sources.samples).map_err(|e| invalid(format!("sources.{e}")))?;
+        hotmap.enabled_sources = if self.sources.hint_faults { SOURCE_HINT_FAULTS } else { 0 }
+            | if samples == SamplesMode::Off { 0 } else { SOURCE_HW_HINTS };
         hotmap.validate().map_err(|e| ConfigFileError::HotMap(e, path.to_owned()))?;
 
         let p = &self.promoter;
@@ -223,8 +245,17 @@ impl FileConfig {
                 c.ring_mib
             )));
         }
-        if !self.sources.hint_faults {
-            return Err(invalid("no source enabled: set sources.hint_faults = true".into()));
+        if !self.sources.hint_faults && samples == SamplesMode::Off {
+            return Err(invalid(
+                "no source enabled: set sources.hint_faults = true or sources.samples".into(),
+            ));
+        }
+        let budget = self.sources.cpu_budget_percent;
+        if !(budget > 0.0 && budget <= 100.0) {
+            return Err(invalid(format!("sources.cpu_budget_percent {budget} must be in (0, 100]")));
+        }
+        if self.sources.sample_period == Some(0) {
+            return Err(invalid("sources.sample_period must be at least 1".into()));
         }
         let listen = match self.metrics.listen.as_deref().filter(|s| !s.is_empty()) {
             // A bare port means loopback: metrics are not for the network unless asked.
@@ -242,6 +273,9 @@ impl FileConfig {
         let k = &self.kernel;
         Ok(RunConfig {
             hint_faults: self.sources.hint_faults,
+            samples,
+            sample_period: self.sources.sample_period,
+            cpu_budget: budget / 100.0,
             hotmap,
             hint_capacity: self.hotmap.hint_capacity.unwrap_or(DEFAULT_HINT_CAPACITY).max(64),
             promoter,
@@ -276,7 +310,9 @@ mod tests {
     fn an_empty_file_gives_the_defaults() {
         let c = parse("").unwrap().resolve(Path::new("test.toml")).unwrap();
         assert!(c.hint_faults);
-        assert_eq!(c.hotmap, HotMapConfig { enabled_sources: 1, ..HotMapConfig::default() });
+        assert_eq!(c.samples, SamplesMode::Auto);
+        assert_eq!(c.cpu_budget, 0.03);
+        assert_eq!(c.hotmap, HotMapConfig::default(), "both sources enabled in the hot map");
         assert_eq!(c.promoter, PromoterConfig::default());
         assert!(c.manage_numa_balancing);
         assert_eq!(c.load.wakeup_every, 512);
@@ -289,6 +325,9 @@ mod tests {
             r#"
             [sources]
             hint_faults = true
+            samples = "software"
+            sample_period = 4
+            cpu_budget_percent = 5
             [hotmap]
             mode = "precise"
             freq_threshold = 3
@@ -318,8 +357,9 @@ mod tests {
         assert_eq!(c.hotmap.mode, RecordMode::Precise);
         assert_eq!(
             (c.hotmap.freq_threshold, c.hotmap.freq_window_ms, c.hotmap.enabled_sources),
-            (3, 8000, 1)
+            (3, 8000, 3)
         );
+        assert_eq!((c.samples, c.sample_period, c.cpu_budget), (SamplesMode::Software, Some(4), 0.05));
         assert_eq!(c.promoter.rate_limit, RateLimit::Unlimited);
         assert_eq!((c.promoter.batch_pages, c.promoter.headroom_mib), (1024, Some(128)));
         assert_eq!(c.scan[2].1, Some(2000));
@@ -344,8 +384,16 @@ mod tests {
         assert!(e.to_string().contains("observe only"), "{e}");
         let e = parse("[collector]\nring_mib = 3\n").unwrap().resolve(Path::new("h.toml")).unwrap_err();
         assert!(e.to_string().contains("power of two"), "{e}");
-        let e = parse("[sources]\nhint_faults = false\n").unwrap().resolve(Path::new("h.toml")).unwrap_err();
+        let e = parse("[sources]\nhint_faults = false\nsamples = \"off\"\n")
+            .unwrap()
+            .resolve(Path::new("h.toml"))
+            .unwrap_err();
         assert!(e.to_string().contains("no source enabled"), "{e}");
+        let e = parse("[sources]\nsamples = \"pebs\"\n").unwrap().resolve(Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().contains("want auto, hardware, software or off"), "{e}");
+        let e =
+            parse("[sources]\ncpu_budget_percent = 0\n").unwrap().resolve(Path::new("h.toml")).unwrap_err();
+        assert!(e.to_string().contains("cpu_budget_percent"), "{e}");
         let e =
             parse("[metrics]\nlisten = \"localhost\"\n").unwrap().resolve(Path::new("h.toml")).unwrap_err();
         assert!(e.to_string().contains("not ip:port"), "{e}");

@@ -195,3 +195,73 @@ fn pfns_outside_the_tier_map_are_filtered_in_bpf() {
     assert_eq!(c.filtered, 64, "{c:?}");
     assert_eq!(c.emitted, 0, "{c:?}");
 }
+
+/// The host's memory as a lower-tier node 1 (it has one node), so the sample
+/// path can be followed into a hot map here.
+fn host_memory_as_lower_tier() -> (hotpage::hotmap::MemoryLayout, Vec<PfnRange>) {
+    use hotpage::hotmap::{LayoutNode, MemoryLayout};
+    let topo = hotpage::topology::TierTopology::read(Path::new("/")).unwrap();
+    let ranges: Vec<(u64, u64)> = topo.nodes.iter().flat_map(|n| n.pfn_ranges.clone()).collect();
+    let layout = MemoryLayout {
+        nodes: vec![
+            LayoutNode { id: 0, top_tier: true, ranges: Vec::new() },
+            LayoutNode { id: 1, top_tier: false, ranges: ranges.clone() },
+        ],
+    };
+    let pfn_ranges =
+        ranges.iter().map(|&(s, e)| PfnRange { start_pfn: s, end_pfn: e, nid: 1, reserved: 0 }).collect();
+    (layout, pfn_ranges)
+}
+
+#[test]
+fn software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns() {
+    use hotpage::{
+        hotmap::{HotMap, HotMapConfig, HotMapFeeder},
+        sampling::{PfnResolver, SampleSource, Sampler},
+    };
+    require_root();
+    let (layout, ranges) = host_memory_as_lower_tier();
+    let map = Arc::new(HotMap::new(&layout, HotMapConfig::default(), 1 << 16).unwrap());
+    map.start();
+    let lower = ranges.iter().map(|r| (r.start_pfn, r.end_pfn, r.nid)).collect();
+    let mut consumer = PfnResolver::new(HotMapFeeder::new(map.clone()), Path::new("/"), lower);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _guard = rt.enter();
+    // The daemon's path: system-wide events, one per online CPU, the sample
+    // program, the ring, the collector, pagemap lookups, the hot map.
+    let (mut src, ring, counters) = SampleSource::start(
+        Path::new("/"),
+        Sampler::software(),
+        &LoadOptions::default(),
+        &ranges,
+        0.03,
+        None,
+    )
+    .expect("software sampling on every CPU");
+    let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    assert_eq!(src.events().cpus(), hotpage::topology::parse_list(cpus.trim()).unwrap().len());
+    let mut collector = Collector::new(vec![ring], Duration::from_millis(50)).unwrap();
+
+    let (region, addrs) = touch_fresh_pages(512);
+    collector.drain(&mut consumer);
+    let cost = src.tick(0);
+    let c = counters.read().unwrap();
+    assert!(c.emitted >= addrs.len() as u64, "{c:?}");
+    assert_eq!(c.dropped, 0, "{c:?}");
+
+    let pagemap = Pagemap::open(Path::new("/"), std::process::id()).unwrap();
+    let mut recorded = 0;
+    for &a in &addrs {
+        let pfn = pagemap.entry(a).unwrap().pfn().expect("a touched page is present");
+        let rec = map.peek(pfn).unwrap_or_else(|| panic!("no hot-map record for {a:#x} (pfn {pfn:#x})"));
+        assert!(rec.freq >= 1, "{a:#x}: {rec:?}");
+        recorded += 1;
+    }
+    assert_eq!(recorded, addrs.len());
+    let r = consumer.counters().snapshot();
+    assert!(r.resolved >= addrs.len() as u64, "{r:?}");
+    assert!(map.counters().recorded_hwhints >= addrs.len() as u64);
+    assert_eq!(map.counters().recorded_hintfaults, 0);
+    assert_eq!(cost.wall_ns, 0, "the first tick only starts the measurement");
+    drop(region);
+}

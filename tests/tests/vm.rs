@@ -898,3 +898,52 @@ fn a_second_daemon_is_refused_while_one_runs() {
     assert!(stats_json().is_some(), "the first daemon is unharmed");
     assert!(sigterm(daemon).status.success());
 }
+
+#[test]
+fn the_sample_source_alone_promotes_the_hot_set() {
+    in_the_box();
+    let _mode = pure_tiering_mode();
+    // No PMU under TCG: software page-fault samples, which the kernel's NUMA
+    // hint faults raise too; hotpage's own hint-fault program stays off. The
+    // budget is raised because TCG runs the BPF program and the pagemap
+    // lookups 10-20 times slower than hardware.
+    let daemon = start_daemon(&["--no-hint-faults", "--samples", "software", "--cpu-budget-percent", "25"]);
+    let w = Workload::start(64, 16, 300);
+    let hot = w.hot_pages();
+    let t = Instant::now();
+    let pid_promoted = |s: &serde_json::Value| {
+        s["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == w.pid)
+            .map_or(0, |p| p["promoted_pages"].as_u64().unwrap())
+    };
+    let snap = loop {
+        let s = stats_json().expect("the daemon answers");
+        if pid_promoted(&s) >= hot * 9 / 10 || t.elapsed() > Duration::from_secs(150) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        pid_promoted(&snap) >= hot * 9 / 10,
+        "only {} of {hot} hot pages promoted: {snap}",
+        pid_promoted(&snap)
+    );
+    let sources: Vec<&str> =
+        snap["sources"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["samples"], "{snap}");
+    assert_eq!(snap["sampler"]["kind"], "software_page_faults", "{snap}");
+    assert!(snap["sample_pfn_lookups"]["resolved"].as_u64().unwrap() > 0, "{snap}");
+    assert!(snap["sampler"]["period"].as_u64().unwrap() >= 1);
+    let names = loaded_program_names();
+    assert!(names.iter().any(|n| n == "hw_sample") && !names.iter().any(|n| n == "hint_fault"), "{names:?}");
+    let hot_nodes = {
+        let on = w.region_nodes();
+        on.get(&0).copied().unwrap_or(0)
+    };
+    assert!(hot_nodes >= hot * 9 / 10, "numa_maps: {hot_nodes} pages of the region on node 0");
+    assert!(sigterm(daemon).status.success());
+    assert!(!loaded_program_names().iter().any(|n| n == "hw_sample"), "the sample program is gone");
+}

@@ -93,6 +93,8 @@ enum HostBench {
     Ring,
     /// Hot map: record_access ns/op, memory per page, walk time per section.
     Hotmap,
+    /// The sample source's CPU share at 1k, 10k and 100k samples/s against its budget.
+    Samples,
 }
 
 pub fn is_root() -> bool {
@@ -122,6 +124,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Vm { cmd: VmCmd::Bench { spec, bench: BoxBench::Promote } } => vm_bench(&spec, "promote", &[]),
         Cmd::Bench { bench: HostBench::Ring } => host_bench("ring", true),
         Cmd::Bench { bench: HostBench::Hotmap } => host_bench("hotmap", false),
+        Cmd::Bench { bench: HostBench::Samples } => host_bench("samples", true),
     }
 }
 

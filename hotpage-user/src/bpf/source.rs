@@ -42,7 +42,7 @@ impl SourceKind {
         }
     }
 
-    fn program(self) -> &'static str {
+    pub fn program(self) -> &'static str {
         match self {
             Self::HintFault => hotpage_ebpf::program::HINT_FAULT,
             Self::HwSample => hotpage_ebpf::program::HW_SAMPLE,

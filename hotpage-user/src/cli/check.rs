@@ -152,7 +152,13 @@ fn items(root: &Path, run_dir: &Path, euid: u32) -> Vec<Item> {
             "debugfs sched/numa_balancing not mounted: scan knobs cannot be tuned".into()
         },
     ));
-    v.push(info("PMU", pmu_type(root)));
+    v.push(info(
+        "PMU",
+        match crate::sampling::Sampler::detect(root) {
+            Ok(s) => format!("{}: the sample source uses it (samples = \"auto\")", s.describe()),
+            Err(_) => format!("{}; samples = \"software\" samples page faults instead", pmu_type(root)),
+        },
+    ));
     if let Ok(mode) = read_text(&root.join("sys/kernel/mm/transparent_hugepage/enabled")) {
         v.push(info("THP", format!("transparent_hugepage: {}", mode.trim())));
     }

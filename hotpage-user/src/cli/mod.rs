@@ -46,7 +46,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: find hot lower-tier pages and promote them.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// What the running daemon sees and did: nodes, sources, promoter, kernel counters.
     Stats(stats::StatsArgs),
     /// The processes with the most promoted and ready memory.
@@ -74,7 +74,7 @@ pub fn init_logging(verbose: u8) {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run(args) => run::run(&cli.root, &cli.run_dir, args),
+        Command::Run(args) => run::run(&cli.root, &cli.run_dir, *args),
         Command::Stats(args) => stats::stats(&cli.run_dir, args),
         Command::Top(args) => stats::top(&cli.run_dir, args),
         Command::Metrics => stats::metrics(&cli.run_dir),
@@ -89,18 +89,20 @@ struct Preflight {
     topo: TierTopology,
     ranges: Vec<PfnRange>,
     release: String,
-    hook: &'static str,
+    /// The hint-fault hook, when hint faults are wanted.
+    hook: Option<&'static str>,
 }
 
 /// Checks in the order an operator fixes them: what the machine lacks is
 /// reported before what the user lacks.
-fn preflight(root: &Path, what: &str) -> Result<Preflight> {
+fn preflight(root: &Path, what: &str, hint_faults: bool) -> Result<Preflight> {
     let topo = TierTopology::read(root).context("reading the NUMA topology")?;
     topo.require_lower_tier(root)?;
     let ranges = topo.lower_tier_ranges()?;
     let release = kernel::release(root);
+    // Both programs are CO-RE: BTF is needed even without the hint-fault hook.
     let btf = kernel::kernel_btf(root)?;
-    let hook = kernel::hint_fault_hook(&btf, &release)?;
+    let hook = if hint_faults { Some(kernel::hint_fault_hook(&btf, &release)?) } else { None };
     drop(btf);
     require_root(what)?;
     Ok(Preflight { topo, ranges, release, hook })

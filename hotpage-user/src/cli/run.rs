@@ -14,6 +14,7 @@ use clap::Args;
 
 use super::{Preflight, Shutdown, preflight, recover_only, report_recovered};
 use crate::{
+    bpf::SourceCounters,
     bpf::{LoadedSource, SourceKind},
     collector::Collector,
     competition,
@@ -23,7 +24,9 @@ use crate::{
     kernel_settings::SettingsGuard,
     metrics_export,
     promoter::{Promoter, RateLimit, SystemEnv, Targets},
+    sampling::{PfnResolver, SampleSource},
     stats::{AttachedSource, SnapshotBuilder},
+    thread_time::thread_cpu_time,
 };
 
 #[derive(Debug, Args)]
@@ -31,6 +34,15 @@ pub struct RunArgs {
     /// TOML configuration file [default: /etc/hotpage/hotpage.toml when it exists].
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Memory samples: auto (IBS/PEBS when present), hardware, software (page faults), off.
+    #[arg(long, value_name = "MODE", value_parser = ["auto", "hardware", "software", "off"])]
+    samples: Option<String>,
+    /// Most CPU the sample source may cost, percent of one core.
+    #[arg(long, value_name = "PERCENT")]
+    cpu_budget_percent: Option<f64>,
+    /// Do not attach the hint-fault program (samples only).
+    #[arg(long)]
+    no_hint_faults: bool,
     /// Move nothing and change no kernel setting; count what would move.
     #[arg(long)]
     observe_only: bool,
@@ -86,6 +98,15 @@ impl RunArgs {
             None if default.exists() => (FileConfig::load(default)?, default.to_owned()),
             None => (FileConfig::default(), PathBuf::from("configuration")),
         };
+        if let Some(m) = &self.samples {
+            file.sources.samples = m.clone();
+        }
+        if let Some(b) = self.cpu_budget_percent {
+            file.sources.cpu_budget_percent = b;
+        }
+        if self.no_hint_faults {
+            file.sources.hint_faults = false;
+        }
         let h = &mut file.hotmap;
         if let Some(m) = &self.mode {
             h.mode = Some(if m == "precise" { RecordMode::Precise } else { RecordMode::Default });
@@ -129,7 +150,8 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
     let started = Instant::now();
     let shutdown = Shutdown::install()?;
     let observe_only = cfg.promoter.rate_limit == RateLimit::ObserveOnly;
-    let Preflight { topo, ranges, release, hook } = preflight(root, "hotpage run")?;
+    let Preflight { topo, ranges, release, hook } = preflight(root, "hotpage run", cfg.hint_faults)?;
+    let sampler = cfg.samples.pick(root)?;
 
     // Refuse to fight another mover of pages (observe-only moves nothing, so it only warns).
     for line in competition::damon_migrations(root) {
@@ -171,14 +193,51 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
         None
     };
 
-    let mut src = LoadedSource::load(SourceKind::HintFault, &cfg.load)?;
-    src.set_lower_tier(&ranges)?;
-    let ring = src.take_ring()?;
-    let counters = src.take_counters()?;
-    src.attach_fentry(hook)?;
+    let mut rings = Vec::new();
+    let mut attached = Vec::new();
+    let hint_faults = match hook {
+        Some(hook) => {
+            let mut src = LoadedSource::load(SourceKind::HintFault, &cfg.load)?;
+            src.set_lower_tier(&ranges)?;
+            rings.push(src.take_ring()?);
+            attached.push(AttachedSource {
+                name: SourceKind::HintFault.name().into(),
+                attached_to: format!("fentry/{hook}"),
+                counters: Arc::new(src.take_counters()?),
+                id: SourceKind::HintFault.id(),
+            });
+            src.attach_fentry(hook)?;
+            Some(src)
+        }
+        None => None,
+    };
+    let samples = match sampler {
+        Some(sampler) => {
+            let (src, ring, counters) =
+                SampleSource::start(root, sampler, &cfg.load, &ranges, cfg.cpu_budget, cfg.sample_period)
+                    .context("starting the sample source")?;
+            rings.push(ring);
+            attached.push(AttachedSource {
+                name: SourceKind::HwSample.name().into(),
+                attached_to: format!(
+                    "perf_event/{} on {} CPUs",
+                    src.events().sampler().pmu,
+                    src.events().cpus()
+                ),
+                counters: Arc::new(counters),
+                id: SourceKind::HwSample.id(),
+            });
+            tracing::info!("sampling: {}", src.status().description);
+            Some(src)
+        }
+        None => None,
+    };
 
     let map = Arc::new(HotMap::new(&MemoryLayout::from(&topo), cfg.hotmap, cfg.hint_capacity)?);
-    let mut feeder = HotMapFeeder::new(map.clone());
+    let feeder = HotMapFeeder::new(map.clone());
+    let feed_counters = feeder.counters();
+    let lower_ranges = ranges.iter().map(|r| (r.start_pfn, r.end_pfn, r.nid)).collect();
+    let mut consumer = PfnResolver::new(feeder, root, lower_ranges);
     let targets = Targets::new(&topo, cfg.hotmap.mode);
     let promoter = Promoter::start(map.clone(), targets, cfg.promoter, |_| SystemEnv::new(root))?;
     let lower: Vec<String> = topo
@@ -191,12 +250,18 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
             )
         })
         .collect();
+    let names: Vec<&str> = attached.iter().map(|a| a.attached_to.as_str()).collect();
     tracing::info!(
-        hook,
         rate_limit = %cfg.promoter.rate_limit,
-        "hotpage run: fentry/{hook} attached; promoting {}",
+        "hotpage run: {} attached; promoting {}",
+        names.join(" and "),
         lower.join(", ")
     );
+    let sample_status = samples.as_ref().map(SampleSource::status);
+    let sample_counters =
+        attached.iter().find(|a| a.id == SourceKind::HwSample.id()).map(|a| a.counters.clone());
+    let hint_counters =
+        attached.iter().find(|a| a.id == SourceKind::HintFault.id()).map(|a| a.counters.clone());
 
     let builder: Arc<dyn SnapshotSource> = Arc::new(SnapshotBuilder {
         root: root.to_owned(),
@@ -204,14 +269,11 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
         kernel: release.clone(),
         started,
         rate_limit: cfg.promoter.rate_limit,
-        sources: vec![AttachedSource {
-            name: SourceKind::HintFault.name().into(),
-            attached_to: format!("fentry/{hook}"),
-            counters,
-            id: SourceKind::HintFault.id(),
-        }],
+        sources: attached,
         map: map.clone(),
-        feed: feeder.counters(),
+        feed: feed_counters,
+        resolve: consumer.counters(),
+        sampler: sample_status,
         promoter: promoter.reporter(),
     });
     let server = Arc::new(server);
@@ -247,14 +309,22 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
         }));
     }
 
-    let mut collector = Collector::new(vec![ring], Duration::from_millis(cfg.drain_interval_ms))?;
+    // The sample source's CPU budget, on this thread: the collector's thread
+    // CPU time is the consumer's cost, shared out by events per source.
+    let budget = samples.map(|src| tokio::spawn(budget_loop(src, sample_counters, hint_counters)));
+
+    let mut collector = Collector::new(rings, Duration::from_millis(cfg.drain_interval_ms))?;
     let limit = duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
-    let result = collector.run(&mut feeder, shutdown.wait(limit, std::future::pending())).await;
+    let result = collector.run(&mut consumer, shutdown.wait(limit, std::future::pending())).await;
 
     // Stop in the reverse order of start: nothing moves, then nothing is
     // attached, then the socket goes, then the kernel settings come back.
     promoter.stop();
-    drop(src);
+    if let Some(b) = budget {
+        b.abort();
+        let _ = b.await;
+    }
+    drop(hint_faults);
     for t in &tasks {
         t.abort();
     }
@@ -276,4 +346,27 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
     let stats = result?;
     tracing::info!(events = stats.events, "hotpage run: stopped");
     Ok(())
+}
+
+/// Once a second: the sample source's cost against its budget, and CPUs that
+/// came online. Owns the source; aborting the task detaches it.
+async fn budget_loop(
+    mut src: SampleSource,
+    samples: Option<Arc<SourceCounters>>,
+    hint_faults: Option<Arc<SourceCounters>>,
+) {
+    let emitted =
+        |c: &Option<Arc<SourceCounters>>| c.as_ref().and_then(|c| c.read().ok()).map_or(0, |s| s.emitted);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let (mut cpu0, mut s0, mut h0) = (thread_cpu_time(), emitted(&samples), emitted(&hint_faults));
+    loop {
+        tick.tick().await;
+        let (cpu, s, h) = (thread_cpu_time(), emitted(&samples), emitted(&hint_faults));
+        let (ds, dh) = (s.saturating_sub(s0), h.saturating_sub(h0));
+        let consumer = cpu.saturating_sub(cpu0).as_nanos() as u64;
+        let mine = if ds + dh == 0 { 0 } else { (consumer as u128 * ds as u128 / (ds + dh) as u128) as u64 };
+        let cost = src.tick(mine);
+        tracing::debug!(share = cost.share(), period = src.events().period(), "sample source cost");
+        (cpu0, s0, h0) = (cpu, s, h);
+    }
 }

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use hotpage_common::{HotpageEvent, event_flags, source};
 use serde::Serialize;
@@ -62,7 +62,8 @@ pub fn run(root: &Path, run_dir: &Path, args: TraceArgs) -> Result<()> {
 async fn trace(root: &Path, run_dir: &Path, args: TraceArgs) -> Result<()> {
     // Before anything changes: a signal from here on means a clean stop.
     let shutdown = Shutdown::install()?;
-    let Preflight { topo, ranges, hook, .. } = preflight(root, "hotpage trace")?;
+    let Preflight { topo, ranges, hook, .. } = preflight(root, "hotpage trace", true)?;
+    let hook = hook.context("no hint-fault hook")?;
 
     // Restored when `_settings` drops, after the programs are gone.
     let _settings = if args.set_tiering {

@@ -136,9 +136,10 @@ fn topo_parts(mode: RecordMode) -> (Arc<HotMap>, Targets) {
 
 /// Makes `pfn` READY (two accesses from `nid`) with a hint for `pid`.
 fn ready(map: &HotMap, pfn: u64, pid: u32, nid: i32) {
+    // The hint first: a running worker may take the page the moment it is READY.
+    map.hints().insert(pfn, Hint::new(pid, vaddr_of(pfn), 750, 0));
     map.record_access(pfn, 0, nid, source::HINT_FAULT, 500).unwrap();
     map.record_access(pfn, 0, nid, source::HINT_FAULT, 501).unwrap();
-    map.hints().insert(pfn, Hint::new(pid, vaddr_of(pfn), 750, 0));
 }
 
 fn worker(map: &Arc<HotMap>, targets: Targets, config: PromoterConfig, env: FakeEnv) -> NodeWorker<FakeEnv> {

@@ -16,6 +16,7 @@ use crate::{
     hotmap::{FeedCounters, HotMap, RecordMode},
     node_meminfo::read_node_meminfo,
     promoter::{CounterSnapshot, PromoterReporter, RateLimit},
+    sampling::{ResolveCounters, SamplerStatus},
     topology::TierTopology,
     vmstat::read_vmstat,
 };
@@ -27,7 +28,7 @@ pub const MAX_PROCESSES: usize = 50;
 pub struct AttachedSource {
     pub name: String,
     pub attached_to: String,
-    pub counters: SourceCounters,
+    pub counters: Arc<SourceCounters>,
     /// `source::*` id, to pick the hot map's per-source count.
     pub id: u16,
 }
@@ -41,6 +42,9 @@ pub struct SnapshotBuilder {
     pub sources: Vec<AttachedSource>,
     pub map: Arc<HotMap>,
     pub feed: Arc<FeedCounters>,
+    /// pfn lookups of samples without a physical address.
+    pub resolve: Arc<ResolveCounters>,
+    pub sampler: Option<Arc<SamplerStatus>>,
     pub promoter: PromoterReporter,
 }
 
@@ -166,6 +170,8 @@ impl SnapshotBuilder {
             promoter: reports.into_iter().map(PromoterRow::from).collect(),
             kernel_counters,
             processes: self.processes(),
+            sampler: self.sampler.as_ref().map(|s| s.snapshot()),
+            sample_pfn_lookups: self.resolve.snapshot(),
         }
     }
 

@@ -16,7 +16,12 @@ pub use builder::{AttachedSource, MAX_PROCESSES, SnapshotBuilder, node_memory};
 pub use prometheus::{CONTENT_TYPE, render as render_prometheus};
 pub use table::{render_stats, render_top};
 
-use crate::{bpf::CounterSnapshot as BpfCounters, hotmap::FeedStats, promoter::NodeReport};
+use crate::{
+    bpf::CounterSnapshot as BpfCounters,
+    hotmap::FeedStats,
+    promoter::NodeReport,
+    sampling::{ResolveStats, SamplerSnapshot},
+};
 
 /// Kernel counters shown beside hotpage's own (from /proc/vmstat).
 pub const KERNEL_COUNTERS: &[&str] = &[
@@ -49,6 +54,12 @@ pub struct Snapshot {
     pub promoter: Vec<PromoterRow>,
     pub kernel_counters: BTreeMap<String, u64>,
     pub processes: Vec<ProcessRow>,
+    /// The sample source: which PMU, its period, its CPU cost (None: off).
+    #[serde(default)]
+    pub sampler: Option<SamplerSnapshot>,
+    /// pfn lookups in pagemap for samples without a physical address.
+    #[serde(default)]
+    pub sample_pfn_lookups: ResolveStats,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -255,6 +255,44 @@ pub fn render(s: &Snapshot) -> String {
     o.sample("hotpage_hint_capacity", &[], s.hotmap.hint_capacity as f64);
     o.family("hotpage_hint_evictions_total", "counter", "Hints dropped because the table was full.");
     o.sample("hotpage_hint_evictions_total", &[], s.hotmap.hint_evictions as f64);
+    if let Some(sm) = &s.sampler {
+        let kind = match sm.kind {
+            Some(crate::sampling::SamplerKind::IbsOp) => "ibs_op",
+            Some(crate::sampling::SamplerKind::PebsLoadLatency) => "pebs_load_latency",
+            Some(crate::sampling::SamplerKind::SoftwarePageFaults) => "software_page_faults",
+            None => "",
+        };
+        o.family("hotpage_sample_period", "gauge", "Events between samples now, set by the CPU budget.");
+        o.sample("hotpage_sample_period", &[("sampler", kind)], sm.period as f64);
+        o.family("hotpage_sample_cpus", "gauge", "CPUs with a sampling event open.");
+        o.sample("hotpage_sample_cpus", &[("sampler", kind)], sm.cpus as f64);
+        o.family(
+            "hotpage_sample_cpu_share_ratio",
+            "gauge",
+            "Share of one core the sample source cost in the last second (BPF run time plus consumer).",
+        );
+        o.sample("hotpage_sample_cpu_share_ratio", &[("sampler", kind)], sm.cpu_share);
+        o.family(
+            "hotpage_sample_cpu_budget_ratio",
+            "gauge",
+            "Most the sample source may cost, share of one core.",
+        );
+        o.sample("hotpage_sample_cpu_budget_ratio", &[("sampler", kind)], sm.cpu_budget);
+        o.family(
+            "hotpage_sample_pfn_lookups_total",
+            "counter",
+            "Samples without a physical address looked up in pagemap, by outcome.",
+        );
+        let l = &s.sample_pfn_lookups;
+        for (outcome, v) in [
+            ("resolved", l.resolved),
+            ("not_lower_tier", l.not_lower_tier),
+            ("not_present", l.not_present),
+            ("process_gone", l.process_gone),
+        ] {
+            o.sample("hotpage_sample_pfn_lookups_total", &[("outcome", outcome)], v as f64);
+        }
+    }
     o.0
 }
 

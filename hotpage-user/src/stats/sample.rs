@@ -7,6 +7,7 @@ use crate::{
     bpf::CounterSnapshot as Bpf,
     hotmap::FeedStats,
     promoter::{CounterSnapshot, LatencySnapshot, stats::LATENCY_BUCKETS_MS},
+    sampling::{ResolveStats, SamplerKind, SamplerSnapshot},
 };
 
 pub fn snapshot() -> Snapshot {
@@ -48,12 +49,27 @@ pub fn snapshot() -> Snapshot {
                 failures: BTreeMap::from([("EBUSY".into(), 3)]),
             },
         ],
-        sources: vec![SourceRow {
-            name: "hint_faults".into(),
-            attached_to: "fentry/numa_migrate_check".into(),
-            bpf: Bpf { seen: 70_000, no_pfn: 2, filtered: 100, emitted: 69_898, dropped: 0, wakeups: 136 },
-            recorded: 69_898,
-        }],
+        sources: vec![
+            SourceRow {
+                name: "hint_faults".into(),
+                attached_to: "fentry/numa_migrate_check".into(),
+                bpf: Bpf {
+                    seen: 70_000,
+                    no_pfn: 2,
+                    filtered: 100,
+                    emitted: 69_898,
+                    dropped: 0,
+                    wakeups: 136,
+                },
+                recorded: 69_898,
+            },
+            SourceRow {
+                name: "samples".into(),
+                attached_to: "perf_event/software on 2 CPUs".into(),
+                bpf: Bpf { seen: 1_000, no_pfn: 52, filtered: 0, emitted: 948, dropped: 0, wakeups: 1 },
+                recorded: 900,
+            },
+        ],
         hotmap: HotMapRow {
             recorded_accesses: 69_800,
             feed: FeedStats { events: 69_898, updated: 69_800, newly_ready: 8210, ..FeedStats::default() },
@@ -84,5 +100,19 @@ pub fn snapshot() -> Snapshot {
             ("numa_hint_faults".into(), 70_000),
         ]),
         processes: Vec::new(),
+        sampler: Some(SamplerSnapshot {
+            description: "software page faults (no PMU) (software, type 1)".into(),
+            kind: Some(SamplerKind::SoftwarePageFaults),
+            period: 4,
+            cpus: 2,
+            cpu_share: 0.0125,
+            cpu_budget: 0.03,
+        }),
+        sample_pfn_lookups: ResolveStats {
+            resolved: 900,
+            not_lower_tier: 40,
+            not_present: 7,
+            process_gone: 1,
+        },
     }
 }

@@ -101,6 +101,22 @@ pub fn render_stats(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
         ]);
     }
     out += &t.to_string();
+    if let Some(sm) = &s.sampler {
+        let l = &s.sample_pfn_lookups;
+        out += &format!(
+            "\nsamples: {}, period {} on {} CPUs, {:.2}% of a core (budget {:.1}%); pfn lookups: {} resolved, {} not \
+             lower tier, {} not present, {} process gone\n",
+            sm.description,
+            sm.period,
+            sm.cpus,
+            sm.cpu_share * 100.0,
+            sm.cpu_budget * 100.0,
+            l.resolved,
+            l.not_lower_tier,
+            l.not_present,
+            l.process_gone
+        );
+    }
     let f = &s.hotmap.feed;
     out += &format!(
         "\nhot map: {} accesses recorded, {} pages became ready; {} hints held (of {}), {} evicted\n\n",

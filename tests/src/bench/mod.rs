@@ -5,6 +5,7 @@
 pub mod hotmap;
 pub mod promote;
 pub mod ring;
+pub mod samples;
 
 use std::{fs, io, path::Path};
 

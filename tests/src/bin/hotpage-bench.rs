@@ -36,6 +36,16 @@ enum Bench {
         #[arg(long, default_value_t = 4)]
         rounds: usize,
     },
+    /// The sample source's CPU share at given sample rates, against its budget.
+    Samples {
+        /// Sample rates to measure, per second.
+        #[arg(long, value_delimiter = ',', default_values_t = [1000u64, 10_000, 100_000])]
+        rates: Vec<u64>,
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// record_access cost (uniform and zipfian), memory per page, walk cost.
     Hotmap {
         /// Accesses per stream.
@@ -62,6 +72,14 @@ fn main() -> Result<()> {
             let report = bench::promote::run(region_mib, batch, rounds)?;
             bench::promote::print(&report);
             let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/promote.json"));
+            bench::write_json(&out, &report)?;
+            println!("results: {}", out.display());
+        }
+        Bench::Samples { rates, seconds, rounds } => {
+            hotpage_tests::require_root_or_exit();
+            let report = bench::samples::run(&rates, seconds, rounds)?;
+            bench::samples::print(&report);
+            let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/samples.json"));
             bench::write_json(&out, &report)?;
             println!("results: {}", out.display());
         }

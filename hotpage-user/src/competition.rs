@@ -46,6 +46,26 @@ pub fn kernel_promotes(root: &Path) -> bool {
     mode & NUMA_BALANCING_MEMORY_TIERING != 0 && rate > 0
 }
 
+/// Top-tier nodes with so much free memory that NUMA balancing promotes
+/// lower-tier pages on every hint fault, whatever its rate limit: the kernel
+/// checks "free space enough" (a zone's free pages above its promotion
+/// watermark plus max(1 GiB, 1/16 of the node)) before it looks at the rate
+/// limit. Measured in the box: with node 0 at 2 GiB, mode 2 and a rate limit
+/// of 0 still promoted 512 MiB. `(node, free pages, threshold pages)`.
+pub fn kernel_promotes_freely(root: &Path, top_tier: &[u32]) -> Vec<(u32, u64, u64)> {
+    let Ok(zones) = crate::zoneinfo::read_zoneinfo(root) else { return Vec::new() };
+    let mut out = Vec::new();
+    for &nid in top_tier {
+        let mine: Vec<_> = zones.iter().filter(|z| z.node == nid && z.present > 0).collect();
+        let present: u64 = mine.iter().map(|z| z.present).sum();
+        let enough = (1u64 << 18).max(present >> 4);
+        if let Some(z) = mine.iter().find(|z| z.free > z.promo.max(z.high) + enough) {
+            out.push((nid, z.free, z.promo.max(z.high) + enough));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;
@@ -70,6 +90,28 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].starts_with("DAMON kdamond 0 runs a migrate_hot scheme"), "{}", found[0]);
         assert!(damon_migrations(Path::new("/nonexistent")).is_empty());
+    }
+
+    #[test]
+    fn a_top_tier_node_with_little_free_memory_holds_the_kernel_to_its_rate_limit() {
+        // The box capture: node 0 has 1 GiB, so max(1 GiB, 1/16) plus the
+        // watermark is more than it could ever have free.
+        assert!(kernel_promotes_freely(&crate::test_fixtures::cxl_box(), &[0]).is_empty());
+        let root = std::env::temp_dir().join(format!("hotpage-zoneinfo-{}", std::process::id()));
+        fs::create_dir_all(root.join("proc")).unwrap();
+        let zone = |free: u64| {
+            format!(
+                "Node 0, zone   Normal\n  pages free     {free}\n        min      1000\n        low      1200\n        \
+                 high     1400\n        promo    1600\n        spanned  4194304\n        present  4194304\n        \
+                 managed  4100000\n  start_pfn:           1048576\n"
+            )
+        };
+        // 16 GiB node: threshold 1600 + 1 GiB (262144 pages) = 263744 pages.
+        fs::write(root.join("proc/zoneinfo"), zone(3_000_000)).unwrap();
+        assert_eq!(kernel_promotes_freely(&root, &[0]), vec![(0, 3_000_000, 263_744)]);
+        fs::write(root.join("proc/zoneinfo"), zone(200_000)).unwrap();
+        assert!(kernel_promotes_freely(&root, &[0]).is_empty());
+        let _ = fs::remove_dir_all(&root);
     }
 
     #[test]

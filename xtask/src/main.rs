@@ -3,6 +3,7 @@
 
 mod cargo;
 mod deps;
+mod e2e_plot;
 mod prometheus_check;
 mod vm;
 
@@ -24,7 +25,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// The whole test suite, as CI runs it: formatting, lints, unit, object and
-    /// host (root) tests, then the box tests. Installs missing Debian packages.
+    /// host (root) tests, then the box tests and the short end-to-end benchmark.
+    /// Installs missing Debian packages.
     Test {
         #[command(flatten)]
         spec: BoxSpec,
@@ -85,6 +87,15 @@ enum VmCmd {
 enum BoxBench {
     /// hotpage's promotion path against a raw move_pages loop, and batch sizes.
     Promote,
+    /// hotpage vs NUMAB-2 vs no migration on GUPS hot-set workloads; writes a plot too.
+    E2e {
+        /// Small sizes, one repetition, only correctness facts checked (what CI runs).
+        #[arg(long)]
+        short: bool,
+        /// Lower the NUMA-balancing scan knobs for every system, as the box tests do.
+        #[arg(long)]
+        fast_scan: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -122,6 +133,20 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Vm { cmd: VmCmd::Test { spec, filter } } => vm_test(&spec, &filter),
         Cmd::Vm { cmd: VmCmd::Demo { spec, seconds } } => vm_demo(&spec, seconds),
         Cmd::Vm { cmd: VmCmd::Bench { spec, bench: BoxBench::Promote } } => vm_bench(&spec, "promote", &[]),
+        Cmd::Vm { cmd: VmCmd::Bench { spec, bench: BoxBench::E2e { short, fast_scan } } } => {
+            let mut args = Vec::new();
+            if short {
+                args.push("--short");
+            }
+            if fast_scan {
+                args.push("--fast-scan");
+            }
+            vm_bench(&spec, "e2e", &args)?;
+            e2e_plot::plot(
+                &cargo::target_dir().join("bench/e2e.json"),
+                &cargo::target_dir().join("bench/e2e.png"),
+            )
+        }
         Cmd::Bench { bench: HostBench::Ring } => host_bench("ring", true),
         Cmd::Bench { bench: HostBench::Hotmap } => host_bench("hotmap", false),
         Cmd::Bench { bench: HostBench::Samples } => host_bench("samples", true),
@@ -146,7 +171,10 @@ fn test_all(spec: &BoxSpec) -> Result<()> {
     // And what the daemon wrote in the box (its textfile, sent back in /results).
     let live = cargo::target_dir().join("vm/test/results/live-metrics.prom");
     anyhow::ensure!(live.exists(), "the box tests returned no {}", live.display());
-    prometheus_check::check(&[&live])
+    prometheus_check::check(&[&live])?;
+    // The end-to-end benchmark in its short form: correctness facts only
+    // (hotpage brings the hot set to node 0; observe-only moves nothing).
+    vm_bench(spec, "e2e", &["--short", "--fast-scan"])
 }
 
 fn vm_test(spec: &BoxSpec, filter: &[String]) -> Result<()> {
@@ -252,10 +280,24 @@ fn vm_demo(spec: &BoxSpec, seconds: u32) -> Result<()> {
 
 /// Runs `hotpage-bench <name>` in the box and copies its JSON to target/bench/.
 fn vm_bench(spec: &BoxSpec, name: &str, args: &[&str]) -> Result<()> {
-    let bench = build_bins("hotpage-tests", &["hotpage-bench"], true)?.remove(0);
+    let mut bins = build_bins("hotpage-tests", &["hotpage-bench", "hotpage-workload"], true)?;
+    let hotpage = build_bins("hotpage-user", &["hotpage"], true)?.remove(0);
     let args: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
-    let script = format!("set -e\n/bin/hotpage-bench {name} --out /results/{name}.json {}\n", args.join(" "));
-    let payload = Payload { binaries: vec![(bench, "/bin/hotpage-bench".into())], script };
+    let script = format!(
+        "set -e\nexport HOTPAGE_BIN=/bin/hotpage HOTPAGE_WORKLOAD=/bin/hotpage-workload\n\
+         /bin/hotpage-bench {name} --out /results/{name}.json {}\n",
+        args.join(" ")
+    );
+    let workload = bins.remove(1);
+    let bench = bins.remove(0);
+    let payload = Payload {
+        binaries: vec![
+            (bench, "/bin/hotpage-bench".into()),
+            (workload, "/bin/hotpage-workload".into()),
+            (hotpage, "/bin/hotpage".into()),
+        ],
+        script,
+    };
     let outcome = vm::run(&format!("bench-{name}"), &payload, spec)?;
     vm::expect_success(&outcome, &format!("bench {name}"))?;
     let (_, data) = outcome

@@ -8,14 +8,15 @@ use anyhow::{Context, Result};
 
 use crate::cargo::{run, target_dir, workspace_root};
 
-/// Installs the pinned parser once (offline afterwards).
-fn ensure_parser() -> Result<std::path::PathBuf> {
-    let dir = target_dir().join("py");
-    let req = workspace_root().join("scripts/requirements-check.txt");
+/// Installs the pinned packages of `requirements` (relative to the workspace)
+/// into target/<dir> once; offline afterwards.
+pub fn ensure_python_packages(dir: &str, requirements: &str) -> Result<std::path::PathBuf> {
+    let dir = target_dir().join(dir);
+    let req = workspace_root().join(requirements);
     let stamp = dir.join(".installed");
     let want = std::fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) {
-        eprintln!("xtask: installing the Prometheus text parser into {}", dir.display());
+        eprintln!("xtask: installing {} into {}", requirements, dir.display());
         run(Command::new("python3")
             .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
             .arg(&dir)
@@ -28,7 +29,7 @@ fn ensure_parser() -> Result<std::path::PathBuf> {
 
 /// Fails unless every file parses and follows hotpage's naming rules.
 pub fn check(files: &[&Path]) -> Result<()> {
-    let py = ensure_parser()?;
+    let py = ensure_python_packages("py", "scripts/requirements-check.txt")?;
     run(Command::new("python3")
         .arg(workspace_root().join("scripts/check-prometheus.py"))
         .args(files)

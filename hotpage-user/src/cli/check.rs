@@ -129,6 +129,28 @@ fn items(root: &Path, run_dir: &Path, euid: u32) -> Vec<Item> {
             ));
         }
     }
+    if let Ok(topo) = TierTopology::read(root) {
+        let top: Vec<u32> = topo.top_tier_nodes().map(|n| n.id).collect();
+        let free = competition::kernel_promotes_freely(root, &top);
+        v.push(info(
+            "kernel promotion held",
+            if free.is_empty() {
+                "no top-tier node has enough free memory to make NUMA balancing skip its rate limit".into()
+            } else {
+                free.iter()
+                    .map(|(n, f, t)| {
+                        format!(
+                            "node {n}: {} MiB free > {} MiB, so NUMA balancing promotes on every hint fault whatever \
+                             its rate limit, beside hotpage, until the node fills",
+                            f >> 8,
+                            t >> 8
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        ));
+    }
     let damon = competition::damon_migrations(root);
     v.push(if damon.is_empty() {
         ok("no competing tiering", "no DAMON migrate_hot/migrate_cold scheme runs".into())

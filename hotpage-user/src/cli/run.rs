@@ -193,6 +193,15 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
         None
     };
 
+    let top: Vec<u32> = topo.top_tier_nodes().map(|n| n.id).collect();
+    for (nid, free, threshold) in competition::kernel_promotes_freely(root, &top) {
+        tracing::warn!(
+            "node {nid} has {} MiB free, more than the {} MiB above which NUMA balancing promotes every \
+             hint-faulted page whatever its rate limit: the kernel promotes too until node {nid} fills",
+            free >> 8,
+            threshold >> 8
+        );
+    }
     let mut rings = Vec::new();
     let mut attached = Vec::new();
     let hint_faults = match hook {

@@ -36,6 +36,15 @@ enum Bench {
         #[arg(long, default_value_t = 4)]
         rounds: usize,
     },
+    /// In the box: hotpage vs NUMAB-2 vs no migration on GUPS hot-set workloads.
+    E2e {
+        /// Small sizes, one repetition, and only correctness facts checked (CI).
+        #[arg(long)]
+        short: bool,
+        /// Lower the NUMA-balancing scan knobs for every system (as the box tests do).
+        #[arg(long)]
+        fast_scan: bool,
+    },
     /// The sample source's CPU share at given sample rates, against its budget.
     Samples {
         /// Sample rates to measure, per second.
@@ -72,6 +81,14 @@ fn main() -> Result<()> {
             let report = bench::promote::run(region_mib, batch, rounds)?;
             bench::promote::print(&report);
             let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/promote.json"));
+            bench::write_json(&out, &report)?;
+            println!("results: {}", out.display());
+        }
+        Bench::E2e { short, fast_scan } => {
+            hotpage_tests::require_root_or_exit();
+            let report = bench::e2e::run(short, fast_scan, &bench::e2e::System::ALL)?;
+            bench::e2e::print(&report);
+            let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/e2e.json"));
             bench::write_json(&out, &report)?;
             println!("results: {}", out.display());
         }

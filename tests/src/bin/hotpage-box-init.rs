@@ -94,6 +94,37 @@ fn power_off(rc: i32) -> ! {
     }
 }
 
+/// Holds one software page-fault event (counting, no sampling) for the box's
+/// whole life. Creating the first such event, or closing the last one, flips
+/// a static key and live-patches `do_user_addr_fault` (text_poke_bp, int3).
+/// Under multi-threaded TCG a vCPU that is faulting at that moment can run
+/// the stale int3 and oops ("Oops: int3" in do_user_addr_fault, seen in the
+/// e2e benchmark). With the key held on from boot, the sample source's events
+/// never patch code. The same for BPF run-time statistics (`bpf_stats_enabled_key`).
+fn hold_static_keys() -> (Option<hotpage::perf_event::PerfEventFd>, Option<std::os::fd::OwnedFd>) {
+    let mut attr = hotpage::perf_event::PerfEventAttr::new(
+        hotpage::perf_event::perf_type::SOFTWARE,
+        hotpage::perf_event::sw_event::PAGE_FAULTS,
+    );
+    attr.flags = 0;
+    // pid -1 needs a cpu; CPU 0 is always online in the box.
+    let event = match hotpage::perf_event::PerfEventFd::open(&attr, -1, 0) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            eprintln!("box-init: could not hold the page-fault perf event open: {e}");
+            None
+        }
+    };
+    let stats = match hotpage::bpf::enable_run_time_stats() {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            eprintln!("box-init: BPF run-time statistics: {e}");
+            None
+        }
+    };
+    (event, stats)
+}
+
 fn main() {
     mount("proc", "/proc", "proc");
     mount("sysfs", "/sys", "sysfs");
@@ -105,6 +136,7 @@ fn main() {
     mount("tmpfs", "/run", "tmpfs");
     mount("tmpfs", "/results", "tmpfs");
     install_busybox();
+    let _keys = hold_static_keys();
 
     let status = Command::new("/bin/sh")
         .arg("/box/run.sh")

@@ -42,6 +42,10 @@ enum Cmd {
         /// Write the hot set's address range here as JSON.
         #[arg(long)]
         truth: Option<PathBuf>,
+        /// After this many seconds of updates, the hot set moves to the start
+        /// of the region (its new range is in the ground truth too).
+        #[arg(long, value_name = "SECONDS")]
+        move_at: Option<f64>,
     },
     /// Fill a node with anonymous memory until it has this many free pages
     /// left, print "filled", then hold the memory until killed.
@@ -78,7 +82,7 @@ fn main() -> Result<()> {
                 std::thread::park();
             }
         }
-        Cmd::HotSet { node, size_mib, hot_mib, hot_percent, seconds, thp, truth } => {
+        Cmd::HotSet { node, size_mib, hot_mib, hot_percent, seconds, thp, truth, move_at } => {
             if hot_mib == 0 || hot_mib > size_mib || hot_percent > 100 {
                 bail!("need 0 < --hot-mib <= --size-mib and --hot-percent <= 100");
             }
@@ -100,18 +104,44 @@ fn main() -> Result<()> {
                 size_mib,
                 placed * 100.0
             );
+            // The moved hot set: the start of the region, clear of the first one when it fits.
+            let moved = HotSet { first_page: 0, pages: hot.pages };
+            if move_at.is_some() && hot.first_page < moved.pages {
+                bail!(
+                    "--move-at needs --hot-mib at most a third of --size-mib, so the two hot sets do not overlap"
+                );
+            }
             if let Some(path) = truth {
+                let moved_json = match move_at {
+                    Some(t) => format!(
+                        ",\"move_at_s\":{t},\"moved_hot\":[[{},{}]]",
+                        region.page_addr(moved.first_page),
+                        region.page_addr(moved.first_page) + (moved.pages * PAGE) as u64
+                    ),
+                    None => String::new(),
+                };
                 let json = format!(
-                    "{{\"pid\":{},\"region\":[{},{}],\"hot\":[[{hot_start},{hot_end}]]}}\n",
+                    "{{\"pid\":{},\"region\":[{},{}],\"hot\":[[{hot_start},{hot_end}]]{moved_json}}}\n",
                     std::process::id(),
                     region.addr(),
                     region.addr() + region.len() as u64
                 );
-                std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+                // Written whole, then renamed: a reader sees all of it or nothing.
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
+                std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
             }
             let mut rng = Rng::new(0x5eed ^ u64::from(std::process::id()));
             let start = Instant::now();
-            let ops = gups(&region, &hot, hot_percent, &mut rng, start + Duration::from_secs(seconds));
+            let end = start + Duration::from_secs(seconds);
+            let ops = match move_at {
+                Some(t) => {
+                    let at = (start + Duration::from_secs_f64(t)).min(end);
+                    gups(&region, &hot, hot_percent, &mut rng, at)
+                        + gups(&region, &moved, hot_percent, &mut rng, end)
+                }
+                None => gups(&region, &hot, hot_percent, &mut rng, end),
+            };
             let nodes = nodes_of(&region)?;
             let hot_nodes = &nodes[hot.first_page..hot.first_page + hot.pages];
             println!(

@@ -1,0 +1,495 @@
+//! `bench e2e` (in the box): GUPS workloads with a known hot set, first placed
+//! on node 1, under each system in turn: no migration, the kernel's NUMA
+//! balancing mode 2 (NUMAB-2), hotpage with hint faults, hotpage with the
+//! sample source (software page faults: the box has no PMU), and hotpage in
+//! observe-only mode. Every half second the bench reads where each page of each
+//! workload is (move_pages in query mode) and reports how fast and how exactly
+//! the hot set reached node 0. TCG does not make node 1 slower, so this
+//! measures detection and movement, not application speed.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use hotpage::{
+    kernel_settings::{
+        NUMA_BALANCING, PROMOTE_RATE_LIMIT, SCAN_DELAY_MS, SCAN_PERIOD_MAX_MS, SCAN_PERIOD_MIN_MS,
+        SettingsGuard,
+    },
+    page_migration::move_pages,
+    vmstat::read_vmstat,
+};
+use serde::Serialize;
+
+const RUN_DIR: &str = "/run/hotpage-bench";
+const PAGE: u64 = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum System {
+    NoMigration,
+    Numab2,
+    HotpageHintFaults,
+    HotpageSamples,
+    HotpageObserveOnly,
+}
+
+impl System {
+    pub const ALL: [System; 5] = [
+        Self::NoMigration,
+        Self::Numab2,
+        Self::HotpageHintFaults,
+        Self::HotpageSamples,
+        Self::HotpageObserveOnly,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NoMigration => "no migration",
+            Self::Numab2 => "kernel NUMAB-2",
+            Self::HotpageHintFaults => "hotpage (hint faults)",
+            Self::HotpageSamples => "hotpage (samples)",
+            Self::HotpageObserveOnly => "hotpage observe-only",
+        }
+    }
+
+    fn hotpage_args(self) -> Option<&'static [&'static str]> {
+        match self {
+            Self::HotpageHintFaults => Some(&["--samples", "off"]),
+            // TCG runs the program and the pagemap lookups 10-20 times slower
+            // than hardware, so the box gets a larger CPU budget than the 3% default.
+            Self::HotpageSamples => {
+                Some(&["--no-hint-faults", "--samples", "software", "--cpu-budget-percent", "25"])
+            }
+            Self::HotpageObserveOnly => Some(&["--observe-only", "--samples", "off"]),
+            _ => None,
+        }
+    }
+}
+
+/// A workload scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct Scenario {
+    pub name: String,
+    pub region_mib: u64,
+    pub hot_mib: u64,
+    pub procs: usize,
+    pub seconds: f64,
+    /// The hot set moves at this time (seconds after the start).
+    pub move_at: Option<f64>,
+}
+
+/// One workload process's ground truth.
+#[derive(Clone, Debug, Serialize)]
+struct Truth {
+    pid: u32,
+    region: (u64, u64),
+    hot: (u64, u64),
+    moved_hot: Option<(u64, u64)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Sample {
+    pub t: f64,
+    /// Share of the (current) hot set on node 0, all processes.
+    pub hot_on_node0: f64,
+    /// Pages of the regions on node 0 that are not hot (promoted cold pages).
+    pub cold_pages_on_node0: u64,
+    pub pages_on_node0: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    pub system: System,
+    pub label: &'static str,
+    pub scenario: String,
+    pub hot_pages: u64,
+    pub region_pages: u64,
+    pub t50_s: Option<f64>,
+    pub t90_s: Option<f64>,
+    /// After the move: seconds until 90% of the new hot set is on node 0.
+    pub follow_s: Option<f64>,
+    pub final_hot_on_node0: f64,
+    /// Hot bytes on node 0 ÷ all region bytes on node 0 (everything there was promoted).
+    pub precision: f64,
+    pub recall: f64,
+    pub migrated_bytes: u64,
+    pub cold_promoted_bytes: u64,
+    /// CPU seconds of the hotpage process (user + system).
+    pub hotpage_cpu_s: Option<f64>,
+    /// System CPU seconds of the workloads (their hint faults and the kernel's migrations run there).
+    pub workload_sys_cpu_s: f64,
+    pub numa_hint_faults: u64,
+    pub kernel_promoted_pages: u64,
+    pub timeline: Vec<Sample>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct E2eReport {
+    pub bench: &'static str,
+    pub kernel: String,
+    pub scan: &'static str,
+    pub runs: Vec<RunResult>,
+}
+
+fn bin(var: &str, default: &str) -> PathBuf {
+    PathBuf::from(std::env::var(var).unwrap_or_else(|_| default.into()))
+}
+
+fn vmstat(k: &str) -> u64 {
+    read_vmstat(Path::new("/")).ok().and_then(|m| m.get(k).copied()).unwrap_or(0)
+}
+
+/// utime + stime of a process, seconds (field 14 and 15 of /proc/<pid>/stat).
+fn cpu_seconds(pid: u32, system_only: bool) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // After the comm: state is not numeric, so utime/stime are at 10 and 11 here.
+    let (utime, stime) = (f.get(10).copied().unwrap_or(0), f.get(11).copied().unwrap_or(0));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    if system_only { stime as f64 / hz } else { (utime + stime) as f64 / hz }
+}
+
+fn start_workload(sc: &Scenario, i: usize) -> Result<(Child, PathBuf)> {
+    let truth = PathBuf::from(format!("/tmp/e2e-truth-{i}.json"));
+    let _ = std::fs::remove_file(&truth);
+    let region = sc.region_mib / sc.procs as u64;
+    let hot = sc.hot_mib / sc.procs as u64;
+    let mut cmd = Command::new(bin("HOTPAGE_WORKLOAD", "/bin/hotpage-workload"));
+    cmd.args(["hot-set", "--node", "1", "--size-mib", &region.to_string(), "--hot-mib", &hot.to_string()])
+        .args(["--seconds", &(sc.seconds.ceil() as u64 + 30).to_string(), "--truth"])
+        .arg(&truth)
+        .stdout(Stdio::null());
+    if let Some(t) = sc.move_at {
+        cmd.args(["--move-at", &t.to_string()]);
+    }
+    Ok((cmd.spawn().context("starting the workload")?, truth))
+}
+
+fn read_truth(path: &Path, limit: Duration) -> Result<Truth> {
+    let t = Instant::now();
+    let text = loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            break s;
+        }
+        if t.elapsed() > limit {
+            bail!("the workload never wrote {}", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    let pair = |a: &serde_json::Value| -> Option<(u64, u64)> { Some((a[0].as_u64()?, a[1].as_u64()?)) };
+    Ok(Truth {
+        pid: v["pid"].as_u64().context("pid")? as u32,
+        region: pair(&v["region"]).context("region")?,
+        hot: pair(&v["hot"][0]).context("hot")?,
+        moved_hot: pair(&v["moved_hot"][0]),
+    })
+}
+
+/// Where every page of the workloads' regions is now.
+fn sample(truths: &[Truth], t: f64, moved: bool) -> Sample {
+    let (mut hot, mut hot_on0, mut cold_on0, mut on0) = (0u64, 0u64, 0u64, 0u64);
+    for tr in truths {
+        let pages: Vec<u64> = (tr.region.0..tr.region.1).step_by(PAGE as usize).collect();
+        let mut status = vec![0i32; pages.len()];
+        let hot_range = if moved { tr.moved_hot.unwrap_or(tr.hot) } else { tr.hot };
+        for (chunk, st) in pages.chunks(8192).zip(status.chunks_mut(8192)) {
+            if move_pages(tr.pid, chunk, None, st, 0).is_err() {
+                st.fill(-1);
+            }
+        }
+        for (a, s) in pages.iter().zip(&status) {
+            let is_hot = (hot_range.0..hot_range.1).contains(a);
+            hot += u64::from(is_hot);
+            if *s == 0 {
+                on0 += 1;
+                if is_hot {
+                    hot_on0 += 1;
+                } else {
+                    cold_on0 += 1;
+                }
+            }
+        }
+    }
+    Sample {
+        t,
+        hot_on_node0: if hot == 0 { 0.0 } else { hot_on0 as f64 / hot as f64 },
+        cold_pages_on_node0: cold_on0,
+        pages_on_node0: on0,
+    }
+}
+
+/// The kernel as each system wants it, restored when dropped.
+fn kernel_for(system: System, fast_scan: bool) -> Result<SettingsGuard> {
+    let (mut g, _) = SettingsGuard::acquire(Path::new("/"), Path::new(RUN_DIR))?;
+    match system {
+        System::NoMigration => g.set(NUMA_BALANCING, "0")?,
+        // Mode 2 at the kernel's default promotion rate limit.
+        System::Numab2 => {
+            g.set(NUMA_BALANCING, "2")?;
+            g.set(PROMOTE_RATE_LIMIT, "65536")?;
+        }
+        // hotpage sets the tiering bit and the rate limit itself; mode 2 so
+        // that scans spend their budget on node 1 (as NUMAB-2 does).
+        System::HotpageHintFaults | System::HotpageSamples => g.set(NUMA_BALANCING, "2")?,
+        // Observe-only changes nothing: hint faults without kernel promotion
+        // are set up here.
+        System::HotpageObserveOnly => {
+            g.set(NUMA_BALANCING, "2")?;
+            g.set(PROMOTE_RATE_LIMIT, "0")?;
+        }
+    }
+    if fast_scan {
+        g.set(SCAN_DELAY_MS, "0")?;
+        g.set(SCAN_PERIOD_MIN_MS, "100")?;
+        g.set(SCAN_PERIOD_MAX_MS, "1000")?;
+    }
+    Ok(g)
+}
+
+fn first_time(timeline: &[Sample], from: f64, share: f64) -> Option<f64> {
+    timeline.iter().find(|s| s.t >= from && s.hot_on_node0 >= share).map(|s| s.t - from)
+}
+
+pub fn run_one(system: System, sc: &Scenario, fast_scan: bool) -> Result<RunResult> {
+    let kernel = kernel_for(system, fast_scan)?;
+    let hotpage = match system.hotpage_args() {
+        Some(args) => {
+            let mut child = Command::new(bin("HOTPAGE_BIN", "/bin/hotpage"))
+                .arg("run")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("starting hotpage run")?;
+            let t = Instant::now();
+            // Answers only once every source is attached.
+            let run_dir = Path::new(hotpage::kernel_settings::DEFAULT_RUN_DIR);
+            while hotpage::control::request(run_dir, &hotpage::control::Request::Ping).is_err() {
+                if let Ok(Some(st)) = child.try_wait() {
+                    bail!("hotpage run exited: {st}");
+                }
+                if t.elapsed() > Duration::from_secs(60) {
+                    bail!("hotpage run did not start");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Some(child)
+        }
+        None => None,
+    };
+    let (migrated0, promoted0, faults0) =
+        (vmstat("pgmigrate_success"), vmstat("pgpromote_success"), vmstat("numa_hint_faults"));
+    let mut children = Vec::new();
+    let mut truths = Vec::new();
+    for i in 0..sc.procs {
+        children.push(start_workload(sc, i)?);
+    }
+    for (_, path) in &children {
+        truths.push(read_truth(path, Duration::from_secs(120))?);
+    }
+    // The clock starts when the last workload has placed its memory and begins updating.
+    let start = Instant::now();
+    let mut timeline = Vec::new();
+    while start.elapsed().as_secs_f64() < sc.seconds {
+        let t = start.elapsed().as_secs_f64();
+        let moved = sc.move_at.is_some_and(|m| t >= m);
+        timeline.push(sample(&truths, t, moved));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let moved = sc.move_at.is_some();
+    let last = sample(&truths, start.elapsed().as_secs_f64(), moved);
+    timeline.push(last.clone());
+    let workload_sys: f64 = truths.iter().map(|t| cpu_seconds(t.pid, true)).sum();
+    let hotpage_cpu = hotpage.as_ref().map(|c| cpu_seconds(c.id(), false));
+    let migrated = vmstat("pgmigrate_success") - migrated0;
+    let kernel_promoted = vmstat("pgpromote_success") - promoted0;
+    let faults = vmstat("numa_hint_faults") - faults0;
+    for (mut c, _) in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    if let Some(c) = hotpage {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let out = c.wait_with_output()?;
+        if !out.status.success() {
+            bail!("hotpage run failed: {}", out.status);
+        }
+    }
+    drop(kernel);
+
+    let hot_pages: u64 = truths.iter().map(|t| (t.hot.1 - t.hot.0) / PAGE).sum();
+    let region_pages: u64 = truths.iter().map(|t| (t.region.1 - t.region.0) / PAGE).sum();
+    let hot_on0 = last.pages_on_node0 - last.cold_pages_on_node0;
+    let follow_from = sc.move_at.unwrap_or(0.0);
+    Ok(RunResult {
+        system,
+        label: system.label(),
+        scenario: sc.name.clone(),
+        hot_pages,
+        region_pages,
+        t50_s: first_time(&timeline, 0.0, 0.5),
+        t90_s: first_time(&timeline, 0.0, 0.9),
+        follow_s: sc.move_at.and_then(|_| first_time(&timeline, follow_from, 0.9)),
+        final_hot_on_node0: last.hot_on_node0,
+        precision: if last.pages_on_node0 == 0 { 0.0 } else { hot_on0 as f64 / last.pages_on_node0 as f64 },
+        recall: last.hot_on_node0,
+        migrated_bytes: migrated * PAGE,
+        cold_promoted_bytes: last.cold_pages_on_node0 * PAGE,
+        hotpage_cpu_s: hotpage_cpu,
+        workload_sys_cpu_s: workload_sys,
+        numa_hint_faults: faults,
+        kernel_promoted_pages: kernel_promoted,
+        timeline,
+    })
+}
+
+pub fn scenarios(short: bool) -> Vec<Scenario> {
+    if short {
+        return vec![Scenario {
+            name: "hot set 64 MiB / 8 MiB".into(),
+            region_mib: 64,
+            hot_mib: 8,
+            procs: 1,
+            seconds: 20.0,
+            move_at: None,
+        }];
+    }
+    vec![
+        Scenario {
+            name: "hot set 512 MiB / 64 MiB".into(),
+            region_mib: 512,
+            hot_mib: 64,
+            procs: 1,
+            seconds: 40.0,
+            move_at: None,
+        },
+        Scenario {
+            name: "hot set 900 MiB / 112 MiB".into(),
+            region_mib: 900,
+            hot_mib: 112,
+            procs: 1,
+            seconds: 40.0,
+            move_at: None,
+        },
+        Scenario {
+            name: "moving hot set 512 MiB / 64 MiB, moves at 20 s".into(),
+            region_mib: 512,
+            hot_mib: 64,
+            procs: 1,
+            seconds: 40.0,
+            move_at: Some(20.0),
+        },
+        Scenario {
+            name: "2 processes, 2 × 256 MiB / 32 MiB".into(),
+            region_mib: 512,
+            hot_mib: 64,
+            procs: 2,
+            seconds: 40.0,
+            move_at: None,
+        },
+    ]
+}
+
+/// Runs every system on every scenario. In the short form (CI) it checks only
+/// correctness facts: hotpage gets the hot set to node 0; observe-only moves nothing.
+pub fn run(short: bool, fast_scan: bool, systems: &[System]) -> Result<E2eReport> {
+    let mut runs = Vec::new();
+    for sc in scenarios(short) {
+        for &system in systems {
+            eprintln!("e2e: {} under {}", sc.name, system.label());
+            let r = run_one(system, &sc, fast_scan)
+                .with_context(|| format!("{} under {}", sc.name, system.label()))?;
+            eprintln!(
+                "e2e:   hot set on node 0 {:.1}%, precision {:.1}%, migrated {} MiB, t90 {:?}",
+                r.final_hot_on_node0 * 100.0,
+                r.precision * 100.0,
+                r.migrated_bytes >> 20,
+                r.t90_s
+            );
+            runs.push(r);
+        }
+    }
+    let report = E2eReport {
+        bench: "e2e",
+        kernel: crate::bench::kernel_release(),
+        scan: if fast_scan { "fast (scan_delay 0, period 100-1000 ms)" } else { "kernel defaults" },
+        runs,
+    };
+    if short {
+        check_facts(&report)?;
+    }
+    Ok(report)
+}
+
+fn check_facts(r: &E2eReport) -> Result<()> {
+    for run in &r.runs {
+        match run.system {
+            System::HotpageHintFaults | System::HotpageSamples if run.final_hot_on_node0 < 0.9 => {
+                bail!(
+                    "{}: only {:.1}% of the hot set reached node 0",
+                    run.label,
+                    run.final_hot_on_node0 * 100.0
+                )
+            }
+            System::HotpageObserveOnly | System::NoMigration
+                if run.migrated_bytes > 0 || run.pages_on_node0() > 0 =>
+            {
+                bail!("{}: pages moved ({} bytes migrated)", run.label, run.migrated_bytes)
+            }
+            _ => {}
+        }
+    }
+    eprintln!(
+        "e2e: facts hold: hotpage brought the hot set to node 0; observe-only and no migration moved nothing"
+    );
+    Ok(())
+}
+
+impl RunResult {
+    fn pages_on_node0(&self) -> u64 {
+        self.timeline.last().map_or(0, |s| s.pages_on_node0)
+    }
+}
+
+pub fn print(r: &E2eReport) {
+    println!("bench e2e: {} ({}), scans: {}", r.kernel, r.runs.len(), r.scan);
+    println!(
+        "{:<44} {:<22} {:>7} {:>7} {:>8} {:>8} {:>7} {:>9} {:>9} {:>8} {:>8}",
+        "scenario",
+        "system",
+        "t50 s",
+        "t90 s",
+        "hot→0 %",
+        "prec %",
+        "follow",
+        "migr MiB",
+        "cold MiB",
+        "hp CPU s",
+        "wl sys s"
+    );
+    let opt = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.1}"));
+    for x in &r.runs {
+        println!(
+            "{:<44} {:<22} {:>7} {:>7} {:>8.1} {:>8.1} {:>7} {:>9} {:>9} {:>8} {:>8.1}",
+            x.scenario,
+            x.label,
+            opt(x.t50_s),
+            opt(x.t90_s),
+            x.final_hot_on_node0 * 100.0,
+            x.precision * 100.0,
+            opt(x.follow_s),
+            x.migrated_bytes >> 20,
+            x.cold_promoted_bytes >> 20,
+            opt(x.hotpage_cpu_s),
+            x.workload_sys_cpu_s
+        );
+    }
+}

@@ -689,6 +689,28 @@ impl Workload {
     fn hot_pages(&self) -> u64 {
         (self.hot.1 - self.hot.0) / 4096
     }
+
+    /// Pages the daemon's stats say it promoted for `pid`.
+    fn promoted_in(stats: &serde_json::Value, pid: u32) -> u64 {
+        stats["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .map_or(0, |p| p["promoted_pages"].as_u64().unwrap())
+    }
+
+    /// `hotpage stats --json` once this workload has `pages` promoted, or at the limit.
+    fn stats_when_promoted(&self, pages: u64, limit: Duration) -> serde_json::Value {
+        let t = Instant::now();
+        loop {
+            let s = stats_json().expect("the daemon answers");
+            if Self::promoted_in(&s, self.pid) >= pages || t.elapsed() > limit {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
 }
 
 impl Drop for Workload {
@@ -767,22 +789,8 @@ fn the_daemon_promotes_the_hot_set_and_its_stats_match_the_kernel() {
     let w = Workload::start(64, 16, 300);
 
     let hot = w.hot_pages();
-    let t = Instant::now();
-    let pid_promoted = |s: &serde_json::Value| {
-        s["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["pid"] == w.pid)
-            .map_or(0, |p| p["promoted_pages"].as_u64().unwrap())
-    };
-    let snap = loop {
-        let s = stats_json().expect("the daemon answers");
-        if pid_promoted(&s) >= hot * 9 / 10 || t.elapsed() > Duration::from_secs(150) {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let snap = w.stats_when_promoted(hot * 9 / 10, Duration::from_secs(150));
+    let pid_promoted = |s: &serde_json::Value| Workload::promoted_in(s, w.pid);
     let moved = snap["promoter"][0]["counters"]["moved"].as_u64().unwrap();
     let by_pid = pid_promoted(&snap);
     assert!(by_pid >= hot * 9 / 10, "only {by_pid} of {hot} hot pages promoted: {snap}");
@@ -910,22 +918,8 @@ fn the_sample_source_alone_promotes_the_hot_set() {
     let daemon = start_daemon(&["--no-hint-faults", "--samples", "software", "--cpu-budget-percent", "25"]);
     let w = Workload::start(64, 16, 300);
     let hot = w.hot_pages();
-    let t = Instant::now();
-    let pid_promoted = |s: &serde_json::Value| {
-        s["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["pid"] == w.pid)
-            .map_or(0, |p| p["promoted_pages"].as_u64().unwrap())
-    };
-    let snap = loop {
-        let s = stats_json().expect("the daemon answers");
-        if pid_promoted(&s) >= hot * 9 / 10 || t.elapsed() > Duration::from_secs(150) {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let snap = w.stats_when_promoted(hot * 9 / 10, Duration::from_secs(150));
+    let pid_promoted = |s: &serde_json::Value| Workload::promoted_in(s, w.pid);
     assert!(
         pid_promoted(&snap) >= hot * 9 / 10,
         "only {} of {hot} hot pages promoted: {snap}",

@@ -147,9 +147,10 @@ fn vmstat(k: &str) -> u64 {
 fn cpu_seconds(pid: u32, system_only: bool) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
-    let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    // After the comm: state is not numeric, so utime/stime are at 10 and 11 here.
-    let (utime, stime) = (f.get(10).copied().unwrap_or(0), f.get(11).copied().unwrap_or(0));
+    // After the comm: state (field 3) first, so utime and stime (14, 15) are the 12th and 13th.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let (utime, stime) = (field(11), field(12));
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     if system_only { stime as f64 / hz } else { (utime + stime) as f64 / hz }

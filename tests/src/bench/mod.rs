@@ -12,6 +12,26 @@ use std::{fs, io, path::Path};
 
 use serde::Serialize;
 
+/// The empty BPF program (the collection-cost baseline), loaded: the caller
+/// attaches it to its perf events.
+pub fn load_baseline() -> anyhow::Result<aya::Ebpf> {
+    let mut ebpf = aya::EbpfLoader::new().load(hotpage_ebpf::BASELINE)?;
+    let prog: &mut aya::programs::PerfEvent = ebpf
+        .program_mut(hotpage_ebpf::program::BASELINE)
+        .ok_or_else(|| anyhow::anyhow!("baseline program missing"))?
+        .try_into()?;
+    prog.load()?;
+    Ok(ebpf)
+}
+
+/// The loaded baseline program of [`load_baseline`].
+pub fn baseline_program(ebpf: &aya::Ebpf) -> anyhow::Result<&aya::programs::PerfEvent> {
+    Ok(ebpf
+        .program(hotpage_ebpf::program::BASELINE)
+        .ok_or_else(|| anyhow::anyhow!("baseline program missing"))?
+        .try_into()?)
+}
+
 /// Median of a non-empty sample (the mean of the middle two for even sizes).
 pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {

@@ -10,7 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::{EbpfLoader, programs::PerfEvent};
 use hotpage::{
     bpf::{LoadOptions, LoadedSource, SourceKind, enable_run_time_stats},
     collector::{Collector, EventConsumer},
@@ -149,12 +148,8 @@ fn run_round(variant: Variant, pages: usize) -> anyhow::Result<RoundResult> {
             })
         }
         Variant::EmptyProgram => {
-            let mut ebpf = EbpfLoader::new().load(hotpage_ebpf::BASELINE)?;
-            let prog: &mut PerfEvent = ebpf
-                .program_mut(hotpage_ebpf::program::BASELINE)
-                .ok_or_else(|| anyhow::anyhow!("baseline program missing"))?
-                .try_into()?;
-            prog.load()?;
+            let ebpf = crate::bench::load_baseline()?;
+            let prog = crate::bench::baseline_program(&ebpf)?;
             let perf = PerfEventFd::open(&page_fault_attr(), 0, -1)?;
             perf.attach_bpf(prog.fd()?)?;
             let before = prog.info()?;

@@ -16,7 +16,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::{EbpfLoader, programs::PerfEvent};
 use hotpage::{
     bpf::{LoadOptions, enable_run_time_stats},
     collector::Collector,
@@ -126,12 +125,8 @@ fn round(variant: Variant, rate: u64, secs: f64) -> anyhow::Result<Round> {
     let wall = Duration::from_secs_f64(secs);
     match variant {
         Variant::EmptyProgram => {
-            let mut ebpf = EbpfLoader::new().load(hotpage_ebpf::BASELINE)?;
-            let prog: &mut PerfEvent = ebpf
-                .program_mut(hotpage_ebpf::program::BASELINE)
-                .ok_or_else(|| anyhow::anyhow!("baseline program missing"))?
-                .try_into()?;
-            prog.load()?;
+            let ebpf = crate::bench::load_baseline()?;
+            let prog = crate::bench::baseline_program(&ebpf)?;
             let attr = Sampler::software().attr(1);
             let mut fds = Vec::new();
             for cpu in online_cpus()? {

@@ -196,23 +196,6 @@ fn pfns_outside_the_tier_map_are_filtered_in_bpf() {
     assert_eq!(c.emitted, 0, "{c:?}");
 }
 
-/// The host's memory as a lower-tier node 1 (it has one node), so the sample
-/// path can be followed into a hot map here.
-fn host_memory_as_lower_tier() -> (hotpage::hotmap::MemoryLayout, Vec<PfnRange>) {
-    use hotpage::hotmap::{LayoutNode, MemoryLayout};
-    let topo = hotpage::topology::TierTopology::read(Path::new("/")).unwrap();
-    let ranges: Vec<(u64, u64)> = topo.nodes.iter().flat_map(|n| n.pfn_ranges.clone()).collect();
-    let layout = MemoryLayout {
-        nodes: vec![
-            LayoutNode { id: 0, top_tier: true, ranges: Vec::new() },
-            LayoutNode { id: 1, top_tier: false, ranges: ranges.clone() },
-        ],
-    };
-    let pfn_ranges =
-        ranges.iter().map(|&(s, e)| PfnRange { start_pfn: s, end_pfn: e, nid: 1, reserved: 0 }).collect();
-    (layout, pfn_ranges)
-}
-
 #[test]
 fn software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns() {
     use hotpage::{
@@ -220,11 +203,10 @@ fn software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns() {
         sampling::{PfnResolver, SampleSource, Sampler},
     };
     require_root();
-    let (layout, ranges) = host_memory_as_lower_tier();
+    let (layout, ranges) = hotpage_tests::host_tier::host_memory_as_lower_tier().unwrap();
     let map = Arc::new(HotMap::new(&layout, HotMapConfig::default(), 1 << 16).unwrap());
     map.start();
-    let lower = ranges.iter().map(|r| (r.start_pfn, r.end_pfn, r.nid)).collect();
-    let mut consumer = PfnResolver::new(HotMapFeeder::new(map.clone()), Path::new("/"), lower);
+    let mut consumer = PfnResolver::new(HotMapFeeder::new(map.clone()), Path::new("/"), &ranges);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _guard = rt.enter();
     // The daemon's path: system-wide events, one per online CPU, the sample
@@ -238,8 +220,8 @@ fn software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns() {
         None,
     )
     .expect("software sampling on every CPU");
-    let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
-    assert_eq!(src.events().cpus(), hotpage::topology::parse_list(cpus.trim()).unwrap().len());
+    let cpus = hotpage::sampling::online_cpus(Path::new("/")).unwrap();
+    assert_eq!(src.events().cpus(), cpus.len());
     let mut collector = Collector::new(vec![ring], Duration::from_millis(50)).unwrap();
 
     let (region, addrs) = touch_fresh_pages(512);

@@ -14,8 +14,7 @@ use clap::Args;
 
 use super::{Preflight, Shutdown, preflight, recover_only, report_recovered};
 use crate::{
-    bpf::SourceCounters,
-    bpf::{LoadedSource, SourceKind},
+    bpf::{LoadedSource, SourceCounters, SourceKind},
     collector::Collector,
     competition,
     config::{DEFAULT_CONFIG, FileConfig, RunConfig},
@@ -245,8 +244,7 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
     let map = Arc::new(HotMap::new(&MemoryLayout::from(&topo), cfg.hotmap, cfg.hint_capacity)?);
     let feeder = HotMapFeeder::new(map.clone());
     let feed_counters = feeder.counters();
-    let lower_ranges = ranges.iter().map(|r| (r.start_pfn, r.end_pfn, r.nid)).collect();
-    let mut consumer = PfnResolver::new(feeder, root, lower_ranges);
+    let mut consumer = PfnResolver::new(feeder, root, &ranges);
     let targets = Targets::new(&topo, cfg.hotmap.mode);
     let promoter = Promoter::start(map.clone(), targets, cfg.promoter, |_| SystemEnv::new(root))?;
     let lower: Vec<String> = topo

@@ -39,7 +39,8 @@ pub struct CpuEvents {
     fds: BTreeMap<u32, PerfEventFd>,
 }
 
-fn online_cpus(root: &Path) -> Result<Vec<u32>, EventsError> {
+/// The online CPUs under `root` (`/sys/devices/system/cpu/online`).
+pub fn online_cpus(root: &Path) -> Result<Vec<u32>, EventsError> {
     let path = root.join("sys/devices/system/cpu/online");
     let text =
         read_text(&path).map_err(|e| EventsError::Cpus { path: path.clone(), detail: e.to_string() })?;

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use budget::{CpuBudget, DEFAULT_BUDGET, IntervalCost};
-pub use events::{CpuEvents, EventsError};
+pub use events::{CpuEvents, EventsError, online_cpus};
 pub use pmu::{PmuError, Sampler, SamplerKind};
 pub use resolver::{PfnResolver, ResolveCounters, ResolveStats};
 

@@ -12,7 +12,7 @@ use std::{
     },
 };
 
-use hotpage_common::{HotpageEvent, event_flags};
+use hotpage_common::{HotpageEvent, PfnRange, event_flags};
 use serde::{Deserialize, Serialize};
 
 use crate::{collector::EventConsumer, pagemap::Pagemap};
@@ -55,7 +55,10 @@ pub struct PfnResolver<C> {
 }
 
 impl<C: EventConsumer> PfnResolver<C> {
-    pub fn new(next: C, root: &Path, mut ranges: Vec<(u64, u64, i32)>) -> Self {
+    /// `ranges`: the lower-tier pfn ranges, as the BPF tier filter takes them.
+    pub fn new(next: C, root: &Path, ranges: &[PfnRange]) -> Self {
+        let mut ranges: Vec<(u64, u64, i32)> =
+            ranges.iter().map(|r| (r.start_pfn, r.end_pfn, r.nid)).collect();
         ranges.sort_unstable();
         Self {
             next,
@@ -164,13 +167,17 @@ mod tests {
         }
     }
 
+    fn range(start_pfn: u64, end_pfn: u64, nid: i32) -> PfnRange {
+        PfnRange { start_pfn, end_pfn, nid, reserved: 0 }
+    }
+
     fn need_pfn(pid: u32, vaddr: u64) -> HotpageEvent {
         HotpageEvent { pid, vaddr, flags: event_flags::NEED_PFN, page_nid: -1, ..HotpageEvent::default() }
     }
 
     #[test]
     fn events_with_a_pfn_pass_untouched_and_gone_processes_are_counted() {
-        let mut r = PfnResolver::new(Sink::default(), Path::new("/nonexistent"), vec![(0, 100, 1)]);
+        let mut r = PfnResolver::new(Sink::default(), Path::new("/nonexistent"), &[range(0, 100, 1)]);
         let with = HotpageEvent { pfn: 5, page_nid: 1, pid: 7, ..HotpageEvent::default() };
         r.consume_batch(&[with, need_pfn(u32::MAX, 0x1000)]);
         r.drained();
@@ -181,7 +188,7 @@ mod tests {
 
     #[test]
     fn ranges_decide_the_node() {
-        let r = PfnResolver::new(Sink::default(), Path::new("/"), vec![(300, 400, 2), (100, 200, 1)]);
+        let r = PfnResolver::new(Sink::default(), Path::new("/"), &[range(300, 400, 2), range(100, 200, 1)]);
         assert_eq!(r.node_of(100), Some(1));
         assert_eq!(r.node_of(199), Some(1));
         assert_eq!(r.node_of(200), None);

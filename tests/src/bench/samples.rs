@@ -19,12 +19,10 @@ use std::{
 use hotpage::{
     bpf::{LoadOptions, enable_run_time_stats},
     collector::Collector,
-    hotmap::{HotMap, HotMapConfig, HotMapFeeder, LayoutNode, MemoryLayout},
+    hotmap::{HotMap, HotMapConfig, HotMapFeeder},
     perf_event::PerfEventFd,
     sampling::{DEFAULT_BUDGET, PfnResolver, SampleSource, Sampler},
-    topology::{TierTopology, parse_list},
 };
-use hotpage_common::PfnRange;
 use serde::Serialize;
 
 use crate::{bench::median, memory::Region, thread_time::thread_cpu_time};
@@ -100,22 +98,8 @@ fn paced_faults(rate: u64, stop: Arc<AtomicBool>) -> u64 {
     done
 }
 
-fn host_as_lower_tier() -> anyhow::Result<(MemoryLayout, Vec<PfnRange>)> {
-    let topo = TierTopology::read(Path::new("/"))?;
-    let ranges: Vec<(u64, u64)> = topo.nodes.iter().flat_map(|n| n.pfn_ranges.clone()).collect();
-    let layout = MemoryLayout {
-        nodes: vec![
-            LayoutNode { id: 0, top_tier: true, ranges: Vec::new() },
-            LayoutNode { id: 1, top_tier: false, ranges: ranges.clone() },
-        ],
-    };
-    let pfn =
-        ranges.iter().map(|&(s, e)| PfnRange { start_pfn: s, end_pfn: e, nid: 1, reserved: 0 }).collect();
-    Ok((layout, pfn))
-}
-
 fn online_cpus() -> anyhow::Result<Vec<u32>> {
-    Ok(parse_list(std::fs::read_to_string("/sys/devices/system/cpu/online")?.trim())?)
+    Ok(hotpage::sampling::online_cpus(Path::new("/"))?)
 }
 
 fn round(variant: Variant, rate: u64, secs: f64) -> anyhow::Result<Round> {
@@ -159,11 +143,10 @@ fn round(variant: Variant, rate: u64, secs: f64) -> anyhow::Result<Round> {
             })
         }
         Variant::Fixed | Variant::Budgeted => {
-            let (layout, ranges) = host_as_lower_tier()?;
+            let (layout, ranges) = crate::host_tier::host_memory_as_lower_tier()?;
             let map = Arc::new(HotMap::new(&layout, HotMapConfig::default(), 1 << 18)?);
             map.start();
-            let lower = ranges.iter().map(|r| (r.start_pfn, r.end_pfn, r.nid)).collect();
-            let mut consumer = PfnResolver::new(HotMapFeeder::new(map), Path::new("/"), lower);
+            let mut consumer = PfnResolver::new(HotMapFeeder::new(map), Path::new("/"), &ranges);
             let opts = LoadOptions { ring_bytes: 16 << 20, ..LoadOptions::default() };
             let (mut src, ring, counters) = SampleSource::start(
                 Path::new("/"),

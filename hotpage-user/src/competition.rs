@@ -46,13 +46,34 @@ pub fn kernel_promotes(root: &Path) -> bool {
     mode & NUMA_BALANCING_MEMORY_TIERING != 0 && rate > 0
 }
 
+/// A top-tier node free enough for NUMA balancing to skip its rate limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FreeEnough {
+    pub node: u32,
+    pub free_pages: u64,
+    pub threshold_pages: u64,
+}
+
+impl std::fmt::Display for FreeEnough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node {n} has {} MiB free, more than the {} MiB above which NUMA balancing promotes every \
+             hint-faulted page whatever its rate limit: the kernel promotes beside hotpage until node {n} fills",
+            self.free_pages >> 8,
+            self.threshold_pages >> 8,
+            n = self.node
+        )
+    }
+}
+
 /// Top-tier nodes with so much free memory that NUMA balancing promotes
 /// lower-tier pages on every hint fault, whatever its rate limit: the kernel
 /// checks "free space enough" (a zone's free pages above its promotion
 /// watermark plus max(1 GiB, 1/16 of the node)) before it looks at the rate
 /// limit. Measured in the box: with node 0 at 2 GiB, mode 2 and a rate limit
-/// of 0 still promoted 512 MiB. `(node, free pages, threshold pages)`.
-pub fn kernel_promotes_freely(root: &Path, top_tier: &[u32]) -> Vec<(u32, u64, u64)> {
+/// of 0 still promoted 512 MiB.
+pub fn kernel_promotes_freely(root: &Path, top_tier: &[u32]) -> Vec<FreeEnough> {
     let Ok(zones) = crate::zoneinfo::read_zoneinfo(root) else { return Vec::new() };
     let mut out = Vec::new();
     for &nid in top_tier {
@@ -60,7 +81,11 @@ pub fn kernel_promotes_freely(root: &Path, top_tier: &[u32]) -> Vec<(u32, u64, u
         let present: u64 = mine.iter().map(|z| z.present).sum();
         let enough = (1u64 << 18).max(present >> 4);
         if let Some(z) = mine.iter().find(|z| z.free > z.promo.max(z.high) + enough) {
-            out.push((nid, z.free, z.promo.max(z.high) + enough));
+            out.push(FreeEnough {
+                node: nid,
+                free_pages: z.free,
+                threshold_pages: z.promo.max(z.high) + enough,
+            });
         }
     }
     out
@@ -108,7 +133,10 @@ mod tests {
         };
         // 16 GiB node: threshold 1600 + 1 GiB (262144 pages) = 263744 pages.
         fs::write(root.join("proc/zoneinfo"), zone(3_000_000)).unwrap();
-        assert_eq!(kernel_promotes_freely(&root, &[0]), vec![(0, 3_000_000, 263_744)]);
+        assert_eq!(
+            kernel_promotes_freely(&root, &[0]),
+            vec![FreeEnough { node: 0, free_pages: 3_000_000, threshold_pages: 263_744 }]
+        );
         fs::write(root.join("proc/zoneinfo"), zone(200_000)).unwrap();
         assert!(kernel_promotes_freely(&root, &[0]).is_empty());
         let _ = fs::remove_dir_all(&root);

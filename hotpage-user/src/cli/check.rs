@@ -12,6 +12,7 @@ use crate::{
     control::{self, Request, Response},
     kernel,
     kernel_settings::{NUMA_BALANCING, NUMA_BALANCING_MEMORY_TIERING, PROMOTE_RATE_LIMIT},
+    sampling::{PmuError, Sampler},
     sysfs::{read_text, read_u64},
     topology::TierTopology,
 };
@@ -53,17 +54,20 @@ fn info(name: &'static str, detail: String) -> Item {
     Item { name, verdict: Verdict::Info, detail, fix: None }
 }
 
-/// The sampling hardware perf exposes, by name.
-fn pmu_type(root: &Path) -> String {
-    let dev = root.join("sys/bus/event_source/devices");
-    if dev.join("ibs_op").exists() {
-        "AMD IBS op (ibs_op)".into()
-    } else if dev.join("cpu/events/mem-loads").exists() {
-        "Intel PEBS load latency (cpu/mem-loads)".into()
-    } else if dev.join("cpu").exists() || dev.join("cpu_core").exists() {
-        "a core PMU without memory sampling events".into()
-    } else {
-        "none (no hardware PMU; e.g. a VM)".into()
+/// The sampling hardware the sample source would use, or why there is none.
+fn pmu_line(root: &Path) -> String {
+    match Sampler::detect(root) {
+        Ok(s) => format!("{}: the sample source uses it (samples = \"auto\")", s.describe()),
+        Err(PmuError::None(dev)) => {
+            let core = dev.join("cpu").exists() || dev.join("cpu_core").exists();
+            let what = if core {
+                "a core PMU without memory sampling events"
+            } else {
+                "none (no hardware PMU; e.g. a VM)"
+            };
+            format!("{what}; samples = \"software\" samples page faults instead")
+        }
+        Err(e) => format!("a memory-sampling PMU that cannot be used: {e}"),
     }
 }
 
@@ -137,17 +141,7 @@ fn items(root: &Path, run_dir: &Path, euid: u32) -> Vec<Item> {
             if free.is_empty() {
                 "no top-tier node has enough free memory to make NUMA balancing skip its rate limit".into()
             } else {
-                free.iter()
-                    .map(|(n, f, t)| {
-                        format!(
-                            "node {n}: {} MiB free > {} MiB, so NUMA balancing promotes on every hint fault whatever \
-                             its rate limit, beside hotpage, until the node fills",
-                            f >> 8,
-                            t >> 8
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                free.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
             },
         ));
     }
@@ -174,13 +168,7 @@ fn items(root: &Path, run_dir: &Path, euid: u32) -> Vec<Item> {
             "debugfs sched/numa_balancing not mounted: scan knobs cannot be tuned".into()
         },
     ));
-    v.push(info(
-        "PMU",
-        match crate::sampling::Sampler::detect(root) {
-            Ok(s) => format!("{}: the sample source uses it (samples = \"auto\")", s.describe()),
-            Err(_) => format!("{}; samples = \"software\" samples page faults instead", pmu_type(root)),
-        },
-    ));
+    v.push(info("PMU", pmu_line(root)));
     if let Ok(mode) = read_text(&root.join("sys/kernel/mm/transparent_hugepage/enabled")) {
         v.push(info("THP", format!("transparent_hugepage: {}", mode.trim())));
     }
@@ -256,15 +244,14 @@ mod tests {
 
     #[test]
     fn pmu_types_by_sysfs() {
+        use crate::test_fixtures::fixture;
         let root = std::env::temp_dir().join(format!("hotpage-pmu-{}", std::process::id()));
         let dev = root.join("sys/bus/event_source/devices");
         std::fs::create_dir_all(dev.join("cpu/events")).unwrap();
-        assert!(pmu_type(&root).starts_with("a core PMU"));
-        std::fs::write(dev.join("cpu/events/mem-loads"), "event=0xcd,umask=0x1,ldlat=3\n").unwrap();
-        assert!(pmu_type(&root).starts_with("Intel PEBS"));
-        std::fs::create_dir_all(dev.join("ibs_op")).unwrap();
-        assert!(pmu_type(&root).starts_with("AMD IBS"));
+        assert!(pmu_line(&root).starts_with("a core PMU"));
         let _ = std::fs::remove_dir_all(&root);
-        assert!(pmu_type(Path::new("/nonexistent")).starts_with("none"));
+        assert!(pmu_line(&fixture("pmu-intel-icx")).starts_with("Intel PEBS"));
+        assert!(pmu_line(&fixture("pmu-amd-zen4")).starts_with("AMD IBS"));
+        assert!(pmu_line(Path::new("/nonexistent")).starts_with("none"));
     }
 }

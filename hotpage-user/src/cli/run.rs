@@ -193,13 +193,8 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
     };
 
     let top: Vec<u32> = topo.top_tier_nodes().map(|n| n.id).collect();
-    for (nid, free, threshold) in competition::kernel_promotes_freely(root, &top) {
-        tracing::warn!(
-            "node {nid} has {} MiB free, more than the {} MiB above which NUMA balancing promotes every \
-             hint-faulted page whatever its rate limit: the kernel promotes too until node {nid} fills",
-            free >> 8,
-            threshold >> 8
-        );
+    for node in competition::kernel_promotes_freely(root, &top) {
+        tracing::warn!("{node}");
     }
     let mut rings = Vec::new();
     let mut attached = Vec::new();

@@ -37,6 +37,11 @@ pub fn write_textfile(dir: &Path, text: &str) -> io::Result<()> {
     fs::rename(&tmp, textfile_path(dir))
 }
 
+/// Renders `source`'s snapshot and writes it as the textfile.
+pub fn write_snapshot(dir: &Path, source: &dyn SnapshotSource) -> io::Result<()> {
+    write_textfile(dir, &render_prometheus(&source.snapshot()))
+}
+
 /// Serves `GET /metrics` until the task is dropped.
 pub async fn serve_http(listener: TcpListener, source: Arc<dyn SnapshotSource>) {
     loop {

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::{
     cargo::{run, workspace_root},
-    prometheus_check::ensure_python_packages,
+    python_tools::ensure_python_packages,
 };
 
 pub fn plot(json: &Path, png: &Path) -> Result<()> {

@@ -4,7 +4,7 @@
 mod cargo;
 mod deps;
 mod e2e_plot;
-mod prometheus_check;
+mod python_tools;
 mod vm;
 
 use std::process::ExitCode;
@@ -165,13 +165,13 @@ fn test_all(spec: &BoxSpec) -> Result<()> {
     run(cargo::cargo().args(["test", "--workspace"]))?;
     // The golden Prometheus text, through a real parser.
     let golden = cargo::workspace_root().join("tests/golden/metrics.prom");
-    prometheus_check::check(&[&golden])?;
+    python_tools::check_prometheus(&[&golden])?;
     vm::kernel::ensure()?;
     vm_test(spec, &[])?;
     // And what the daemon wrote in the box (its textfile, sent back in /results).
     let live = cargo::target_dir().join("vm/test/results/live-metrics.prom");
     anyhow::ensure!(live.exists(), "the box tests returned no {}", live.display());
-    prometheus_check::check(&[&live])?;
+    python_tools::check_prometheus(&[&live])?;
     // The end-to-end benchmark in its short form: correctness facts only
     // (hotpage brings the hot set to node 0; observe-only moves nothing).
     vm_bench(spec, "e2e", &["--short", "--fast-scan"])

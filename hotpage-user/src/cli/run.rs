@@ -299,13 +299,15 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let b = builder.clone();
-                let text =
-                    tokio::task::spawn_blocking(move || crate::stats::render_prometheus(&b.snapshot()))
-                        .await
-                        .unwrap_or_default();
-                if let Err(e) = metrics_export::write_textfile(&dir, &text) {
-                    tracing::warn!("writing {}: {e}", metrics_export::textfile_path(&dir).display());
+                let (b, d) = (builder.clone(), dir.clone());
+                match tokio::task::spawn_blocking(move || metrics_export::write_snapshot(&d, b.as_ref()))
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!("writing {}: {e}", metrics_export::textfile_path(&dir).display())
+                    }
+                    Err(e) => tracing::warn!("writing the textfile: {e}"),
                 }
             }
         }));
@@ -335,8 +337,7 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
     }
     if let Some(dir) = &cfg.textfile_dir {
         // The last numbers stay for node_exporter, as a textfile collector expects.
-        let text = crate::stats::render_prometheus(&builder.snapshot());
-        if let Err(e) = metrics_export::write_textfile(dir, &text) {
+        if let Err(e) = metrics_export::write_snapshot(dir, builder.as_ref()) {
             tracing::warn!("writing the last textfile: {e}");
         }
     }

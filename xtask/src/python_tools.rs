@@ -1,6 +1,6 @@
-//! Checks Prometheus text with the reference parser (the Python
-//! `prometheus_client`, pinned in scripts/requirements-check.txt and installed
-//! into target/py), through scripts/check-prometheus.py.
+//! The Python tools the tests and benchmarks use, installed with pip into
+//! target/ from pinned requirement files: the reference Prometheus text parser
+//! (scripts/check-prometheus.py) and matplotlib for the e2e plot.
 
 use std::{path::Path, process::Command};
 
@@ -27,8 +27,9 @@ pub fn ensure_python_packages(dir: &str, requirements: &str) -> Result<std::path
     Ok(dir)
 }
 
-/// Fails unless every file parses and follows hotpage's naming rules.
-pub fn check(files: &[&Path]) -> Result<()> {
+/// Checks Prometheus text files with the reference parser: fails unless
+/// every file parses and follows hotpage's naming rules.
+pub fn check_prometheus(files: &[&Path]) -> Result<()> {
     let py = ensure_python_packages("py", "scripts/requirements-check.txt")?;
     run(Command::new("python3")
         .arg(workspace_root().join("scripts/check-prometheus.py"))

@@ -79,7 +79,8 @@ pub struct HotMapFile {
     pub freq_threshold: Option<u32>,
     /// Window for counting accesses, ms.
     pub freq_window_ms: Option<u32>,
-    /// Promotion target in default mode (a top-tier node).
+    /// Promotion target (a top-tier node) for pages without a recorded node:
+    /// every page in default mode. Unset: each lower-tier node's nearest.
     pub target_nid: Option<u32>,
     /// Most (pid, vaddr) hints kept.
     pub hint_capacity: Option<usize>,
@@ -170,6 +171,8 @@ pub struct RunConfig {
     /// Share of one core (0.03 = 3%).
     pub cpu_budget: f64,
     pub hotmap: HotMapConfig,
+    /// The operator's promotion target, when set (see [`HotMapFile::target_nid`]).
+    pub target_nid: Option<u32>,
     pub hint_capacity: usize,
     pub promoter: PromoterConfig,
     pub manage_numa_balancing: bool,
@@ -277,6 +280,7 @@ impl FileConfig {
             sample_period: self.sources.sample_period,
             cpu_budget: budget / 100.0,
             hotmap,
+            target_nid: self.hotmap.target_nid,
             hint_capacity: self.hotmap.hint_capacity.unwrap_or(DEFAULT_HINT_CAPACITY).max(64),
             promoter,
             manage_numa_balancing: k.manage_numa_balancing,

@@ -13,6 +13,7 @@ pub mod control;
 pub mod hotmap;
 pub mod kernel;
 pub mod kernel_settings;
+pub mod kpageflags;
 pub mod metrics_export;
 pub mod node_meminfo;
 pub mod page_migration;

@@ -247,3 +247,51 @@ fn software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns() {
     assert_eq!(cost.wall_ns, 0, "the first tick only starts the measurement");
     drop(region);
 }
+
+#[test]
+fn a_sample_on_a_thp_is_recorded_once_at_its_first_page_with_its_order() {
+    use hotpage::{
+        hotmap::{HotMap, HotMapConfig, HotMapFeeder},
+        kpageflags::{Folio, KPageFlags},
+        sampling::PfnResolver,
+    };
+    require_root();
+    let (layout, ranges) = hotpage_tests::host_tier::host_memory_as_lower_tier().unwrap();
+    let map = Arc::new(HotMap::new(&layout, HotMapConfig::default(), 1 << 16).unwrap());
+    map.start();
+    let mut consumer = PfnResolver::new(HotMapFeeder::new(map.clone()), Path::new("/"), &ranges);
+    let (mut src, perf) = sample_source(&LoadOptions::default(), 0);
+    let ring = src.take_ring().unwrap();
+
+    // Four 2 MiB pages, each first touched in the middle: the sampled fault
+    // address is a tail page's.
+    let region = Region::map_huge_aligned(8 << 20).unwrap();
+    region.madvise(libc::MADV_HUGEPAGE).unwrap();
+    perf.enable().unwrap();
+    for h in 0..4 {
+        region.touch(h * 512 + 37, 1);
+    }
+    perf.disable().unwrap();
+    let flags = KPageFlags::open(Path::new("/")).unwrap();
+    let pagemap = Pagemap::open(Path::new("/"), std::process::id()).unwrap();
+    let heads: Vec<u64> =
+        (0..4).map(|h| pagemap.entry(region.page_addr(h * 512)).unwrap().pfn().unwrap()).collect();
+    for &head in &heads {
+        assert_eq!(
+            flags.folio_of(head + 37).unwrap(),
+            Some(Folio { head, order: 9 }),
+            "the host backs it with THP"
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _guard = rt.enter();
+    let mut collector = Collector::new(vec![ring], Duration::from_millis(50)).unwrap();
+    collector.drain(&mut consumer);
+    for &head in &heads {
+        assert!(map.peek(head).unwrap().freq >= 1, "the THP's record is its first pfn's");
+        assert_eq!(map.peek(head + 37).unwrap().freq, 0, "the sampled tail page has no record of its own");
+    }
+    let r = consumer.counters().snapshot();
+    assert!(r.large_folio >= 4, "{r:?}");
+}

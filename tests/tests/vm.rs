@@ -22,6 +22,7 @@ use hotpage::{
         self, NUMA_BALANCING, PROMOTE_RATE_LIMIT, SCAN_DELAY_MS, SCAN_PERIOD_MAX_MS, SCAN_PERIOD_MIN_MS,
         SettingsGuard,
     },
+    kpageflags::KPageFlags,
     pagemap::Pagemap,
     promoter::{CounterSnapshot, Promoter, PromoterConfig, PromoterEnv, RateLimit, SystemEnv, Targets},
     topology::TierTopology,
@@ -31,6 +32,7 @@ use hotpage_common::{HotpageEvent, event_flags, source};
 use hotpage_tests::{
     memory::Region,
     require_root,
+    thread_time::named_thread_cpu_time,
     workload::{nodes_of, place_on_node, share_on},
 };
 
@@ -371,7 +373,7 @@ impl Pipeline {
         let faults = HintFaults::attach(topo);
         let map = Arc::new(HotMap::new(&MemoryLayout::from(topo), HotMapConfig::default(), 1 << 18).unwrap());
         let feeder = HotMapFeeder::new(map.clone());
-        let targets = Targets::new(topo, RecordMode::Default);
+        let targets = Targets::new(topo, RecordMode::Default, None);
         let promoter = Promoter::start(map.clone(), targets, config, |_| SystemEnv::new(root())).unwrap();
         Self { faults, feeder, map, promoter, vmstat0, _kernel: kernel }
     }
@@ -432,7 +434,10 @@ fn repeatedly_accessed_node1_pages_move_to_node0_and_untouched_ones_stay() {
     let topo = in_the_box();
     let mut p = Pipeline::start(&topo, PromoterConfig::default());
     let region = region_on_node1(32, false);
-    let hot: Vec<usize> = (0..region.pages() / 4).collect();
+    // Each hot folio is first read at its 8th page, so its hint faults are
+    // taken there, not at its first page.
+    let hot: Vec<usize> =
+        (0..region.pages() / 4 / 16).flat_map(|f| (0..16).map(move |k| f * 16 + (k + 7) % 16)).collect();
     let cold: Vec<usize> = (region.pages() / 4..region.pages()).collect();
     p.run_until(&region, &hot, Duration::from_secs(120), |_| share_of_pages_on(&region, &hot, 0) >= 0.9);
     let hot_on_0 = share_of_pages_on(&region, &hot, 0);
@@ -523,14 +528,17 @@ fn a_nearly_full_target_stops_promotion_and_nothing_ooms() {
     let (_, low) = node_free_and_low(0);
     let total = topo.node(0).unwrap().pages();
     let leave = low + cfg.headroom_pages(total) / 2;
-    let mut hog = Command::new(workload_bin())
-        .args(["fill", "--node", "0", "--leave-free-pages", &leave.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut hog = KillOnDrop(
+        Command::new(workload_bin())
+            .args(["fill", "--node", "0", "--leave-free-pages", &leave.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // It prints one line once node 0 is full.
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(hog.stdout.take().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(hog.0.stdout.take().unwrap()), &mut line)
+        .unwrap();
     assert!(line.starts_with("filled"), "{line}");
     let (free, _) = node_free_and_low(0);
     assert!(free < low + cfg.headroom_pages(total), "node 0 free {free} pages, low {low}");
@@ -538,16 +546,109 @@ fn a_nearly_full_target_stops_promotion_and_nothing_ooms() {
     let mut p = Pipeline::start(&topo, cfg);
     let region = region_on_node1(8, false);
     let pages: Vec<usize> = (0..region.pages()).collect();
-    p.run_until(&region, &pages, Duration::from_secs(60), |p| p.node1().watermark_limited >= 256);
+    // The pages turn READY and wait there: the worker sees no room and walks nothing.
+    p.run_until(&region, &pages, Duration::from_secs(60), |p| p.map.ready_pages(1) >= 256);
     let c = p.node1();
-    assert!(c.watermark_limited >= 256, "{}", p.diag());
-    assert_eq!(c.moved, 0, "{}", p.diag());
+    assert!(p.map.ready_pages(1) >= 256, "{}", p.diag());
+    assert!(c.limited_rounds >= 1, "{}", p.diag());
+    assert_eq!((c.moved, c.move_calls), (0, 0), "{}", p.diag());
+
+    // While the target stays full, with pages turning ready all along, the
+    // worker backs off for its sleep each round: few rounds, little CPU.
+    let (rounds0, cpu0, t0) = (c.rounds, named_thread_cpu_time("kmigrated1").unwrap(), Instant::now());
+    p.run_until(&region, &pages, Duration::from_secs(5), |_| false);
+    let (rounds, cpu, ms) = (
+        p.node1().rounds - rounds0,
+        (named_thread_cpu_time("kmigrated1").unwrap() - cpu0).as_millis() as u64,
+        t0.elapsed().as_millis() as u64,
+    );
+    assert!(rounds <= ms / cfg.sleep_ms + 3, "{rounds} rounds in {ms} ms: {}", p.diag());
+    assert!(cpu * 20 <= ms, "the worker used {cpu} ms of CPU in {ms} ms: {}", p.diag());
+    assert_eq!(p.node1().moved, 0);
+
     assert_eq!(share_on(&nodes_of(&region).unwrap(), 1), 1.0, "the pages wait on node 1");
     let oom_after = read_vmstat(root()).unwrap().get("oom_kill").copied().unwrap_or(0);
     assert_eq!(oom_after, oom_before, "nothing was OOM-killed");
-    assert!(hog.try_wait().unwrap().is_none(), "the hog is alive");
-    hog.kill().unwrap();
-    hog.wait().unwrap();
+    assert!(hog.0.try_wait().unwrap().is_none(), "the hog is alive");
+}
+
+/// A child process killed when the test ends, passed or failed, so that what
+/// it holds (node 0's memory) does not leak into the next test.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A sysfs choice file ("always [madvise] never") set for a test and put
+/// back when dropped.
+struct SysfsChoice {
+    path: PathBuf,
+    original: String,
+}
+
+impl SysfsChoice {
+    fn set(path: &str, value: &str) -> Self {
+        let path = root().join(path);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let original = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
+            .unwrap()
+            .to_owned();
+        std::fs::write(&path, value).unwrap();
+        Self { path, original }
+    }
+}
+
+impl Drop for SysfsChoice {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, &self.original);
+    }
+}
+
+#[test]
+fn pte_mapped_large_folios_move_whole_by_their_first_page() {
+    let topo = in_the_box();
+    // 64 KiB folios (mTHP) only: no PMD THP.
+    let _thp = SysfsChoice::set("sys/kernel/mm/transparent_hugepage/enabled", "never");
+    let _mthp = SysfsChoice::set("sys/kernel/mm/transparent_hugepage/hugepages-64kB/enabled", "always");
+    let mut p = Pipeline::start(&topo, PromoterConfig::default());
+    let region = Region::map_huge_aligned(16 << 20).unwrap();
+    place_on_node(&region, 1).unwrap();
+    assert_eq!(share_on(&nodes_of(&region).unwrap(), 1), 1.0, "every page starts on node 1");
+    let flags = KPageFlags::open(root()).unwrap();
+    let pagemap = Pagemap::open(root(), std::process::id()).unwrap();
+    let folio_of = |i: usize| {
+        let pfn = pagemap.entry(region.page_addr(i)).unwrap().pfn().unwrap();
+        flags.folio_of(pfn).unwrap()
+    };
+    let in_mthp = (0..region.pages()).filter(|&i| folio_of(i).is_some_and(|f| f.order == 4)).count();
+    assert!(in_mthp * 10 >= region.pages() * 9, "{in_mthp} of {} pages in 64 KiB folios", region.pages());
+
+    // Each hot folio is first read at its 8th page, so its hint faults are
+    // taken there, not at its first page.
+    let hot: Vec<usize> =
+        (0..region.pages() / 4 / 16).flat_map(|f| (0..16).map(move |k| f * 16 + (k + 7) % 16)).collect();
+    let cold: Vec<usize> = (region.pages() / 4..region.pages()).collect();
+    p.run_until(&region, &hot, Duration::from_secs(120), |_| share_of_pages_on(&region, &hot, 0) >= 0.9);
+    let hot_on_0 = share_of_pages_on(&region, &hot, 0);
+    assert!(hot_on_0 >= 0.9, "{:.1}% of the hot pages on node 0: {}", hot_on_0 * 100.0, p.diag());
+    assert_eq!(share_of_pages_on(&region, &cold, 1), 1.0, "the untouched folios stay on node 1");
+    let c = p.node1();
+    // Folios move whole and count all their pages; their first page's
+    // address maps their first pfn, so none is stale.
+    assert!(c.moved >= (hot.len() as f64 * 0.9) as u64, "{}", p.diag());
+    assert!(c.stale * 10 <= c.candidates, "{}", p.diag());
+    // One record per folio: far fewer candidates than base pages moved.
+    assert!(c.candidates * 4 <= c.moved, "{}", p.diag());
+    for &i in &hot {
+        assert_eq!(region.read(i), 1, "data survived the move");
+    }
+    p.promoter.stop();
 }
 
 fn hotpage_bin() -> PathBuf {

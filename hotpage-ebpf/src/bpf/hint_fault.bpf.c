@@ -49,17 +49,23 @@ SEC("fentry/numa_migrate_check")
 int BPF_PROG(hint_fault, struct folio *folio, struct vm_fault *vmf, unsigned long addr)
 {
 	__u8 order, flags = 0;
-	__u64 pfn;
+	__u64 pfn, page_pfn;
 	int nid;
 
 	count(HOTPAGE_CNT_SEEN);
 
 	if (vmf->pte) {
-		pfn = entry_pfn(vmf->orig_pte.pte, X86_PTE_PFN_MASK);
-		/* A PTE-mapped large folio has one record: its first pfn's. */
+		page_pfn = entry_pfn(vmf->orig_pte.pte, X86_PTE_PFN_MASK);
+		/*
+		 * A PTE-mapped large folio (mTHP) has one record, its first pfn's,
+		 * and is moved and verified by its first page's address: the
+		 * folio is mapped in one piece, so step back as many pages.
+		 */
 		order = folio_order_of(folio);
-		pfn &= ~((1ULL << order) - 1);
+		pfn = page_pfn & ~((1ULL << order) - 1);
+		addr -= (page_pfn - pfn) << X86_PAGE_SHIFT;
 	} else {
+		/* addr is already the PMD-aligned address of the folio. */
 		pfn = entry_pfn(vmf->orig_pmd.pmd, X86_PMD_PFN_MASK);
 		order = 9;
 		flags |= HOTPAGE_EV_PMD;

@@ -26,6 +26,7 @@ use crate::{
     sampling::{PfnResolver, SampleSource},
     stats::{AttachedSource, SnapshotBuilder},
     thread_time::thread_cpu_time,
+    vmstat,
 };
 
 #[derive(Debug, Args)]
@@ -193,6 +194,7 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
     };
 
     let top: Vec<u32> = topo.top_tier_nodes().map(|n| n.id).collect();
+    let kernel_promotions_at_start = vmstat::kernel_promotions(root, top.iter().copied());
     for node in competition::kernel_promotes_freely(root, &top) {
         tracing::warn!("{node}");
     }
@@ -240,18 +242,18 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
     let feeder = HotMapFeeder::new(map.clone());
     let feed_counters = feeder.counters();
     let mut consumer = PfnResolver::new(feeder, root, &ranges);
-    let targets = Targets::new(&topo, cfg.hotmap.mode);
-    let promoter = Promoter::start(map.clone(), targets, cfg.promoter, |_| SystemEnv::new(root))?;
+    let targets = Targets::new(&topo, cfg.hotmap.mode, cfg.target_nid);
     let lower: Vec<String> = topo
         .lower_tier_nodes()
         .map(|n| {
             format!(
                 "node {} → node {}",
                 n.id,
-                topo.nearest_top_tier(n.id).map_or("-".into(), |t| t.to_string())
+                targets.default_target(n.id).map_or("-".into(), |t| t.to_string())
             )
         })
         .collect();
+    let promoter = Promoter::start(map.clone(), targets, cfg.promoter, |_| SystemEnv::new(root))?;
     let names: Vec<&str> = attached.iter().map(|a| a.attached_to.as_str()).collect();
     tracing::info!(
         rate_limit = %cfg.promoter.rate_limit,
@@ -277,6 +279,7 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
         resolve: consumer.counters(),
         sampler: sample_status,
         promoter: promoter.reporter(),
+        kernel_promotions_at_start,
     });
     let server = Arc::new(server);
     let mut tasks = Vec::new();

@@ -9,7 +9,7 @@ use std::sync::{
 use hotpage_common::{HotpageEvent, event_flags};
 use serde::Serialize;
 
-use super::{Access, Hint, HotMap, RecordError, Recorded};
+use super::{Access, HotMap, RecordError, Recorded};
 use crate::{clock::ns_to_tick, collector::EventConsumer};
 
 /// How the events fed so far fared, by `record_access()` outcome.
@@ -83,20 +83,13 @@ pub struct HotMapFeeder {
     map: Arc<HotMap>,
     stats: FeedStats,
     published: Arc<FeedCounters>,
-    /// Reused per batch: the accesses and the events they came from.
+    /// Reused per batch.
     accesses: Vec<Access>,
-    origins: Vec<usize>,
 }
 
 impl HotMapFeeder {
     pub fn new(map: Arc<HotMap>) -> Self {
-        Self {
-            map,
-            stats: FeedStats::default(),
-            published: Arc::default(),
-            accesses: Vec::new(),
-            origins: Vec::new(),
-        }
+        Self { map, stats: FeedStats::default(), published: Arc::default(), accesses: Vec::new() }
     }
 
     pub fn stats(&self) -> FeedStats {
@@ -113,19 +106,13 @@ impl HotMapFeeder {
 }
 
 impl HotMapFeeder {
-    fn outcome(&mut self, ev: &HotpageEvent, now: u64, result: Result<Recorded, RecordError>) {
+    fn outcome(&mut self, result: Result<Recorded, RecordError>) {
         let s = &mut self.stats;
         match result {
-            Ok(Recorded::Updated { ready, newly_ready }) => {
+            Ok(Recorded::Updated { newly_ready, .. }) => {
                 s.updated += 1;
                 if newly_ready {
                     s.newly_ready += 1;
-                }
-                // A ready page needs (pid, vaddr) for move_pages; refresh it on
-                // every ready access so the newest mapping wins.
-                if ready {
-                    let head = ev.pfn & !((1u64 << ev.order.min(18)) - 1);
-                    self.map.hints().insert(head, Hint::new(ev.pid, ev.vaddr, now, ev.order));
                 }
             }
             Ok(Recorded::NotStarted) => s.not_started += 1,
@@ -140,8 +127,10 @@ impl HotMapFeeder {
     }
 }
 
+/// The access an event reports; the hot map keeps its `(pid, vaddr)` as the
+/// hint of a READY page (the event's vaddr is the folio's first page's).
 fn access_of(ev: &HotpageEvent) -> Access {
-    Access { pfn: ev.pfn, order: ev.order, nid: ev.nid, src: ev.source, now: ns_to_tick(ev.time_ns) }
+    Access::new(ev.pfn, ev.order, ev.nid, ev.source, ns_to_tick(ev.time_ns)).mapped(ev.pid, ev.vaddr)
 }
 
 impl EventConsumer for HotMapFeeder {
@@ -151,32 +140,24 @@ impl EventConsumer for HotMapFeeder {
             self.stats.unresolved += 1;
             return;
         }
-        let a = access_of(ev);
-        let result = self.map.record_access(a.pfn, a.order, a.nid, a.src, a.now);
-        self.outcome(ev, a.now, result);
+        let result = self.map.record(&access_of(ev));
+        self.outcome(result);
     }
 
     fn consume_batch(&mut self, events: &[HotpageEvent]) {
         self.accesses.clear();
-        self.origins.clear();
-        for (i, ev) in events.iter().enumerate() {
+        for ev in events {
             self.stats.events += 1;
             if ev.flags & event_flags::NEED_PFN != 0 {
                 self.stats.unresolved += 1;
                 continue;
             }
             self.accesses.push(access_of(ev));
-            self.origins.push(i);
         }
         let map = self.map.clone();
         let accesses = std::mem::take(&mut self.accesses);
-        let origins = std::mem::take(&mut self.origins);
-        map.record_batch(&accesses, |k, result| {
-            let ev = &events[origins[k]];
-            self.outcome(ev, accesses[k].now, result);
-        });
+        map.record_batch(&accesses, |_, result| self.outcome(result));
         self.accesses = accesses;
-        self.origins = origins;
     }
 
     fn drained(&mut self) {
@@ -252,6 +233,38 @@ mod tests {
         assert_eq!(one.stats(), batch.stats());
         assert_eq!(batch.stats().newly_ready, 200);
         assert_eq!(batch.map().hints().len(), 200);
+    }
+
+    /// A worker that walks the node the moment the map wakes it (as one
+    /// already walking would) finds the hint of every page it takes.
+    #[test]
+    fn a_worker_woken_by_a_ready_page_finds_its_hint() {
+        use std::sync::Mutex;
+
+        use crate::hotmap::WalkControl;
+
+        let f = feeder();
+        let map = f.map().clone();
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let (m, t) = (Arc::downgrade(&map), taken.clone());
+        map.set_waker(
+            1,
+            Arc::new(move || {
+                let Some(m) = m.upgrade() else { return };
+                m.walk_node(1, |p| {
+                    t.lock().unwrap().push((p.pfn, m.hints().take(p.pfn)));
+                    WalkControl::Continue
+                });
+            }),
+        );
+        let mut f = f;
+        f.consume_batch(&[ev(S + 5, 0, 1000), ev(S + 5, 0, 1100)]);
+        let taken = taken.lock().unwrap();
+        assert_eq!(taken.len(), 1, "the wake-up walked and took the page");
+        let (pfn, hint) = taken[0];
+        assert_eq!(pfn, S + 5);
+        let hint = hint.expect("the hint is in the table before the record turns READY");
+        assert_eq!((hint.pid, hint.vaddr), (42, 0x7000_0000 + ((S + 5) << 12)));
     }
 
     #[test]

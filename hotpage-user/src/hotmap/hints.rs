@@ -132,17 +132,30 @@ impl HintTable {
     pub fn take_many(&self, pfns: &[u64], out: &mut Vec<Option<Hint>>) {
         out.clear();
         out.resize(pfns.len(), None);
-        let mut order: Vec<(usize, usize)> =
-            pfns.iter().enumerate().map(|(i, &p)| (shard_of(p), i)).collect();
-        order.sort_unstable();
-        let mut k = 0;
-        while k < order.len() {
-            let shard = order[k].0;
-            let Ok(mut s) = self.shards[shard].lock() else { return };
-            while k < order.len() && order[k].0 == shard {
-                let i = order[k].1;
-                out[i] = s.map.remove(&pfns[i]).map(|(h, _)| h);
-                k += 1;
+        // Indices grouped by shard with a counting sort: one pass to count,
+        // one to place.
+        let mut start = [0usize; SHARDS + 1];
+        for &p in pfns {
+            start[shard_of(p) + 1] += 1;
+        }
+        for s in 0..SHARDS {
+            start[s + 1] += start[s];
+        }
+        let mut next = start;
+        let mut by_shard = vec![0usize; pfns.len()];
+        for (i, &p) in pfns.iter().enumerate() {
+            let s = shard_of(p);
+            by_shard[next[s]] = i;
+            next[s] += 1;
+        }
+        for s in 0..SHARDS {
+            let (a, b) = (start[s], start[s + 1]);
+            if a == b {
+                continue;
+            }
+            let Ok(mut shard) = self.shards[s].lock() else { continue };
+            for &i in &by_shard[a..b] {
+                out[i] = shard.map.remove(&pfns[i]).map(|(h, _)| h);
             }
         }
     }

@@ -94,7 +94,7 @@ impl RecordError {
 }
 
 /// One access, as `record_batch()` takes them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Access {
     pub pfn: u64,
     /// Folio order of the page (0 for a base page).
@@ -104,6 +104,22 @@ pub struct Access {
     pub src: u16,
     /// ms ticks.
     pub now: u64,
+    /// Process that mapped the page (0: unknown, no hint is kept).
+    pub pid: u32,
+    /// Its virtual address of the folio's first page, for `move_pages`.
+    pub vaddr: u64,
+}
+
+impl Access {
+    /// An access as `pghot_record_access()` sees it: no mapping to move it by.
+    pub const fn new(pfn: u64, order: u8, nid: i32, src: u16, now: u64) -> Self {
+        Self { pfn, order, nid, src, now, pid: 0, vaddr: 0 }
+    }
+
+    /// The access with the mapping the promoter moves the page by.
+    pub const fn mapped(self, pid: u32, vaddr: u64) -> Self {
+        Self { pid, vaddr, ..self }
+    }
 }
 
 /// Counter increments gathered over a batch, added to the shared counters once.
@@ -120,7 +136,7 @@ const WINDOW: usize = 32;
 /// Where an access's record is, or what the access came to without one.
 enum Resolved<'a> {
     Done(Result<Recorded, RecordError>),
-    Record { sec: &'a Section, head_nid: u32, slot: Slot<'a> },
+    Record { sec: &'a Section, head: u64, head_nid: u32, slot: Slot<'a> },
 }
 
 /// The word holding `pfn`'s record: 8 records per word (default) or 2 (precise).
@@ -260,6 +276,13 @@ struct NodeState {
     activate: AtomicBool,
     sections: Mutex<Arc<Vec<u64>>>,
     waker: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+}
+
+/// Whether flagging a section hot wakes the node's worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    Yes,
+    No,
 }
 
 /// Where a pfn lives: records are packed into words.
@@ -432,8 +455,15 @@ impl HotMap {
         src: u16,
         now: u64,
     ) -> Result<Recorded, RecordError> {
+        self.record(&Access::new(pfn, order, nid, src, now))
+    }
+
+    /// `record_access()` for an access that also says where the page is
+    /// mapped: a READY record gets that `(pid, vaddr)` hint before READY is
+    /// visible, so a node worker never takes a record whose hint is missing.
+    pub fn record(&self, a: &Access) -> Result<Recorded, RecordError> {
         let mut counts = LocalCounts::default();
-        let r = self.record_one(&Access { pfn, order, nid, src, now }, &mut counts);
+        let r = self.record_one(a, &mut counts);
         self.flush(&counts);
         r
     }
@@ -465,8 +495,8 @@ impl HotMap {
     ) -> Result<Recorded, RecordError> {
         match self.resolve::<PRECISE>(a, counts) {
             Resolved::Done(r) => r,
-            Resolved::Record { sec, head_nid, slot } => {
-                Ok(self.update::<PRECISE>(a, sec, head_nid, &slot, counts))
+            Resolved::Record { sec, head, head_nid, slot } => {
+                Ok(self.update::<PRECISE>(a, sec, head, head_nid, &slot, counts))
             }
         }
     }
@@ -524,7 +554,9 @@ impl HotMap {
                 .and_then(|s| s.segment_of(head).filter(|seg| !seg.top_tier).map(|seg| (s, seg.nid))),
         };
         match found {
-            Some((sec, head_nid)) => Resolved::Record { sec, head_nid, slot: slot_of::<PRECISE>(sec, head) },
+            Some((sec, head_nid)) => {
+                Resolved::Record { sec, head, head_nid, slot: slot_of::<PRECISE>(sec, head) }
+            }
             None => Resolved::Done(Ok(Recorded::NoRecordArray)),
         }
     }
@@ -535,6 +567,7 @@ impl HotMap {
         &self,
         a: &Access,
         sec: &Section,
+        head: u64,
         head_nid: u32,
         slot: &Slot<'_>,
         counts: &mut LocalCounts,
@@ -543,9 +576,17 @@ impl HotMap {
         let mode = if PRECISE { RecordMode::Precise } else { RecordMode::Default };
         let ready_bit = u64::from(mode.ready_bit());
         let mut cur = slot.word.load(Ordering::Relaxed);
+        let mut hinted = false;
         let (old, new) = loop {
             let old = (cur >> slot.shift) & slot.mask;
             let new = u64::from(mode.update(old as u32, a.nid, a.now, &self.params));
+            // The hint goes in before READY can be seen: a worker walking the
+            // section right now takes the record and must find its hint. A
+            // ready page refreshes it on every access, so the newest mapping wins.
+            if new & ready_bit != 0 && !hinted && a.pid != 0 {
+                self.hints.insert(head, Hint::new(a.pid, a.vaddr, a.now, a.order));
+                hinted = true;
+            }
             // A saturated record in the same time bucket does not change: no write.
             if new == old {
                 break (old, new);
@@ -562,7 +603,7 @@ impl HotMap {
         // READY already was flagged then, and a walk that cleared the flag since
         // still meets the record (it clears first, then scans).
         if newly_ready {
-            self.flag_hot(sec, head_nid);
+            self.flag_hot(sec, head_nid, Wake::Yes);
         }
         Recorded::Updated { ready, newly_ready }
     }
@@ -595,8 +636,8 @@ impl HotMap {
             }
             for (k, (r, a)) in resolved.iter_mut().zip(window).enumerate() {
                 let result = match r.take() {
-                    Some(Resolved::Record { sec, head_nid, slot }) => {
-                        Ok(self.update::<PRECISE>(a, sec, head_nid, &slot, &mut counts))
+                    Some(Resolved::Record { sec, head, head_nid, slot }) => {
+                        Ok(self.update::<PRECISE>(a, sec, head, head_nid, &slot, &mut counts))
                     }
                     Some(Resolved::Done(d)) => d,
                     None => continue,
@@ -607,16 +648,19 @@ impl HotMap {
         self.flush(&counts);
     }
 
-    /// Sets the section's hot bit for `nid` and the node's activate flag, waking
-    /// its worker when the flag turns on.
-    fn flag_hot(&self, sec: &Section, nid: u32) {
+    /// Sets the section's hot bit for `nid` and the node's activate flag, and
+    /// with `Wake::Yes` wakes its worker when the flag turns on.
+    fn flag_hot(&self, sec: &Section, nid: u32, wake: Wake) {
         if let Some(bit) = sec.owner_bit(nid)
             && sec.hot.load(Ordering::Relaxed) & bit == 0
         {
             sec.hot.fetch_or(bit, Ordering::Release);
         }
         let node = &self.nodes[nid as usize];
-        if !node.activate.load(Ordering::Relaxed) && !node.activate.swap(true, Ordering::AcqRel) {
+        if !node.activate.load(Ordering::Relaxed)
+            && !node.activate.swap(true, Ordering::AcqRel)
+            && wake == Wake::Yes
+        {
             let waker = node.waker.lock().ok().and_then(|w| w.clone());
             if let Some(w) = waker {
                 w();
@@ -656,7 +700,9 @@ impl HotMap {
     }
 
     /// Puts a taken record back (READY kept) after a transient failure, and
-    /// flags its section again. A no-op if the page was accessed meanwhile.
+    /// flags its section again without waking the node's worker: the worker
+    /// re-arms its own pages and must not wake itself into a busy loop. A
+    /// no-op if the page was accessed meanwhile.
     pub fn rearm(&self, page: &ReadyPage) -> bool {
         let Some(sec) = self.dir.get(page.pfn >> PFN_SECTION_SHIFT) else { return false };
         let slot = self.slot(sec, page.pfn);
@@ -686,7 +732,7 @@ impl HotMap {
                 Err(actual) => cur = actual,
             }
         }
-        self.flag_hot(sec, page.node);
+        self.flag_hot(sec, page.node, Wake::No);
         true
     }
 

@@ -5,9 +5,7 @@
 
 use std::{
     collections::HashMap,
-    fs::File,
     io,
-    os::unix::fs::FileExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -16,20 +14,14 @@ use hotpage_common::PAGE_SIZE;
 
 use crate::{
     clock,
+    kpageflags::KPageFlags,
     node_meminfo::read_node_meminfo,
     page_migration,
     pagemap::Pagemap,
     zoneinfo::{Zone, read_zoneinfo},
 };
 
-/// `/proc/kpageflags` bits (include/uapi/linux/kernel-page-flags.h).
-pub mod kpf {
-    pub const LRU: u64 = 1 << 5;
-    pub const COMPOUND_HEAD: u64 = 1 << 15;
-    pub const COMPOUND_TAIL: u64 = 1 << 16;
-    pub const UNEVICTABLE: u64 = 1 << 18;
-    pub const THP: u64 = 1 << 22;
-}
+pub use crate::kpageflags::kpf;
 
 /// Where a process maps a virtual page now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +81,7 @@ pub trait PromoterEnv: Send {
 pub struct SystemEnv {
     root: PathBuf,
     pagemaps: HashMap<u32, Pagemap>,
-    kpageflags: Option<File>,
+    kpageflags: Option<KPageFlags>,
     watermarks: HashMap<u32, u64>,
     watermarks_read: Option<Instant>,
 }
@@ -104,7 +96,7 @@ impl SystemEnv {
         Self {
             root: root.to_owned(),
             pagemaps: HashMap::new(),
-            kpageflags: File::open(root.join("proc/kpageflags")).ok(),
+            kpageflags: KPageFlags::open(root).ok(),
             watermarks: HashMap::new(),
             watermarks_read: None,
         }
@@ -175,10 +167,7 @@ impl PromoterEnv for SystemEnv {
     }
 
     fn page_flags(&mut self, pfn: u64) -> Option<u64> {
-        let f = self.kpageflags.as_ref()?;
-        let mut buf = [0u8; 8];
-        f.read_exact_at(&mut buf, pfn * 8).ok()?;
-        Some(u64::from_le_bytes(buf))
+        self.kpageflags.as_ref()?.flags(pfn).ok()
     }
 
     /// One pread per run of consecutive pages: a syscall per page costs more
@@ -225,17 +214,13 @@ impl PromoterEnv for SystemEnv {
             out.fill(None);
             return;
         };
-        let mut buf = Vec::new();
+        let mut run = Vec::new();
         for (start, len) in runs(pfns, 1) {
-            buf.clear();
-            buf.resize(len * 8, 0);
-            let ok = f.read_exact_at(&mut buf, pfns[start] * 8).is_ok();
-            for (k, o) in out[start..start + len].iter_mut().enumerate() {
-                *o = ok.then(|| {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&buf[k * 8..k * 8 + 8]);
-                    u64::from_le_bytes(b)
-                });
+            run.clear();
+            run.resize(len, 0);
+            let ok = f.flags_of_run(pfns[start], &mut run).is_ok();
+            for (o, &flags) in out[start..start + len].iter_mut().zip(&run) {
+                *o = ok.then_some(flags);
             }
         }
     }

@@ -9,6 +9,7 @@
 //! record re-armed rather than losing their hotness.
 
 pub mod env;
+pub mod ledger;
 pub mod rate;
 pub mod stats;
 mod worker;
@@ -20,16 +21,17 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde::Serialize;
 use thiserror::Error;
 
 pub use env::{Mapping, NodeMemory, PromoterEnv, SystemEnv};
+pub use ledger::TargetLedger;
 pub use rate::{RateLimit, TokenBucket};
 pub use stats::{Counter, CounterSnapshot, LatencySnapshot, NodeStats};
-pub use worker::{Buckets, NodeWorker, RoundEnd};
+pub use worker::{NodeWorker, RoundEnd};
 
 use crate::{
     hotmap::{HotMap, ReadyPage, RecordMode},
@@ -114,11 +116,17 @@ pub struct Targets {
     top_tier: Vec<u32>,
     ranges: Vec<(u64, u64, u32)>,
     precise: bool,
+    /// The operator's `target_nid`, when given.
+    target_nid: Option<u32>,
 }
 
 impl Targets {
-    pub fn new(topo: &TierTopology, mode: RecordMode) -> Self {
+    /// `target_nid`: the operator's promotion target (`vm.pghot_target_nid`),
+    /// when set; otherwise each lower-tier node promotes to its nearest
+    /// top-tier node.
+    pub fn new(topo: &TierTopology, mode: RecordMode, target_nid: Option<u32>) -> Self {
         Self {
+            target_nid,
             nearest: topo
                 .lower_tier_nodes()
                 .filter_map(|n| Some((n.id, topo.nearest_top_tier(n.id)?)))
@@ -137,13 +145,27 @@ impl Targets {
         }
     }
 
-    /// The nearest top-tier node; in precise mode the recorded accessing node
-    /// when it is top tier.
+    /// In precise mode the recorded accessing node when it is top tier (as
+    /// pghot); else the operator's `target_nid` (pghot's default-mode target);
+    /// else the nearest top-tier node of the page's node.
     pub fn pick(&self, page: &ReadyPage) -> Option<u32> {
         if self.precise && self.is_top_tier(page.fields.nid) {
             return Some(page.fields.nid);
         }
-        self.nearest.get(&page.node).copied()
+        self.default_target(page.node)
+    }
+
+    /// Where a page of `lower` goes without a recorded node.
+    pub fn default_target(&self, lower: u32) -> Option<u32> {
+        self.target_nid.filter(|&t| self.is_top_tier(t)).or_else(|| self.nearest(lower))
+    }
+
+    /// Every node pages of `lower` may be promoted to.
+    pub fn possible(&self, lower: u32) -> Vec<u32> {
+        if self.precise {
+            return self.top_tier.clone();
+        }
+        self.default_target(lower).into_iter().collect()
     }
 
     pub fn nearest(&self, lower: u32) -> Option<u32> {
@@ -161,6 +183,17 @@ impl Targets {
     }
 }
 
+/// Parks until `deadline` or until `stop` is set (stopping unparks the thread).
+fn sleep_until(deadline: Instant, stop: &AtomicBool) {
+    loop {
+        let now = Instant::now();
+        if now >= deadline || stop.load(Ordering::Acquire) {
+            return;
+        }
+        std::thread::park_timeout(deadline - now);
+    }
+}
+
 /// A node's counters and latency, for stats.
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeReport {
@@ -171,7 +204,7 @@ pub struct NodeReport {
 }
 
 /// A handle for reading the workers' counters, cloneable and cheap.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct PromoterReporter {
     stats: Vec<(u32, Arc<NodeStats>)>,
     targets: Arc<Targets>,
@@ -183,7 +216,7 @@ impl PromoterReporter {
             .iter()
             .map(|(nid, s)| NodeReport {
                 node: *nid,
-                target: self.targets.nearest(*nid),
+                target: self.targets.default_target(*nid),
                 counters: s.snapshot(),
                 latency: s.latency.snapshot(),
             })
@@ -226,11 +259,11 @@ impl Promoter {
             return Err(PromoterError::NoLowerTier);
         }
         for &n in &nodes {
-            targets.nearest(n).ok_or(PromoterError::NoTarget(n))?;
+            targets.default_target(n).ok_or(PromoterError::NoTarget(n))?;
         }
         let targets = Arc::new(targets);
         let stop = Arc::new(AtomicBool::new(false));
-        let buckets: Buckets = Arc::default();
+        let ledger = TargetLedger::new(&config);
         let mut workers = Vec::new();
         let mut stats = Vec::new();
         for nid in nodes {
@@ -242,7 +275,7 @@ impl Promoter {
                 targets.clone(),
                 config,
                 make_env(nid),
-                buckets.clone(),
+                ledger.clone(),
                 node_stats,
             );
             let (map, stop) = (map.clone(), stop.clone());
@@ -252,17 +285,25 @@ impl Promoter {
                 .spawn(move || {
                     let me = std::thread::current();
                     map.set_waker(nid, Arc::new(move || me.unpark()));
-                    let mut backoff = false;
+                    let mut limited = false;
                     while !stop.load(Ordering::Acquire) {
-                        let mut activated = !backoff && map.take_activate(nid);
-                        if !activated {
+                        let activated = if limited {
+                            // The rate limit or the target's headroom stopped the
+                            // last round: back off for the whole sleep, whatever
+                            // wakes the thread, or it would walk and defer again
+                            // back to back.
+                            sleep_until(Instant::now() + sleep, &stop);
+                            map.take_activate(nid)
+                        } else if map.take_activate(nid) {
+                            true
+                        } else {
                             std::thread::park_timeout(sleep);
-                            if stop.load(Ordering::Acquire) {
-                                break;
-                            }
-                            activated = map.take_activate(nid);
+                            map.take_activate(nid)
+                        };
+                        if stop.load(Ordering::Acquire) {
+                            break;
                         }
-                        backoff = worker.round(activated).limited;
+                        limited = worker.round(activated).limited;
                     }
                 })
                 .map_err(|_| PromoterError::NoLowerTier)?;

@@ -1,8 +1,7 @@
 //! Promotion rate limit per target node: a token bucket in bytes, refilled at
 //! the limit and holding at most one second's worth (the kernel's limit is
-//! also per second). 0 MB/s means observe only.
-
-use std::time::Instant;
+//! also per second). 0 MB/s means observe only. Time is the promoter's ms
+//! ticks (`PromoterEnv::now_tick`), so tests drive it.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,14 +41,22 @@ impl std::fmt::Display for RateLimit {
 pub struct TokenBucket {
     limit: RateLimit,
     tokens: f64,
-    last: Instant,
+    /// ms tick of the last refill; None until the first use.
+    last: Option<u64>,
 }
 
 impl TokenBucket {
+    /// A full bucket.
     pub fn new(limit: RateLimit) -> Self {
-        let mut b = Self { limit, tokens: 0.0, last: Instant::now() };
+        let mut b = Self { limit, tokens: 0.0, last: None };
         b.tokens = b.capacity();
         b
+    }
+
+    fn refill(&mut self, now: u64) {
+        let dt = self.last.map_or(0, |l| now.saturating_sub(l)) as f64 / 1000.0;
+        self.last = Some(self.last.map_or(now, |l| l.max(now)));
+        self.tokens = (self.tokens + dt * self.bytes_per_sec()).min(self.capacity());
     }
 
     fn bytes_per_sec(&self) -> f64 {
@@ -67,21 +74,27 @@ impl TokenBucket {
         self.limit
     }
 
-    /// How many of `want` bytes may move now (in units of `unit` bytes); takes them.
-    pub fn take(&mut self, want: u64, unit: u64, now: Instant) -> u64 {
+    /// How many of `want` bytes may move at `now` (ms tick), in whole units
+    /// of `unit` bytes, without taking them.
+    pub fn available(&mut self, want: u64, unit: u64, now: u64) -> u64 {
         match self.limit {
             RateLimit::Unlimited => want,
             RateLimit::ObserveOnly => 0,
             RateLimit::MbPerSec(_) => {
-                let dt = now.saturating_duration_since(self.last).as_secs_f64();
-                self.last = now;
-                self.tokens = (self.tokens + dt * self.bytes_per_sec()).min(self.capacity());
+                self.refill(now);
                 let units = (self.tokens / unit.max(1) as f64).floor() as u64;
-                let granted = (want / unit.max(1)).min(units) * unit.max(1);
-                self.tokens -= granted as f64;
-                granted
+                (want / unit.max(1)).min(units) * unit.max(1)
             }
         }
+    }
+
+    /// `available()`, and takes what it grants.
+    pub fn take(&mut self, want: u64, unit: u64, now: u64) -> u64 {
+        let granted = self.available(want, unit, now);
+        if let RateLimit::MbPerSec(_) = self.limit {
+            self.tokens -= granted as f64;
+        }
+        granted
     }
 
     /// Gives back bytes granted but not used.
@@ -94,8 +107,6 @@ impl TokenBucket {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
@@ -108,19 +119,21 @@ mod tests {
 
     #[test]
     fn one_second_of_burst_then_the_rate() {
-        let t0 = Instant::now();
+        let t0 = 10_000;
         let mut b = TokenBucket::new(RateLimit::MbPerSec(4)); // 4 MB/s ~ 976 pages
+        assert_eq!(b.available(8_000_000, 4096, t0), 976 * 4096, "peeking takes nothing");
         assert_eq!(b.take(8_000_000, 4096, t0), 976 * 4096, "a full bucket holds one second");
         assert_eq!(b.take(4096, 4096, t0), 0, "empty now");
-        let half = b.take(8_000_000, 4096, t0 + Duration::from_millis(500));
+        let half = b.take(8_000_000, 4096, t0 + 500);
         assert_eq!(half / 4096, 488, "half a second refills half");
         b.refund(4096);
-        assert_eq!(b.take(4096, 4096, t0 + Duration::from_millis(500)), 4096);
+        assert_eq!(b.take(4096, 4096, t0 + 500), 4096);
+        assert_eq!(b.take(4096, 4096, t0 + 400), 0, "a clock going back refills nothing");
     }
 
     #[test]
     fn observe_only_and_unlimited() {
-        let now = Instant::now();
+        let now = 5;
         assert_eq!(TokenBucket::new(RateLimit::ObserveOnly).take(1 << 30, 4096, now), 0);
         assert_eq!(TokenBucket::new(RateLimit::Unlimited).take(1 << 30, 4096, now), 1 << 30);
     }

@@ -5,14 +5,14 @@
 use std::{
     collections::HashMap,
     io,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::AtomicU64},
     time::{Duration, Instant},
 };
 
 use hotpage_common::{PAGES_PER_SECTION as S, source};
 
 use super::*;
-use crate::hotmap::{Hint, HotMapConfig, LayoutNode, MemoryLayout, RecordMode};
+use crate::hotmap::{Access, Hint, HotMapConfig, LayoutNode, MemoryLayout, RecordMode};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Call {
@@ -24,14 +24,22 @@ struct Call {
 
 type Responder = Box<dyn FnMut(&Call, &mut [i32]) -> io::Result<u64> + Send>;
 
+/// Node memory as every fake environment of a test sees it (as workers all
+/// read the same /sys).
+type SharedMemory = Arc<Mutex<HashMap<u32, NodeMemory>>>;
+
 struct FakeEnv {
     /// Overrides of where (pid, vaddr) maps; by default the hint's own pfn.
     mappings: HashMap<(u32, u64), Mapping>,
     flags: HashMap<u64, u64>,
-    memory: HashMap<u32, NodeMemory>,
+    memory: SharedMemory,
     calls: Arc<Mutex<Vec<Call>>>,
+    /// pagemap lookups made (pages).
+    lookups: Arc<AtomicU64>,
     respond: Responder,
     now: u64,
+    /// When set, the clock runs from here (tests with worker threads).
+    started: Option<Instant>,
 }
 
 fn vaddr_of(pfn: u64) -> u64 {
@@ -58,16 +66,19 @@ impl FakeEnv {
         Self {
             mappings: HashMap::new(),
             flags: HashMap::new(),
-            memory: HashMap::new(),
+            memory: SharedMemory::default(),
             calls: Arc::default(),
+            lookups: Arc::default(),
             respond,
             now: 1_000,
+            started: None,
         }
     }
 }
 
 impl PromoterEnv for FakeEnv {
     fn mapping(&mut self, pid: u32, vaddr: u64) -> Mapping {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         self.mappings.get(&(pid, vaddr)).copied().unwrap_or(Mapping::Present(pfn_of(vaddr)))
     }
 
@@ -76,7 +87,7 @@ impl PromoterEnv for FakeEnv {
     }
 
     fn node_memory(&mut self, nid: u32) -> Option<NodeMemory> {
-        self.memory.get(&nid).copied()
+        self.memory.lock().unwrap().get(&nid).copied()
     }
 
     fn move_pages(
@@ -93,7 +104,7 @@ impl PromoterEnv for FakeEnv {
         if let (Ok(_), Some(nodes)) = (&r, nodes) {
             for (&st, &n) in status.iter().zip(nodes) {
                 if st == n
-                    && let Some(m) = self.memory.get_mut(&(n as u32))
+                    && let Some(m) = self.memory.lock().unwrap().get_mut(&(n as u32))
                 {
                     m.free = m.free.saturating_sub(1);
                 }
@@ -106,7 +117,7 @@ impl PromoterEnv for FakeEnv {
     }
 
     fn now_tick(&self) -> u64 {
-        self.now
+        self.now + self.started.map_or(0, |t| t.elapsed().as_millis() as u64)
     }
 
     fn process_alive(&self, _pid: u32) -> bool {
@@ -130,20 +141,22 @@ fn topo_parts(mode: RecordMode) -> (Arc<HotMap>, Targets) {
         top_tier: vec![0, 2],
         ranges: vec![(0, S, 0), (S, 8 * S, 1), (8 * S, 9 * S, 2)],
         precise: mode == RecordMode::Precise,
+        target_nid: None,
     };
     (map, targets)
 }
 
-/// Makes `pfn` READY (two accesses from `nid`) with a hint for `pid`.
+/// Makes `pfn` READY (two accesses from `nid`) with a hint for `pid`; the
+/// hint's tick is 750.
 fn ready(map: &HotMap, pfn: u64, pid: u32, nid: i32) {
-    // The hint first: a running worker may take the page the moment it is READY.
-    map.hints().insert(pfn, Hint::new(pid, vaddr_of(pfn), 750, 0));
-    map.record_access(pfn, 0, nid, source::HINT_FAULT, 500).unwrap();
-    map.record_access(pfn, 0, nid, source::HINT_FAULT, 501).unwrap();
+    let a = Access::new(pfn, 0, nid, source::HINT_FAULT, 500);
+    map.record(&a).unwrap();
+    map.record(&Access { now: 750, ..a }.mapped(pid, vaddr_of(pfn))).unwrap();
 }
 
 fn worker(map: &Arc<HotMap>, targets: Targets, config: PromoterConfig, env: FakeEnv) -> NodeWorker<FakeEnv> {
-    NodeWorker::new(1, map.clone(), Arc::new(targets), config, env, Buckets::default(), Arc::default())
+    let ledger = TargetLedger::new(&config);
+    NodeWorker::new(1, map.clone(), Arc::new(targets), config, env, ledger, Arc::default())
 }
 
 fn unlimited() -> PromoterConfig {
@@ -211,6 +224,7 @@ fn every_per_page_status_is_counted_and_busy_pages_come_back() {
         (s.moved, s.err_ebusy, s.err_enomem, s.err_eacces, s.err_efault, s.err_enoent, s.err_other),
         (1, 1, 1, 1, 1, 1, 1)
     );
+    assert_eq!(per_page_outcomes(&s), 7);
     assert_eq!(s.rearmed, 1);
     // The busy page is READY again, with its hint: the next round retries it.
     assert!(map.peek(S + 1).unwrap().ready);
@@ -218,30 +232,76 @@ fn every_per_page_status_is_counted_and_busy_pages_come_back() {
     assert!(!map.peek(S + 2).unwrap().ready, "ENOMEM is not retried by re-arming");
 }
 
+/// The per-page outcome counters: every page sent to move_pages lands in
+/// exactly one of them.
+fn per_page_outcomes(s: &CounterSnapshot) -> u64 {
+    s.moved
+        + s.err_ebusy
+        + s.err_enomem
+        + s.err_eacces
+        + s.err_efault
+        + s.err_enoent
+        + s.err_esrch
+        + s.err_other
+        + s.left_on_node
+        + s.on_other_node
+        + s.status_unknown
+}
+
+/// As the kernel's do_pages_move() does when a migration fails: the statuses
+/// of pages 0..2 are written (the first an errno), those of the failed chunk
+/// (2..4) and after are left as they were, and the call returns the count of
+/// pages not migrated.
+fn partial_failure(c: &Call, st: &mut [i32]) -> Option<io::Result<u64>> {
+    let nodes = c.nodes.as_ref()?;
+    st[0] = -libc::EBUSY;
+    st[1] = nodes[1];
+    Some(Ok(3))
+}
+
 #[test]
-fn a_positive_return_value_is_checked_page_by_page() {
+fn a_positive_return_value_keeps_the_written_statuses_and_asks_for_the_rest() {
+    let (map, targets) = topo_parts(RecordMode::Default);
+    for i in 0..5 {
+        ready(&map, S + i, 7, 0);
+    }
+    let env = FakeEnv::new(Box::new(|c: &Call, st: &mut [i32]| {
+        partial_failure(c, st).unwrap_or_else(|| {
+            // Where the unwritten ones are: two still on node 1, one on node 2.
+            st.copy_from_slice(&[1, 1, 2]);
+            Ok(0)
+        })
+    }));
+    let calls = env.calls.clone();
+    let mut w = worker(&map, targets, unlimited(), env);
+    assert_eq!(w.round(true).moved, 1);
+    let s = w.stats().snapshot();
+    assert_eq!((s.moved, s.err_ebusy, s.left_on_node, s.on_other_node), (1, 1, 2, 1));
+    assert_eq!((s.not_migrated, s.move_calls, s.status_unknown), (3, 1, 0));
+    assert_eq!(per_page_outcomes(&s), 5, "each status counted once");
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.len(), 2, "the batch and one query");
+    assert_eq!(calls[1].pages, vec![vaddr_of(S + 2), vaddr_of(S + 3), vaddr_of(S + 4)], "only the unwritten");
+    // The busy page and the two left behind are retried once; the EBUSY errno survived the query.
+    assert_eq!(s.rearmed, 3);
+    assert!(map.peek(S).unwrap().ready && map.peek(S + 2).unwrap().ready && !map.peek(S + 4).unwrap().ready);
+}
+
+#[test]
+fn a_failed_query_counts_nothing_as_moved() {
     let (map, targets) = topo_parts(RecordMode::Default);
     for i in 0..4 {
         ready(&map, S + i, 7, 0);
     }
-    let env = FakeEnv::new(Box::new(|c: &Call, st: &mut [i32]| match &c.nodes {
-        // "2 pages not migrated", with statuses that claim the target for all.
-        Some(n) => {
-            st.copy_from_slice(n);
-            Ok(2)
-        }
-        // Where they really are: the last two are still on node 1.
-        None => {
-            st.copy_from_slice(&[0, 0, 1, 1]);
-            Ok(0)
-        }
+    let env = FakeEnv::new(Box::new(|c: &Call, st: &mut [i32]| {
+        partial_failure(c, st).unwrap_or_else(|| Err(io::Error::from_raw_os_error(libc::ESRCH)))
     }));
-    let calls = env.calls.clone();
     let mut w = worker(&map, targets, unlimited(), env);
-    assert_eq!(w.round(true).moved, 2);
+    assert_eq!(w.round(true).moved, 1, "only the page whose status named the target");
     let s = w.stats().snapshot();
-    assert_eq!((s.moved, s.not_migrated, s.move_calls), (2, 2, 1));
-    assert_eq!(calls.lock().unwrap().len(), 2, "the batch and one query");
+    assert_eq!((s.moved, s.err_ebusy, s.status_unknown), (1, 1, 2));
+    assert_eq!(per_page_outcomes(&s), 4);
+    assert_eq!(w.stats().latency.snapshot().count, 1);
 }
 
 #[test]
@@ -377,9 +437,9 @@ fn the_target_keeps_its_headroom_above_the_low_watermark() {
         ready(&map, S + i, 7, 0);
     }
     let cfg = PromoterConfig { headroom_mib: Some(4), ..unlimited() };
-    let mut env = FakeEnv::new(move_all());
+    let env = FakeEnv::new(move_all());
     // low 2000 pages + headroom 1024 pages; 100 pages above that are free.
-    env.memory.insert(0, NodeMemory { total: 262_144, free: 2000 + 1024 + 100, low: 2000 });
+    env.memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 2000 + 1024 + 100, low: 2000 });
     let mut w = worker(&map, targets, cfg, env);
     let end = w.round(true);
     assert_eq!(end, RoundEnd { moved: 100, limited: true });
@@ -393,13 +453,15 @@ fn a_full_target_takes_nothing() {
     for i in 0..10 {
         ready(&map, S + i, 7, 0);
     }
-    let mut env = FakeEnv::new(move_all());
-    env.memory.insert(0, NodeMemory { total: 262_144, free: 3000, low: 2000 });
+    let env = FakeEnv::new(move_all());
+    env.memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 3000, low: 2000 });
     let calls = env.calls.clone();
     let mut w = worker(&map, targets, unlimited(), env);
     assert_eq!(w.round(true), RoundEnd { moved: 0, limited: true });
     assert!(calls.lock().unwrap().is_empty());
-    assert_eq!(w.stats().snapshot().watermark_limited, 10);
+    let s = w.stats().snapshot();
+    assert_eq!((s.limited_rounds, s.candidates), (1, 0), "not even walked");
+    assert_eq!(map.ready_pages(1), 10, "the pages wait READY");
 }
 
 #[test]
@@ -456,4 +518,174 @@ fn worker_threads_wake_on_ready_pages_and_stop_cleanly() {
     assert!(r[0].counters.wakeups >= 1);
     promoter.stop();
     assert_eq!(calls.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn target_nid_is_the_target_in_default_mode() {
+    let (map, mut targets) = topo_parts(RecordMode::Default);
+    targets.target_nid = Some(2);
+    for i in 0..3 {
+        ready(&map, S + i, 7, 0);
+    }
+    let env = FakeEnv::new(move_all());
+    let calls = env.calls.clone();
+    let mut w = worker(&map, targets, unlimited(), env);
+    assert_eq!(w.round(true).moved, 3);
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].nodes.as_ref().unwrap().iter().all(|&n| n == 2), "node 2, not the nearest node 0");
+}
+
+#[test]
+fn without_target_nid_a_node_promotes_to_its_nearest_top_tier_node() {
+    let (_, targets) = topo_parts(RecordMode::Default);
+    assert_eq!(targets.default_target(1), Some(0));
+    let with = Targets { target_nid: Some(2), ..targets.clone() };
+    assert_eq!(with.default_target(1), Some(2));
+    // A target that is not top tier is never used.
+    let bad = Targets { target_nid: Some(1), ..targets };
+    assert_eq!(bad.default_target(1), Some(0));
+}
+
+/// node 0 top tier; nodes 1 and 3 lower tier, both nearest to node 0.
+fn two_lower_nodes() -> (Arc<HotMap>, Targets) {
+    let layout = MemoryLayout {
+        nodes: vec![
+            LayoutNode { id: 0, top_tier: true, ranges: vec![(0, S)] },
+            LayoutNode { id: 1, top_tier: false, ranges: vec![(S, 2 * S)] },
+            LayoutNode { id: 3, top_tier: false, ranges: vec![(2 * S, 3 * S)] },
+        ],
+    };
+    let map = Arc::new(HotMap::new(&layout, HotMapConfig::default(), 1 << 16).unwrap());
+    map.start();
+    let targets = Targets {
+        nearest: HashMap::from([(1, 0), (3, 0)]),
+        top_tier: vec![0],
+        ranges: vec![(0, S, 0), (S, 2 * S, 1), (2 * S, 3 * S, 3)],
+        precise: false,
+        target_nid: None,
+    };
+    (map, targets)
+}
+
+#[test]
+fn workers_of_two_nodes_share_the_targets_headroom() {
+    let (map, targets) = two_lower_nodes();
+    let (targets, cfg) = (Arc::new(targets), unlimited());
+    let ledger = TargetLedger::new(&cfg);
+    let memory = SharedMemory::default();
+    // 1 GiB node 0: low 2000, headroom 64 MiB; 101 pages above that.
+    let headroom = cfg.headroom_pages(262_144);
+    memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 2000 + headroom + 101, low: 2000 });
+    let mut workers: Vec<NodeWorker<FakeEnv>> = [1, 3]
+        .into_iter()
+        .map(|nid| {
+            let mut env = FakeEnv::new(move_all());
+            env.memory = memory.clone();
+            NodeWorker::new(nid, map.clone(), targets.clone(), cfg, env, ledger.clone(), Arc::default())
+        })
+        .collect();
+    // Each worker reads node 0's memory once with a page of its own...
+    ready(&map, S, 7, 0);
+    ready(&map, 2 * S, 7, 0);
+    let first: u64 = workers.iter_mut().map(|w| w.round(true).moved).sum();
+    assert_eq!(first, 2);
+    // ...then both promote 100 pages while that reading is still fresh.
+    for i in 1..=100 {
+        ready(&map, S + i, 7, 0);
+        ready(&map, 2 * S + i, 7, 0);
+    }
+    let second: u64 = workers.iter_mut().map(|w| w.round(true).moved).sum();
+    assert_eq!(second, 99, "together they fill only the 101 pages above the headroom");
+    let free = memory.lock().unwrap()[&0].free;
+    assert_eq!(free, 2000 + headroom, "node 0 ends at its low watermark plus the headroom");
+    // Node 1's last page waits re-armed; node 3's worker saw no room and left its pages READY.
+    assert_eq!(workers[0].stats().snapshot().watermark_limited, 1);
+    assert_eq!(workers[1].stats().snapshot().limited_rounds, 1);
+    assert_eq!((map.ready_pages(1), map.ready_pages(3)), (1, 100));
+}
+
+#[test]
+fn a_full_target_costs_a_bounded_number_of_rounds() {
+    let (map, targets) = topo_parts(RecordMode::Default);
+    for i in 0..2000 {
+        ready(&map, S + i, 7, 0);
+    }
+    let memory = SharedMemory::default();
+    memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 3000, low: 2000 });
+    let cfg = PromoterConfig { sleep_ms: 20, ..unlimited() };
+    let lookups = Arc::new(AtomicU64::new(0));
+    let (m, l) = (memory.clone(), lookups.clone());
+    let started = Instant::now();
+    let promoter = Promoter::start(map.clone(), targets, cfg, move |_| {
+        let mut e = FakeEnv::new(move_all());
+        e.memory = m.clone();
+        e.lookups = l.clone();
+        e.started = Some(Instant::now());
+        e
+    })
+    .unwrap();
+    // New pages keep turning ready meanwhile, waking the worker.
+    for i in 0..20 {
+        ready(&map, 4 * S + i, 7, 0);
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let c = promoter.reports()[0].counters;
+    let elapsed = started.elapsed().as_millis() as u64;
+    // One round per sleep while limited, plus one per wake-up that found room.
+    let bound = elapsed / cfg.sleep_ms + 3;
+    assert!(c.rounds <= bound, "{} rounds in {elapsed} ms (bound {bound})", c.rounds);
+    assert_eq!((c.moved, c.candidates), (0, 0), "nothing walked while nothing can move");
+    assert_eq!(lookups.load(Ordering::Relaxed), 0, "no pagemap reads");
+    assert!(c.limited_rounds >= 1);
+    // Room again: the waiting pages move.
+    memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 200_000, low: 2000 });
+    let t = Instant::now();
+    while promoter.reports()[0].counters.moved < 2020 {
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", promoter.reports()[0].counters);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    promoter.stop();
+}
+
+#[test]
+fn a_rearmed_page_does_not_wake_its_worker() {
+    let (map, targets) = topo_parts(RecordMode::Default);
+    let wakes = Arc::new(AtomicU64::new(0));
+    let w2 = wakes.clone();
+    map.set_waker(
+        1,
+        Arc::new(move || {
+            w2.fetch_add(1, Ordering::Relaxed);
+        }),
+    );
+    ready(&map, S, 7, 0);
+    assert_eq!(wakes.load(Ordering::Relaxed), 1, "a newly ready page wakes it");
+    assert!(map.take_activate(1));
+    let env = FakeEnv::new(Box::new(|_: &Call, st: &mut [i32]| {
+        st.fill(-libc::EBUSY);
+        Ok(0)
+    }));
+    let mut w = worker(&map, targets, unlimited(), env);
+    w.round(true);
+    assert_eq!(w.stats().snapshot().rearmed, 1);
+    assert_eq!(wakes.load(Ordering::Relaxed), 1, "the re-arm flagged without waking");
+    assert!(map.take_activate(1), "but the next timed round finds it");
+}
+
+#[test]
+fn a_large_folio_moves_by_its_first_page_and_counts_all_its_pages() {
+    let (map, targets) = topo_parts(RecordMode::Default);
+    // A 64 KiB folio (order 4) at S + 16: an access to its 6th page records at
+    // the head with the head's address (as the hint-fault program emits it).
+    let head = S + 16;
+    for now in [500, 600] {
+        map.record(&Access::new(head + 5, 4, 0, source::HINT_FAULT, now).mapped(7, vaddr_of(head))).unwrap();
+    }
+    let env = FakeEnv::new(move_all());
+    let calls = env.calls.clone();
+    let mut w = worker(&map, targets, unlimited(), env);
+    assert_eq!(w.round(true).moved, 16);
+    assert_eq!(calls.lock().unwrap()[0].pages, vec![vaddr_of(head)]);
+    assert_eq!(w.stats().snapshot().moved_bytes, 16 * 4096);
 }

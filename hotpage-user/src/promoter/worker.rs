@@ -1,20 +1,17 @@
-//! One round of a node's worker: walk the node's hot sections, re-verify each
-//! READY page against pagemap, group by (pid, target node), check the rate
-//! limit and the target's headroom, move with `move_pages(2)` in batches, and
-//! account for every page.
+//! One round of a node's worker: walk the node's hot sections, take each
+//! READY page's hint, group by (pid, target node), reserve room on the target
+//! (rate limit and headroom), re-verify what may move against pagemap, move
+//! with `move_pages(2)` in batches, and account for every page once.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::sync::Arc;
 
 use hotpage_common::PAGE_SIZE;
 
 use super::{
     PromoterConfig, Targets,
     env::{Mapping, PromoterEnv, kpf},
-    rate::{RateLimit, TokenBucket},
+    ledger::TargetLedger,
+    rate::RateLimit,
     stats::{Counter, LocalHistogram, NodeStats, errno_counter},
 };
 use crate::{
@@ -22,9 +19,9 @@ use crate::{
     page_migration::{MPOL_MF_MOVE, MPOL_MF_MOVE_ALL},
 };
 
-/// Rate-limit buckets per target node, shared by every node's worker: the
-/// limit is per target, as the kernel's.
-pub type Buckets = Arc<Mutex<HashMap<u32, TokenBucket>>>;
+/// A status the kernel never writes (it writes a node or a negative errno):
+/// the page's status was left as it was given.
+const NOT_WRITTEN: i32 = i32::MIN;
 
 /// A verified page waiting for its batch.
 #[derive(Clone, Copy, Debug)]
@@ -32,22 +29,9 @@ struct Pending {
     page: ReadyPage,
     hint: Hint,
     target: u32,
-    /// Base pages: 512 for a PMD THP, else 1.
+    /// Base pages of the folio: 1 << its order.
     pages: u64,
 }
-
-/// A target's memory as the worker last read it, less what it moved since.
-#[derive(Clone, Copy, Debug)]
-struct NodeMemoryView {
-    total: u64,
-    free: u64,
-    low: u64,
-}
-
-/// How long a reading of a target's free memory stays good: the worker
-/// subtracts its own moves, and others' allocations in this time are small
-/// next to the headroom.
-const FREE_MEMORY_TTL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How a round ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,12 +47,10 @@ pub struct NodeWorker<E: PromoterEnv> {
     targets: Arc<Targets>,
     config: PromoterConfig,
     env: E,
-    buckets: Buckets,
+    ledger: TargetLedger,
     stats: Arc<NodeStats>,
     candidates: Vec<ReadyPage>,
     pending: Vec<Pending>,
-    /// Target free memory as last read, and pages moved there since.
-    free_seen: HashMap<u32, (Instant, NodeMemoryView)>,
     addrs: Vec<u64>,
     nodes: Vec<i32>,
     status: Vec<i32>,
@@ -81,7 +63,7 @@ impl<E: PromoterEnv> NodeWorker<E> {
         targets: Arc<Targets>,
         config: PromoterConfig,
         env: E,
-        buckets: Buckets,
+        ledger: TargetLedger,
         stats: Arc<NodeStats>,
     ) -> Self {
         Self {
@@ -90,11 +72,10 @@ impl<E: PromoterEnv> NodeWorker<E> {
             targets,
             config,
             env,
-            buckets,
+            ledger,
             stats,
             candidates: Vec::new(),
             pending: Vec::new(),
-            free_seen: HashMap::new(),
             addrs: Vec::new(),
             nodes: Vec::new(),
             status: Vec::new(),
@@ -105,11 +86,25 @@ impl<E: PromoterEnv> NodeWorker<E> {
         &self.stats
     }
 
+    /// Whether some node this node promotes to can take a page now.
+    fn a_target_has_room(&mut self) -> bool {
+        let now = self.env.now_tick();
+        let (ledger, env) = (&self.ledger, &mut self.env);
+        self.targets.possible(self.nid).into_iter().any(|t| ledger.has_room(t, now, || env.node_memory(t)))
+    }
+
     /// One walk of the node and the moves it leads to.
     pub fn round(&mut self, activated: bool) -> RoundEnd {
         self.stats.add(Counter::rounds, 1);
         if activated {
             self.stats.add(Counter::wakeups, 1);
+        }
+        // While every target is full or out of tokens nothing can move: the
+        // READY records stay where they are (their sections stay flagged) and
+        // the round costs no walk and no pagemap read.
+        if self.config.rate_limit != RateLimit::ObserveOnly && !self.a_target_has_room() {
+            self.stats.add(Counter::limited_rounds, 1);
+            return RoundEnd { moved: 0, limited: true };
         }
         let mut candidates = std::mem::take(&mut self.candidates);
         candidates.clear();
@@ -121,32 +116,30 @@ impl<E: PromoterEnv> NodeWorker<E> {
         self.stats.add(Counter::candidates, candidates.len() as u64);
 
         // Hints and targets for all, then group by (pid, target) in address
-        // order; each batch is verified right before it moves.
+        // order; each batch reserves room, then is verified right before it moves.
         let mut queued = std::mem::take(&mut self.pending);
         queued.clear();
         self.queue(&candidates, &mut queued);
-        queued.sort_unstable_by_key(|p| (p.hint.pid, p.target, p.hint.vaddr));
+        // Candidates of one process come in address order often enough to check
+        // first; sorting small (key, index) pairs beats moving whole entries.
+        let key = |p: &Pending| (p.hint.pid, p.target, p.hint.vaddr);
+        if !queued.is_sorted_by_key(key) {
+            queued.sort_by_cached_key(key);
+        }
         let mut end = RoundEnd::default();
-        let mut batch = Vec::with_capacity(self.config.batch_pages);
         let mut start = 0;
         while start < queued.len() {
             let key = (queued[start].hint.pid, queued[start].target);
             let len = queued[start..].iter().take_while(|p| (p.hint.pid, p.target) == key).count();
             for chunk in queued[start..start + len].chunks(self.config.batch_pages) {
-                batch.clear();
-                self.verify(chunk, &mut batch);
-                if batch.is_empty() {
-                    continue;
-                }
-                let r = self.move_batch(&batch);
+                let r = self.promote(chunk);
                 end.moved += r.moved;
                 end.limited |= r.limited;
             }
             start += len;
         }
-        let pending = queued;
         self.candidates = candidates;
-        self.pending = pending;
+        self.pending = queued;
         end
     }
 
@@ -170,9 +163,11 @@ impl<E: PromoterEnv> NodeWorker<E> {
     }
 
     /// Re-checks a batch of one process right before it moves: the process
-    /// lives, each hint still maps this very pfn (pfns are reused), each page
-    /// is on an LRU list. pagemap and kpageflags are read in runs of
-    /// consecutive pages. What passes goes to `out`, the rest is counted.
+    /// lives, each hint still maps this very pfn (pfns are reused; for a large
+    /// folio the hint is its first page's address and pfn), and, with
+    /// `check_lru`, each page is on an LRU list. pagemap and kpageflags are
+    /// read in runs of consecutive pages. What passes goes to `out`, the rest
+    /// is counted.
     fn verify(&mut self, chunk: &[Pending], out: &mut Vec<Pending>) {
         let Some(first) = chunk.first() else { return };
         let vaddrs: Vec<u64> = chunk.iter().map(|p| p.hint.vaddr).collect();
@@ -211,19 +206,20 @@ impl<E: PromoterEnv> NodeWorker<E> {
 
         for (mut p, f) in present.into_iter().zip(flags) {
             if let Some(f) = f {
-                if self.config.check_lru && f & kpf::LRU == 0 {
+                if f & kpf::LRU == 0 {
                     self.stats.add(Counter::not_lru, 1);
                     continue;
                 }
                 if f & kpf::THP != 0 && f & kpf::COMPOUND_HEAD != 0 {
-                    p.pages = 1 << hotpage_common::PMD_ORDER;
+                    p.pages = p.pages.max(1 << hotpage_common::PMD_ORDER);
                 }
             }
             out.push(p);
         }
     }
 
-    /// Puts pages back for a later round: the record READY again, the hint back.
+    /// Puts pages back for a later round: the hint back, the record READY
+    /// again (without waking this worker).
     fn defer(&self, pages: &[Pending], why: Counter) {
         for p in pages {
             self.map.hints().insert(p.page.pfn, p.hint);
@@ -233,128 +229,118 @@ impl<E: PromoterEnv> NodeWorker<E> {
         }
     }
 
-    /// How many base pages the target can take now: the rate limit and the
-    /// headroom above its low watermark.
-    fn allowance(&mut self, target: u32, want: u64) -> (u64, Option<Counter>) {
-        let now = Instant::now();
-        let fresh = self.free_seen.get(&target).filter(|(t, _)| now.duration_since(*t) < FREE_MEMORY_TTL);
-        let view = match fresh {
-            Some((_, v)) => Some(*v),
-            None => self.env.node_memory(target).map(|m| {
-                let v = NodeMemoryView { total: m.total, free: m.free, low: m.low };
-                self.free_seen.insert(target, (now, v));
-                v
-            }),
-        };
-        let headroom = match view {
-            Some(m) => m.free.saturating_sub(m.low + self.config.headroom_pages(m.total)),
-            // Unknown free memory: the kernel's ENOMEM is the only guard left.
-            None => u64::MAX,
-        };
-        let by_rate = {
-            let Ok(mut buckets) = self.buckets.lock() else { return (0, Some(Counter::rate_limited)) };
-            let bucket = buckets.entry(target).or_insert_with(|| TokenBucket::new(self.config.rate_limit));
-            let want = want.min(headroom);
-            bucket.take(want * PAGE_SIZE, PAGE_SIZE, Instant::now()) / PAGE_SIZE
-        };
-        let allowed = by_rate.min(headroom);
-        let why = if allowed >= want {
-            None
-        } else if headroom < want && headroom <= by_rate {
-            Some(Counter::watermark_limited)
-        } else {
-            Some(Counter::rate_limited)
-        };
-        (allowed, why)
-    }
-
-    fn move_batch(&mut self, chunk: &[Pending]) -> RoundEnd {
+    /// One batch of one process to one target: reserve, verify, move, account.
+    fn promote(&mut self, chunk: &[Pending]) -> RoundEnd {
         let target = chunk[0].target;
-        let pid = chunk[0].hint.pid;
         let want: u64 = chunk.iter().map(|p| p.pages).sum();
         if self.config.rate_limit == RateLimit::ObserveOnly {
             self.stats.add(Counter::would_promote, want);
             return RoundEnd::default();
         }
-        let (allowed, why) = self.allowance(target, want);
-        // The longest prefix that fits; the rest waits.
+        let now = self.env.now_tick();
+        let grant = {
+            let env = &mut self.env;
+            self.ledger.reserve(target, want, now, || env.node_memory(target))
+        };
+        // The longest prefix that fits; the rest waits, unverified.
         let mut fit = 0;
         let mut used = 0;
         for p in chunk {
-            if used + p.pages > allowed {
+            if used + p.pages > grant.pages {
                 break;
             }
             used += p.pages;
             fit += 1;
         }
-        if let Ok(mut b) = self.buckets.lock()
-            && let Some(bucket) = b.get_mut(&target)
-        {
-            bucket.refund((allowed - used) * PAGE_SIZE);
-        }
         let (go, wait) = chunk.split_at(fit);
         if !wait.is_empty() {
-            self.defer(wait, why.unwrap_or(Counter::rate_limited));
+            self.defer(wait, grant.limit.unwrap_or(Counter::rate_limited));
         }
-        let mut end = RoundEnd { moved: 0, limited: !wait.is_empty() };
-        if go.is_empty() {
-            return end;
-        }
+        let mut batch = Vec::with_capacity(go.len());
+        self.verify(go, &mut batch);
+        let sent: u64 = batch.iter().map(|p| p.pages).sum();
+        let moved = if batch.is_empty() { 0 } else { self.move_batch(&batch) };
+        self.ledger.settle(target, grant.pages, sent, moved);
+        RoundEnd { moved, limited: !wait.is_empty() }
+    }
 
+    /// `move_pages` for a verified batch, and every page's status counted
+    /// exactly once. Returns the base pages moved.
+    fn move_batch(&mut self, go: &[Pending]) -> u64 {
+        let target = go[0].target;
+        let pid = go[0].hint.pid;
+        let pages: u64 = go.iter().map(|p| p.pages).sum();
         self.addrs.clear();
         self.addrs.extend(go.iter().map(|p| p.hint.vaddr));
         self.nodes.clear();
         self.nodes.resize(go.len(), target as i32);
         self.status.clear();
-        self.status.resize(go.len(), 0);
+        self.status.resize(go.len(), NOT_WRITTEN);
         let flags = if self.config.move_shared { MPOL_MF_MOVE_ALL } else { MPOL_MF_MOVE };
         self.stats.add(Counter::move_calls, 1);
         let result = self.env.move_pages(pid, &self.addrs, Some(&self.nodes), &mut self.status, flags);
         let now = self.env.now_tick();
         match result {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                self.stats.add(Counter::err_esrch, used);
+                self.stats.add(Counter::err_esrch, pages);
+                return 0;
             }
             Err(e) => {
                 self.stats.add(Counter::call_errors, 1);
-                self.stats.add(errno_counter(e.raw_os_error().unwrap_or(0)), used);
+                self.stats.add(errno_counter(e.raw_os_error().unwrap_or(0)), pages);
                 tracing::warn!(pid, target, "move_pages failed: {e}");
+                return 0;
             }
-            Ok(not_migrated) => {
-                if not_migrated > 0 {
-                    // The statuses of pages a failed batch did not migrate may
-                    // still name the target; ask where they really are.
-                    self.stats.add(Counter::not_migrated, not_migrated);
-                    let mut actual = vec![0; go.len()];
-                    if self.env.move_pages(pid, &self.addrs, None, &mut actual, 0).is_ok() {
-                        self.status.copy_from_slice(&actual);
-                    }
-                }
-                let mut latencies = LocalHistogram::default();
-                for (p, &st) in go.iter().zip(&self.status) {
-                    if st == target as i32 {
-                        end.moved += p.pages;
-                        latencies.observe(now.saturating_sub(p.hint.tick));
-                    } else if st < 0 {
-                        self.stats.add(errno_counter(-st), p.pages);
-                        // Busy is transient: retry once; a page busy twice waits for
-                        // its next accesses, as in the kernel.
-                        if -st == libc::EBUSY && self.config.rearm_busy && p.hint.retries == 0 {
-                            let mut again = *p;
-                            again.hint.retries += 1;
-                            self.defer(std::slice::from_ref(&again), Counter::rearmed);
-                        }
-                    }
-                }
-                self.stats.latency.add(&latencies);
-                self.stats.add_process(pid, end.moved, |p| self.env.process_alive(p));
-                self.stats.add(Counter::moved, end.moved);
-                self.stats.add(Counter::moved_bytes, end.moved * PAGE_SIZE);
-                if let Some((_, v)) = self.free_seen.get_mut(&target) {
-                    v.free = v.free.saturating_sub(end.moved);
+            Ok(not_migrated) => self.stats.add(Counter::not_migrated, not_migrated),
+        }
+        // When some pages fail to migrate, the kernel returns before writing
+        // the statuses of the pages it was moving with them and of those after:
+        // ask where those are. Errnos it wrote for others stay as written.
+        let unwritten: Vec<usize> = (0..go.len()).filter(|&i| self.status[i] == NOT_WRITTEN).collect();
+        if !unwritten.is_empty() {
+            let addrs: Vec<u64> = unwritten.iter().map(|&i| self.addrs[i]).collect();
+            let mut actual = vec![NOT_WRITTEN; addrs.len()];
+            if self.env.move_pages(pid, &addrs, None, &mut actual, 0).is_ok() {
+                for (&i, &st) in unwritten.iter().zip(&actual) {
+                    self.status[i] = st;
                 }
             }
         }
-        end
+        let mut moved = 0;
+        let mut latencies = LocalHistogram::default();
+        for (p, &st) in go.iter().zip(&self.status) {
+            let retry = if st == target as i32 {
+                moved += p.pages;
+                latencies.observe(now.saturating_sub(p.hint.tick));
+                false
+            } else if st == NOT_WRITTEN {
+                // Neither the move nor the query said: never counted as moved.
+                self.stats.add(Counter::status_unknown, p.pages);
+                false
+            } else if st < 0 {
+                self.stats.add(errno_counter(-st), p.pages);
+                -st == libc::EBUSY
+            } else if st as u32 == p.page.node {
+                // Still on its node with no errno: the migration itself failed
+                // (busy, or no memory for the folio on the target).
+                self.stats.add(Counter::left_on_node, p.pages);
+                true
+            } else {
+                self.stats.add(Counter::on_other_node, p.pages);
+                false
+            };
+            // A transient failure: retry once; a page that fails twice waits
+            // for its next accesses, as in the kernel.
+            if retry && self.config.rearm_busy && p.hint.retries == 0 {
+                let mut again = *p;
+                again.hint.retries += 1;
+                self.defer(std::slice::from_ref(&again), Counter::rearmed);
+            }
+        }
+        self.stats.latency.add(&latencies);
+        self.stats.add_process(pid, moved, |p| self.env.process_alive(p));
+        self.stats.add(Counter::moved, moved);
+        self.stats.add(Counter::moved_bytes, moved * PAGE_SIZE);
+        moved
     }
 }

@@ -1,7 +1,12 @@
 //! Samples without a physical address (software events, PMUs that give none)
 //! carry pid + vaddr only. This consumer stage, between the collector and the
-//! hot map, finds their pfn in `/proc/<pid>/pagemap`, keeps those on a
-//! lower-tier node, and passes everything else through untouched.
+//! hot map, finds their pfn in `/proc/<pid>/pagemap` and keeps those on a
+//! lower-tier node. Every sample (with a physical address or not) then gets
+//! its folio from `/proc/kpageflags`: a page of a THP or mTHP is recorded at
+//! the folio's first pfn and address with the folio's order, as pghot keeps
+//! one record per folio and as the promoter counts what a move costs. Events
+//! of other sources pass through untouched (the hint-fault program reads the
+//! folio at its hook).
 
 use std::{
     collections::HashMap,
@@ -12,10 +17,10 @@ use std::{
     },
 };
 
-use hotpage_common::{HotpageEvent, PfnRange, event_flags};
+use hotpage_common::{HotpageEvent, PAGE_SHIFT, PfnRange, event_flags, source};
 use serde::{Deserialize, Serialize};
 
-use crate::{collector::EventConsumer, pagemap::Pagemap};
+use crate::{collector::EventConsumer, kpageflags::KPageFlags, pagemap::Pagemap};
 
 /// Open pagemap files kept at most; beyond that the cache starts over.
 const MAX_OPEN: usize = 256;
@@ -31,15 +36,31 @@ pub struct ResolveStats {
     pub not_present: u64,
     /// The process had exited, or its pagemap could not be read.
     pub process_gone: u64,
+    /// Samples (with or without a physical address) on a page of a large
+    /// folio, recorded at its first page with its order.
+    #[serde(default)]
+    pub large_folio: u64,
+}
+
+impl ResolveStats {
+    fn to_array(self) -> [u64; 5] {
+        [self.resolved, self.not_lower_tier, self.not_present, self.process_gone, self.large_folio]
+    }
 }
 
 #[derive(Default)]
-pub struct ResolveCounters([AtomicU64; 4]);
+pub struct ResolveCounters([AtomicU64; 5]);
 
 impl ResolveCounters {
     pub fn snapshot(&self) -> ResolveStats {
         let v: Vec<u64> = self.0.iter().map(|c| c.load(Relaxed)).collect();
-        ResolveStats { resolved: v[0], not_lower_tier: v[1], not_present: v[2], process_gone: v[3] }
+        ResolveStats {
+            resolved: v[0],
+            not_lower_tier: v[1],
+            not_present: v[2],
+            process_gone: v[3],
+            large_folio: v[4],
+        }
     }
 }
 
@@ -49,6 +70,8 @@ pub struct PfnResolver<C> {
     /// Lower-tier `[start, end)` pfn ranges with their node, sorted.
     ranges: Vec<(u64, u64, i32)>,
     maps: HashMap<u32, Option<Pagemap>>,
+    /// None where the kernel hides it (not root): samples stay order 0.
+    kpageflags: Option<KPageFlags>,
     stats: ResolveStats,
     published: Arc<ResolveCounters>,
     out: Vec<HotpageEvent>,
@@ -65,6 +88,7 @@ impl<C: EventConsumer> PfnResolver<C> {
             root: root.to_owned(),
             ranges,
             maps: HashMap::new(),
+            kpageflags: KPageFlags::open(root).ok(),
             stats: ResolveStats::default(),
             published: Arc::default(),
             out: Vec::with_capacity(256),
@@ -116,6 +140,26 @@ impl<C: EventConsumer> PfnResolver<C> {
         self.stats.resolved += 1;
         Some(HotpageEvent { pfn, page_nid: nid, flags: ev.flags & !event_flags::NEED_PFN, ..*ev })
     }
+
+    /// A sample's event at its folio's first page: pfn, order and the address
+    /// of that page (the folio is mapped in one piece at the sample's offset).
+    fn at_folio(&mut self, ev: HotpageEvent) -> HotpageEvent {
+        let Some(folio) = self.kpageflags.as_ref().and_then(|k| k.folio_of(ev.pfn).ok().flatten()) else {
+            return ev;
+        };
+        if folio.order == 0 {
+            return ev;
+        }
+        let back = (ev.pfn - folio.head) << PAGE_SHIFT;
+        let Some(vaddr) = (ev.vaddr & !((1 << PAGE_SHIFT) - 1)).checked_sub(back) else { return ev };
+        self.stats.large_folio += 1;
+        HotpageEvent { pfn: folio.head, order: folio.order, vaddr, ..ev }
+    }
+}
+
+/// Samples, and events the kernel gave no pfn: both are looked up here.
+fn needs_lookup(ev: &HotpageEvent) -> bool {
+    ev.flags & event_flags::NEED_PFN != 0 || ev.source == source::HW_SAMPLE
 }
 
 impl<C: EventConsumer> EventConsumer for PfnResolver<C> {
@@ -124,17 +168,21 @@ impl<C: EventConsumer> EventConsumer for PfnResolver<C> {
     }
 
     fn consume_batch(&mut self, events: &[HotpageEvent]) {
-        if events.iter().all(|e| e.flags & event_flags::NEED_PFN == 0) {
+        if !events.iter().any(needs_lookup) {
             self.next.consume_batch(events);
             return;
         }
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         for ev in events {
-            if ev.flags & event_flags::NEED_PFN == 0 {
+            if !needs_lookup(ev) {
                 out.push(*ev);
-            } else if let Some(r) = self.resolve(ev) {
-                out.push(r);
+                continue;
+            }
+            let with_pfn = if ev.flags & event_flags::NEED_PFN == 0 { Some(*ev) } else { self.resolve(ev) };
+            if let Some(e) = with_pfn {
+                let e = self.at_folio(e);
+                out.push(e);
             }
         }
         if !out.is_empty() {
@@ -144,10 +192,7 @@ impl<C: EventConsumer> EventConsumer for PfnResolver<C> {
     }
 
     fn drained(&mut self) {
-        let s = self.stats;
-        for (slot, v) in
-            self.published.0.iter().zip([s.resolved, s.not_lower_tier, s.not_present, s.process_gone])
-        {
+        for (slot, v) in self.published.0.iter().zip(self.stats.to_array()) {
             slot.store(v, Relaxed);
         }
         self.next.drained();
@@ -184,6 +229,60 @@ mod tests {
         assert_eq!(r.next().0, vec![with]);
         let s = r.counters().snapshot();
         assert_eq!((s.resolved, s.process_gone), (0, 1));
+    }
+
+    /// A fake root with a THP (pfns 2048..2560) mapped at 0x4000_0000 and a
+    /// 64 KiB mTHP (pfns 4128..4144) mapped at 0x5000_0000, in process 4242.
+    fn root_with_large_folios() -> tempfile::TempDir {
+        use std::os::unix::fs::FileExt;
+
+        use crate::kpageflags::kpf;
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc/4242")).unwrap();
+        let flags = std::fs::File::create(dir.path().join("proc/kpageflags")).unwrap();
+        let pagemap = std::fs::File::create(dir.path().join("proc/4242/pagemap")).unwrap();
+        let put = |head: u64, pages: u64, vaddr: u64| {
+            for i in 0..pages {
+                let f = if i == 0 { kpf::COMPOUND_HEAD } else { kpf::COMPOUND_TAIL } | kpf::THP;
+                flags.write_all_at(&f.to_le_bytes(), (head + i) * 8).unwrap();
+                let entry = (1u64 << 63) | (head + i);
+                pagemap.write_all_at(&entry.to_le_bytes(), ((vaddr >> 12) + i) * 8).unwrap();
+            }
+        };
+        put(2048, 512, 0x4000_0000);
+        put(4128, 16, 0x5000_0000);
+        // A base page after the mTHP.
+        flags.write_all_at(&kpf::LRU.to_le_bytes(), 4144 * 8).unwrap();
+        dir
+    }
+
+    #[test]
+    fn samples_are_recorded_at_their_folios_first_page_with_its_order() {
+        let root = root_with_large_folios();
+        let mut r = PfnResolver::new(Sink::default(), root.path(), &[range(0, 10_000, 1)]);
+        let sample = |pfn: u64, vaddr: u64, flags: u8| HotpageEvent {
+            pfn,
+            vaddr,
+            pid: 4242,
+            source: source::HW_SAMPLE,
+            flags,
+            page_nid: if pfn == 0 { -1 } else { 1 },
+            ..HotpageEvent::default()
+        };
+        r.consume_batch(&[
+            // No physical address: the 38th page of the THP, mid-page.
+            sample(0, 0x4000_0000 + 37 * 4096 + 123, event_flags::NEED_PFN),
+            // A physical address on the 9th page of the mTHP.
+            sample(4136, 0x5000_0000 + 8 * 4096, 0),
+            // A base page.
+            sample(4144, 0x6000_0000, 0),
+        ]);
+        r.drained();
+        let got: Vec<(u64, u8, u64)> = r.next().0.iter().map(|e| (e.pfn, e.order, e.vaddr)).collect();
+        assert_eq!(got, vec![(2048, 9, 0x4000_0000), (4128, 4, 0x5000_0000), (4144, 0, 0x6000_0000)]);
+        let s = r.counters().snapshot();
+        assert_eq!((s.resolved, s.large_folio), (1, 2));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::{
     promoter::{CounterSnapshot, PromoterReporter, RateLimit},
     sampling::{ResolveCounters, SamplerStatus},
     topology::TierTopology,
-    vmstat::read_vmstat,
+    vmstat::{kernel_promotions, read_vmstat},
 };
 
 /// Processes listed in a snapshot at most (by promoted, then ready pages).
@@ -46,6 +46,8 @@ pub struct SnapshotBuilder {
     pub resolve: Arc<ResolveCounters>,
     pub sampler: Option<Arc<SamplerStatus>>,
     pub promoter: PromoterReporter,
+    /// Each top-tier node's `pgpromote_success` when hotpage started.
+    pub kernel_promotions_at_start: BTreeMap<u32, u64>,
 }
 
 fn rate_bytes(r: RateLimit) -> Option<u64> {
@@ -106,6 +108,7 @@ impl SnapshotBuilder {
     pub fn build(&self) -> Snapshot {
         let reports = self.promoter.reports();
         let mode = self.map.config().mode;
+        let kernel_now = kernel_promotions(&self.root, self.kernel_promotions_at_start.keys().copied());
         let mut nodes = Vec::new();
         for n in &self.topology.nodes {
             let (total, free) = node_memory(&self.root, n.id);
@@ -123,6 +126,13 @@ impl SnapshotBuilder {
                 ready_pages: if n.top_tier { 0 } else { self.map.ready_pages(n.id) },
                 promoted_out_pages: mine.map(|r| r.counters.moved).unwrap_or(0),
                 promoted_in_pages: if n.top_tier { promoted_in } else { 0 },
+                kernel_promoted_in_pages: match (
+                    kernel_now.get(&n.id),
+                    self.kernel_promotions_at_start.get(&n.id),
+                ) {
+                    (Some(now), Some(start)) => now.saturating_sub(*start),
+                    _ => 0,
+                },
                 failures: mine.map(|r| failures(&r.counters)).unwrap_or_default(),
             });
         }
@@ -220,6 +230,47 @@ mod tests {
         assert_eq!(cpu_list(&[0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
         assert_eq!(cpu_list(&[]), "");
         assert_eq!(cpu_list(&[5]), "5");
+    }
+
+    /// With a node "free enough", the kernel promotes beside hotpage; the
+    /// snapshot shows its promotions into each top-tier node since start.
+    #[test]
+    fn the_kernels_promotions_per_node_since_start_are_shown() {
+        use crate::{
+            hotmap::{HotMapConfig, MemoryLayout},
+            test_fixtures::cxl_box,
+        };
+
+        let root = tempfile::tempdir().unwrap();
+        let vmstat = root.path().join("sys/devices/system/node/node0/vmstat");
+        std::fs::create_dir_all(vmstat.parent().unwrap()).unwrap();
+        std::fs::write(&vmstat, "nr_free_pages 1\npgpromote_success 100\n").unwrap();
+        let topology = TierTopology::read(&cxl_box()).unwrap();
+        let map = Arc::new(HotMap::new(&MemoryLayout::from(&topology), HotMapConfig::default(), 64).unwrap());
+        let builder = SnapshotBuilder {
+            root: root.path().to_owned(),
+            kernel_promotions_at_start: kernel_promotions(root.path(), [0]),
+            topology,
+            kernel: "6.12".into(),
+            started: Instant::now(),
+            rate_limit: RateLimit::MbPerSec(1024),
+            sources: Vec::new(),
+            map,
+            feed: Arc::default(),
+            resolve: Arc::default(),
+            sampler: None,
+            promoter: PromoterReporter::default(),
+        };
+        assert_eq!(builder.build().nodes[0].kernel_promoted_in_pages, 0);
+        std::fs::write(&vmstat, "nr_free_pages 1\npgpromote_success 612\n").unwrap();
+        let s = builder.build();
+        assert_eq!((s.nodes[0].node, s.nodes[0].kernel_promoted_in_pages), (0, 512));
+        assert_eq!(s.nodes[1].kernel_promoted_in_pages, 0, "a lower-tier node takes none");
+        assert!(super::super::render_stats(&s, None).contains("512"));
+        assert!(
+            super::super::render_prometheus(&s)
+                .contains("hotpage_kernel_promoted_bytes_total{target=\"0\"} 2097152")
+        );
     }
 
     #[test]

@@ -78,6 +78,11 @@ pub struct NodeRow {
     pub promoted_out_pages: u64,
     /// Base pages promoted into this node (top tier).
     pub promoted_in_pages: u64,
+    /// Base pages the kernel's NUMA balancing promoted into this node (top
+    /// tier) since hotpage started: its `pgpromote_success`. Not zero when a
+    /// node is "free enough" and the kernel promotes beside hotpage.
+    #[serde(default)]
+    pub kernel_promoted_in_pages: u64,
     /// Pages move_pages refused, by errno (lower tier).
     pub failures: BTreeMap<String, u64>,
 }

@@ -36,6 +36,29 @@ impl Out {
     }
 }
 
+impl Out {
+    /// A counter family with one sample per promoter node and per `(counter,
+    /// label value)` of `table`; an empty `label` adds no label but `node`.
+    fn node_counters(
+        &mut self,
+        s: &Snapshot,
+        name: &str,
+        help: &str,
+        label: &str,
+        table: &[(Counter, &str)],
+    ) {
+        self.family(name, "counter", help);
+        for p in &s.promoter {
+            let node = p.node.to_string();
+            for (c, value) in table {
+                let labels: &[(&str, &str)] =
+                    if label.is_empty() { &[("node", &node)] } else { &[("node", &node), (label, value)] };
+                self.sample(name, labels, p.counters.get(*c) as f64);
+            }
+        }
+    }
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
 }
@@ -47,6 +70,7 @@ fn number(v: f64) -> String {
 
 /// Candidate outcomes exported as `hotpage_candidates_total{outcome=...}`.
 const OUTCOMES: &[(Counter, &str)] = &[
+    (Counter::candidates, "taken"),
     (Counter::no_hint, "no_hint"),
     (Counter::process_gone, "process_gone"),
     (Counter::stale, "stale"),
@@ -66,6 +90,13 @@ const ERRNOS: &[(Counter, &str)] = &[
     (Counter::err_enoent, "ENOENT"),
     (Counter::err_esrch, "ESRCH"),
     (Counter::err_other, "other"),
+];
+
+/// Pages without an errno that did not move, as `reason` label values.
+const UNMOVED: &[(Counter, &str)] = &[
+    (Counter::left_on_node, "left_on_node"),
+    (Counter::on_other_node, "on_other_node"),
+    (Counter::status_unknown, "status_unknown"),
 ];
 
 pub fn render(s: &Snapshot) -> String {
@@ -133,53 +164,61 @@ pub fn render(s: &Snapshot) -> String {
             p.counters.moved_bytes as f64,
         );
     }
-    o.family("hotpage_promotion_failures_total", "counter", "Pages move_pages did not move, by errno.");
-    for p in &s.promoter {
-        let node = p.node.to_string();
-        for (c, errno) in ERRNOS {
-            o.sample(
-                "hotpage_promotion_failures_total",
-                &[("node", &node), ("errno", errno)],
-                p.counters.get(*c) as f64,
-            );
-        }
-    }
     o.family(
-        "hotpage_candidates_total",
+        "hotpage_kernel_promoted_bytes_total",
         "counter",
-        "Ready pages taken from the hot map that did not reach move_pages, by reason; \"taken\" counts all.",
+        "Bytes the kernel's own NUMA balancing promoted into each top-tier node since hotpage started (its pgpromote_success).",
     );
-    for p in &s.promoter {
-        let node = p.node.to_string();
+    for n in s.nodes.iter().filter(|n| n.top_tier) {
         o.sample(
-            "hotpage_candidates_total",
-            &[("node", &node), ("outcome", "taken")],
-            p.counters.candidates as f64,
-        );
-        for (c, outcome) in OUTCOMES {
-            o.sample(
-                "hotpage_candidates_total",
-                &[("node", &node), ("outcome", outcome)],
-                p.counters.get(*c) as f64,
-            );
-        }
-    }
-    o.family("hotpage_move_pages_calls_total", "counter", "move_pages calls.");
-    for p in &s.promoter {
-        o.sample(
-            "hotpage_move_pages_calls_total",
-            &[("node", &p.node.to_string())],
-            p.counters.move_calls as f64,
+            "hotpage_kernel_promoted_bytes_total",
+            &[("target", &n.node.to_string())],
+            n.kernel_promoted_in_pages as f64 * PAGE,
         );
     }
-    o.family("hotpage_move_pages_call_errors_total", "counter", "move_pages calls that failed as a whole.");
-    for p in &s.promoter {
-        o.sample(
-            "hotpage_move_pages_call_errors_total",
-            &[("node", &p.node.to_string())],
-            p.counters.call_errors as f64,
-        );
-    }
+    o.node_counters(
+        s,
+        "hotpage_promotion_failures_total",
+        "Pages move_pages did not move, by errno.",
+        "errno",
+        ERRNOS,
+    );
+    o.node_counters(
+        s,
+        "hotpage_candidates_total",
+        "Ready pages taken from the hot map that did not reach move_pages, by reason; \"taken\" counts all.",
+        "outcome",
+        OUTCOMES,
+    );
+    o.node_counters(
+        s,
+        "hotpage_promotion_unmoved_total",
+        "Pages move_pages left without an errno: still on their node (left_on_node), on another node \
+         (on_other_node), or with no status from the call or the follow-up query (status_unknown).",
+        "reason",
+        UNMOVED,
+    );
+    o.node_counters(
+        s,
+        "hotpage_promoter_limited_rounds_total",
+        "Promoter rounds that walked nothing because every target was full or out of rate.",
+        "",
+        &[(Counter::limited_rounds, "")],
+    );
+    o.node_counters(
+        s,
+        "hotpage_move_pages_calls_total",
+        "move_pages calls.",
+        "",
+        &[(Counter::move_calls, "")],
+    );
+    o.node_counters(
+        s,
+        "hotpage_move_pages_call_errors_total",
+        "move_pages calls that failed as a whole.",
+        "",
+        &[(Counter::call_errors, "")],
+    );
     o.family(
         "hotpage_promotion_latency_seconds",
         "histogram",
@@ -292,6 +331,12 @@ pub fn render(s: &Snapshot) -> String {
         ] {
             o.sample("hotpage_sample_pfn_lookups_total", &[("outcome", outcome)], v as f64);
         }
+        o.family(
+            "hotpage_sample_large_folios_total",
+            "counter",
+            "Samples on a page of a large folio (THP, mTHP), recorded at the folio's first page.",
+        );
+        o.sample("hotpage_sample_large_folios_total", &[], l.large_folio as f64);
     }
     o.0
 }

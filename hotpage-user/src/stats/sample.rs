@@ -33,6 +33,7 @@ pub fn snapshot() -> Snapshot {
                 total_bytes: 1_055_285_248,
                 free_bytes: 700_000_256,
                 promoted_in_pages: 8192,
+                kernel_promoted_in_pages: 256,
                 ..NodeRow::default()
             },
             NodeRow {
@@ -47,6 +48,7 @@ pub fn snapshot() -> Snapshot {
                 promoted_out_pages: 8192,
                 promoted_in_pages: 0,
                 failures: BTreeMap::from([("EBUSY".into(), 3)]),
+                ..NodeRow::default()
             },
         ],
         sources: vec![
@@ -90,6 +92,8 @@ pub fn snapshot() -> Snapshot {
                 moved_bytes: 8192 * 4096,
                 move_calls: 17,
                 err_ebusy: 3,
+                left_on_node: 2,
+                limited_rounds: 5,
                 rearmed: 3,
                 ..CounterSnapshot::default()
             },
@@ -113,6 +117,7 @@ pub fn snapshot() -> Snapshot {
             not_lower_tier: 40,
             not_present: 7,
             process_gone: 1,
+            large_folio: 12,
         },
     }
 }

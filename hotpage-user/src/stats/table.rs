@@ -56,6 +56,7 @@ pub fn render_stats(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
         "READY pages",
         "PROMOTED OUT pages",
         "PROMOTED IN pages",
+        "KERNEL IN pages",
         "FAILED pages",
     ]);
     for n in &s.nodes {
@@ -79,6 +80,7 @@ pub fn render_stats(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
             if n.top_tier { "-".into() } else { n.ready_pages.to_string() },
             if n.top_tier { "-".into() } else { n.promoted_out_pages.to_string() },
             if n.top_tier { n.promoted_in_pages.to_string() } else { "-".into() },
+            if n.top_tier { n.kernel_promoted_in_pages.to_string() } else { "-".into() },
             failed,
         ]);
     }
@@ -105,7 +107,7 @@ pub fn render_stats(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
         let l = &s.sample_pfn_lookups;
         out += &format!(
             "\nsamples: {}, period {} on {} CPUs, {:.2}% of a core (budget {:.1}%); pfn lookups: {} resolved, {} not \
-             lower tier, {} not present, {} process gone\n",
+             lower tier, {} not present, {} process gone; {} on large folios\n",
             sm.description,
             sm.period,
             sm.cpus,
@@ -114,7 +116,8 @@ pub fn render_stats(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
             l.resolved,
             l.not_lower_tier,
             l.not_present,
-            l.process_gone
+            l.process_gone,
+            l.large_folio
         );
     }
     let f = &s.hotmap.feed;

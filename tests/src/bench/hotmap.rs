@@ -121,7 +121,7 @@ fn time_batched(map: &HotMap, stream: &[u64]) -> f64 {
     for (c, chunk) in stream.chunks(256).enumerate() {
         batch.clear();
         let now = 1_000 + (c * 256) as u64 / 10_000;
-        batch.extend(chunk.iter().map(|&pfn| Access { pfn, order: 0, nid: 0, src: source::HINT_FAULT, now }));
+        batch.extend(chunk.iter().map(|&pfn| Access::new(pfn, 0, 0, source::HINT_FAULT, now)));
         map.record_batch(&batch, |_, r| {
             black_box(r.ok());
         });

@@ -8,10 +8,10 @@
 use std::{sync::Arc, time::Instant};
 
 use hotpage::{
-    hotmap::{Hint, HotMap, HotMapConfig, MemoryLayout, RecordMode},
+    hotmap::{Access, HotMap, HotMapConfig, MemoryLayout, RecordMode},
     page_migration::{MPOL_MF_MOVE_ALL, move_pages},
     pagemap::Pagemap,
-    promoter::{Buckets, NodeWorker, PromoterConfig, RateLimit, SystemEnv, Targets},
+    promoter::{NodeWorker, PromoterConfig, RateLimit, SystemEnv, TargetLedger, Targets},
     topology::TierTopology,
 };
 use hotpage_common::source;
@@ -101,19 +101,19 @@ fn hotpage_move(topo: &TierTopology, region: &Region, batch: usize) -> anyhow::R
     for i in 0..region.pages() {
         let vaddr = region.page_addr(i);
         let pfn = pagemap.entry(vaddr)?.pfn().ok_or_else(|| anyhow::anyhow!("page {i} not present"))?;
-        map.record_access(pfn, 0, 0, source::HINT_FAULT, 10)?;
-        map.record_access(pfn, 0, 0, source::HINT_FAULT, 11)?;
-        map.hints().insert(pfn, Hint::new(pid, vaddr, 11, 0));
+        let access = Access::new(pfn, 0, 0, source::HINT_FAULT, 10).mapped(pid, vaddr);
+        map.record(&access)?;
+        map.record(&Access { now: 11, ..access })?;
     }
     let config =
         PromoterConfig { batch_pages: batch, rate_limit: RateLimit::Unlimited, ..PromoterConfig::default() };
     let mut worker = NodeWorker::new(
         1,
         map.clone(),
-        Arc::new(Targets::new(topo, RecordMode::Default)),
+        Arc::new(Targets::new(topo, RecordMode::Default, None)),
         config,
         SystemEnv::new(std::path::Path::new("/")),
-        Buckets::default(),
+        TargetLedger::new(&config),
         Arc::default(),
     );
     let (t, c) = (Instant::now(), thread_cpu_time());

@@ -285,9 +285,9 @@ impl FileConfig {
             promoter,
             manage_numa_balancing: k.manage_numa_balancing,
             scan: [
-                (crate::kernel_settings::SCAN_DELAY_MS, k.scan_delay_ms),
-                (crate::kernel_settings::SCAN_PERIOD_MIN_MS, k.scan_period_min_ms),
-                (crate::kernel_settings::SCAN_PERIOD_MAX_MS, k.scan_period_max_ms),
+                (crate::kernel::settings::SCAN_DELAY_MS, k.scan_delay_ms),
+                (crate::kernel::settings::SCAN_PERIOD_MIN_MS, k.scan_period_min_ms),
+                (crate::kernel::settings::SCAN_PERIOD_MAX_MS, k.scan_period_max_ms),
             ],
             load: LoadOptions {
                 wakeup_every: c.wakeup_every,

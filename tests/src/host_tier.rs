@@ -5,7 +5,7 @@ use std::path::Path;
 
 use hotpage::{
     hotmap::{LayoutNode, MemoryLayout},
-    topology::{TierTopology, TopologyError},
+    sys::topology::{TierTopology, TopologyError},
 };
 use hotpage_common::PfnRange;
 

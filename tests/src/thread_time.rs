@@ -1,7 +1,7 @@
 //! CPU time of the calling thread, for benchmarks that attribute cost to the
 //! producer or the consumer side (the daemon's CPU budget uses the same clock).
 
-pub use hotpage::thread_time::thread_cpu_time;
+pub use hotpage::sys::thread_time::thread_cpu_time;
 
 /// CPU time (user + system) of this process's thread named `name`, from
 /// `/proc/self/task/*/stat`, at the kernel's USER_HZ resolution.

@@ -12,8 +12,8 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use hotpage::{
     bpf::{CounterSnapshot, LoadOptions, LoadedSource, SourceKind},
     collector::{Collector, EventConsumer},
-    pagemap::Pagemap,
     perf_event::{PerfEventAttr, PerfEventFd, attr_flags, perf_type, sample_type, sw_event},
+    sys::pagemap::Pagemap,
 };
 use hotpage_common::{HotpageEvent, PfnRange, event_flags, source};
 use hotpage_tests::{memory::Region, require_root};
@@ -252,8 +252,8 @@ fn software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns() {
 fn a_sample_on_a_thp_is_recorded_once_at_its_first_page_with_its_order() {
     use hotpage::{
         hotmap::{HotMap, HotMapConfig, HotMapFeeder},
-        kpageflags::{Folio, KPageFlags},
         sampling::PfnResolver,
+        sys::kpageflags::{Folio, KPageFlags},
     };
     require_root();
     let (layout, ranges) = hotpage_tests::host_tier::host_memory_as_lower_tier().unwrap();

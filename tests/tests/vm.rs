@@ -18,15 +18,15 @@ use hotpage::{
     collector::{Collector, EventConsumer},
     hotmap::{HotMap, HotMapConfig, HotMapFeeder, MemoryLayout, RecordMode},
     kernel,
-    kernel_settings::{
+    kernel::settings::{
         self, NUMA_BALANCING, PROMOTE_RATE_LIMIT, SCAN_DELAY_MS, SCAN_PERIOD_MAX_MS, SCAN_PERIOD_MIN_MS,
         SettingsGuard,
     },
-    kpageflags::KPageFlags,
-    pagemap::Pagemap,
     promoter::{CounterSnapshot, Promoter, PromoterConfig, PromoterEnv, RateLimit, SystemEnv, Targets},
-    topology::TierTopology,
-    vmstat::read_vmstat,
+    sys::kpageflags::KPageFlags,
+    sys::pagemap::Pagemap,
+    sys::topology::TierTopology,
+    sys::vmstat::read_vmstat,
 };
 use hotpage_common::{HotpageEvent, event_flags, source};
 use hotpage_tests::{
@@ -250,8 +250,8 @@ fn thp_hint_faults_carry_the_head_pfn() {
 fn the_kernel_promotes_nothing_while_hint_faults_flow_to_hotpage() {
     let topo = in_the_box();
     let before = (
-        kernel_settings::read_value(&root().join(NUMA_BALANCING)).unwrap(),
-        kernel_settings::read_value(&root().join(PROMOTE_RATE_LIMIT)).unwrap(),
+        settings::read_value(&root().join(NUMA_BALANCING)).unwrap(),
+        settings::read_value(&root().join(PROMOTE_RATE_LIMIT)).unwrap(),
     );
     {
         let k = tiering_session();
@@ -276,8 +276,8 @@ fn the_kernel_promotes_nothing_while_hint_faults_flow_to_hotpage() {
     }
     // And they are restored when hotpage lets go.
     let after = (
-        kernel_settings::read_value(&root().join(NUMA_BALANCING)).unwrap(),
-        kernel_settings::read_value(&root().join(PROMOTE_RATE_LIMIT)).unwrap(),
+        settings::read_value(&root().join(NUMA_BALANCING)).unwrap(),
+        settings::read_value(&root().join(PROMOTE_RATE_LIMIT)).unwrap(),
     );
     assert_eq!(after, before);
 }
@@ -657,8 +657,8 @@ fn hotpage_bin() -> PathBuf {
 
 fn settings_now() -> (String, String) {
     (
-        kernel_settings::read_value(&root().join(NUMA_BALANCING)).unwrap(),
-        kernel_settings::read_value(&root().join(PROMOTE_RATE_LIMIT)).unwrap(),
+        settings::read_value(&root().join(NUMA_BALANCING)).unwrap(),
+        settings::read_value(&root().join(PROMOTE_RATE_LIMIT)).unwrap(),
     )
 }
 

@@ -8,13 +8,13 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::{
-    competition,
     control::{self, Request, Response},
     kernel,
-    kernel_settings::{NUMA_BALANCING, NUMA_BALANCING_MEMORY_TIERING, PROMOTE_RATE_LIMIT},
+    kernel::movers,
+    kernel::settings::{NUMA_BALANCING, NUMA_BALANCING_MEMORY_TIERING, PROMOTE_RATE_LIMIT},
     sampling::{PmuError, Sampler},
-    sysfs::{read_text, read_u64},
-    topology::TierTopology,
+    sys::sysfs::{read_text, read_u64},
+    sys::topology::TierTopology,
 };
 
 #[derive(Debug, Args)]
@@ -135,7 +135,7 @@ fn items(root: &Path, run_dir: &Path, euid: u32) -> Vec<Item> {
     }
     if let Ok(topo) = TierTopology::read(root) {
         let top: Vec<u32> = topo.top_tier_nodes().map(|n| n.id).collect();
-        let free = competition::kernel_promotes_freely(root, &top);
+        let free = movers::kernel_promotes_freely(root, &top);
         v.push(info(
             "kernel promotion held",
             if free.is_empty() {
@@ -145,7 +145,7 @@ fn items(root: &Path, run_dir: &Path, euid: u32) -> Vec<Item> {
             },
         ));
     }
-    let damon = competition::damon_migrations(root);
+    let damon = movers::damon_migrations(root);
     v.push(if damon.is_empty() {
         ok("no competing tiering", "no DAMON migrate_hot/migrate_cold scheme runs".into())
     } else {

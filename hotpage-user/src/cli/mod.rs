@@ -12,9 +12,9 @@ pub use shutdown::Shutdown;
 
 use crate::{
     kernel,
-    kernel_settings::{self, SavedSetting},
-    sysfs::read_u64,
-    topology::TierTopology,
+    kernel::settings::{self, SavedSetting},
+    sys::sysfs::read_u64,
+    sys::topology::TierTopology,
 };
 
 use std::path::{Path, PathBuf};
@@ -36,7 +36,7 @@ pub struct Cli {
     pub root: PathBuf,
 
     /// Directory for hotpage's lock, saved kernel settings and control socket.
-    #[arg(long, global = true, default_value = crate::kernel_settings::DEFAULT_RUN_DIR)]
+    #[arg(long, global = true, default_value = crate::kernel::settings::DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
 
     #[command(subcommand)]
@@ -110,7 +110,7 @@ fn preflight(root: &Path, what: &str, hint_faults: bool) -> Result<Preflight> {
 
 /// Without changing settings: still put back what a crashed run left behind.
 fn recover_only(root: &Path, run_dir: &Path) {
-    match kernel_settings::recover(root, run_dir) {
+    match settings::recover(root, run_dir) {
         Ok(recovered) => report_recovered(&recovered),
         Err(e) => tracing::warn!("{e}"),
     }

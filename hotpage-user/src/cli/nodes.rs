@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     stats::{node_memory, table},
-    topology::TierTopology,
+    sys::topology::TierTopology,
 };
 
 #[derive(Debug, Args)]

@@ -16,17 +16,17 @@ use super::{Preflight, Shutdown, preflight, recover_only, report_recovered};
 use crate::{
     bpf::{LoadedSource, SourceCounters, SourceKind},
     collector::Collector,
-    competition,
     config::{DEFAULT_CONFIG, FileConfig, RunConfig},
     control::{ControlServer, SnapshotSource},
     hotmap::{HotMap, HotMapFeeder, MemoryLayout, RecordMode},
-    kernel_settings::SettingsGuard,
+    kernel::movers,
+    kernel::settings::SettingsGuard,
     metrics_export,
     promoter::{Promoter, RateLimit, SystemEnv, Targets},
     sampling::{PfnResolver, SampleSource},
     stats::{AttachedSource, SnapshotBuilder},
-    thread_time::thread_cpu_time,
-    vmstat,
+    sys::thread_time::thread_cpu_time,
+    sys::vmstat,
 };
 
 #[derive(Debug, Args)]
@@ -154,7 +154,7 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
     let sampler = cfg.samples.pick(root)?;
 
     // Refuse to fight another mover of pages (observe-only moves nothing, so it only warns).
-    for line in competition::damon_migrations(root) {
+    for line in movers::damon_migrations(root) {
         if observe_only {
             tracing::warn!("{line}");
         } else {
@@ -179,7 +179,7 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
         Some(guard)
     } else {
         recover_only(root, run_dir);
-        if competition::kernel_promotes(root) {
+        if movers::kernel_promotes(root) {
             if observe_only {
                 tracing::warn!("the kernel promotes pages itself (NUMA balancing memory tiering is on)");
             } else {
@@ -195,7 +195,7 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
 
     let top: Vec<u32> = topo.top_tier_nodes().map(|n| n.id).collect();
     let kernel_promotions_at_start = vmstat::kernel_promotions(root, top.iter().copied());
-    for node in competition::kernel_promotes_freely(root, &top) {
+    for node in movers::kernel_promotes_freely(root, &top) {
         tracing::warn!("{node}");
     }
     let mut rings = Vec::new();

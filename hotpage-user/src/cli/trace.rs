@@ -20,7 +20,7 @@ use crate::{
     hotmap::{
         DEFAULT_HINT_CAPACITY, FeedStats, HotMap, HotMapConfig, HotMapCounters, HotMapFeeder, MemoryLayout,
     },
-    kernel_settings::SettingsGuard,
+    kernel::settings::SettingsGuard,
 };
 
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use hotpage_common::{HotpageEvent, event_flags};
 use serde::Serialize;
 
 use super::{Access, HotMap, RecordError, Recorded};
-use crate::{clock::ns_to_tick, collector::EventConsumer};
+use crate::{collector::EventConsumer, sys::clock::ns_to_tick};
 
 /// How the events fed so far fared, by `record_access()` outcome.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use hotpage_common::PFN_SECTION_SHIFT;
 
-use crate::topology::TierTopology;
+use crate::sys::topology::TierTopology;
 
 /// One node's online memory.
 #[derive(Clone, Debug, PartialEq, Eq)]

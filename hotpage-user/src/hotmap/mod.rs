@@ -35,7 +35,7 @@ use hotpage_common::{PAGES_PER_SECTION, PFN_SECTION_SHIFT, source};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::thread_counter::ThreadCounter;
+use crate::counters::ThreadCounter;
 
 pub use config::{ConfigError, HotMapConfig, KNOWN_SOURCES, SOURCE_HINT_FAULTS, SOURCE_HW_HINTS};
 use directory::Directory;

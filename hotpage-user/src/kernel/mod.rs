@@ -1,12 +1,16 @@
-//! Facts about the running kernel: release, BTF, the hooks hotpage attaches to.
+//! The running kernel: its release, BTF and the hooks hotpage attaches to,
+//! the settings hotpage changes (saved and restored), and the other movers
+//! of pages hotpage must not fight.
 
 mod hook;
+pub mod movers;
+pub mod settings;
 
 use std::path::Path;
 
 pub use hook::{HINT_FAULT_HOOKS, HookError, hint_fault_hook, kernel_btf};
 
-use crate::sysfs::read_text;
+use crate::sys::sysfs::read_text;
 
 /// `uname -r` as the kernel under `root` reports it, or "unknown".
 pub fn release(root: &Path) -> String {

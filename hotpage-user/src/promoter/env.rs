@@ -13,15 +13,15 @@ use std::{
 use hotpage_common::PAGE_SIZE;
 
 use crate::{
-    clock,
-    kpageflags::KPageFlags,
-    node_meminfo::read_node_meminfo,
     page_migration,
-    pagemap::Pagemap,
-    zoneinfo::{Zone, read_zoneinfo},
+    sys::clock,
+    sys::kpageflags::KPageFlags,
+    sys::node_meminfo::read_node_meminfo,
+    sys::pagemap::Pagemap,
+    sys::zoneinfo::{Zone, read_zoneinfo},
 };
 
-pub use crate::kpageflags::kpf;
+pub use crate::sys::kpageflags::kpf;
 
 /// Where a process maps a virtual page now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,7 +192,7 @@ impl PromoterEnv for SystemEnv {
             }
             let Some(pm) = self.pagemaps.get(&pid) else { return };
             entries.clear();
-            entries.resize(len, crate::pagemap::PagemapEntry(0));
+            entries.resize(len, crate::sys::pagemap::PagemapEntry(0));
             match pm.entries(first, &mut entries) {
                 Ok(()) => {
                     for (o, e) in out[start..start + len].iter_mut().zip(&entries) {

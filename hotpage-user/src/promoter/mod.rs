@@ -35,7 +35,7 @@ pub use worker::{NodeWorker, RoundEnd};
 
 use crate::{
     hotmap::{HotMap, ReadyPage, RecordMode},
-    topology::TierTopology,
+    sys::topology::TierTopology,
 };
 
 /// The promoter's knobs.

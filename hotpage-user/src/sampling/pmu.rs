@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use crate::{
     perf_event::{PerfEventAttr, attr_flags, perf_type, sample_type, sw_event},
-    sysfs::{SysfsError, read_text, read_u64},
+    sys::sysfs::{SysfsError, read_text, read_u64},
 };
 
 const DEVICES: &str = "sys/bus/event_source/devices";

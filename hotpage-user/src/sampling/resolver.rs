@@ -20,7 +20,7 @@ use std::{
 use hotpage_common::{HotpageEvent, PAGE_SHIFT, PfnRange, event_flags, source};
 use serde::{Deserialize, Serialize};
 
-use crate::{collector::EventConsumer, kpageflags::KPageFlags, pagemap::Pagemap};
+use crate::{collector::EventConsumer, sys::kpageflags::KPageFlags, sys::pagemap::Pagemap};
 
 /// Open pagemap files kept at most; beyond that the cache starts over.
 const MAX_OPEN: usize = 256;
@@ -236,7 +236,7 @@ mod tests {
     fn root_with_large_folios() -> tempfile::TempDir {
         use std::os::unix::fs::FileExt;
 
-        use crate::kpageflags::kpf;
+        use crate::sys::kpageflags::kpf;
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("proc/4242")).unwrap();

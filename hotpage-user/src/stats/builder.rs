@@ -14,11 +14,11 @@ use crate::{
     bpf::SourceCounters,
     control::SnapshotSource,
     hotmap::{FeedCounters, HotMap, RecordMode},
-    node_meminfo::read_node_meminfo,
     promoter::{CounterSnapshot, PromoterReporter, RateLimit},
     sampling::{ResolveCounters, SamplerStatus},
-    topology::TierTopology,
-    vmstat::{kernel_promotions, read_vmstat},
+    sys::node_meminfo::read_node_meminfo,
+    sys::topology::TierTopology,
+    sys::vmstat::{kernel_promotions, read_vmstat},
 };
 
 /// Processes listed in a snapshot at most (by promoted, then ready pages).

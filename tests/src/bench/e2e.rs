@@ -15,12 +15,12 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use hotpage::{
-    kernel_settings::{
+    kernel::settings::{
         NUMA_BALANCING, PROMOTE_RATE_LIMIT, SCAN_DELAY_MS, SCAN_PERIOD_MAX_MS, SCAN_PERIOD_MIN_MS,
         SettingsGuard,
     },
     page_migration::move_pages,
-    vmstat::read_vmstat,
+    sys::vmstat::read_vmstat,
 };
 use serde::Serialize;
 
@@ -271,7 +271,7 @@ pub fn run_one(system: System, sc: &Scenario, fast_scan: bool) -> Result<RunResu
                 .context("starting hotpage run")?;
             let t = Instant::now();
             // Answers only once every source is attached.
-            let run_dir = Path::new(hotpage::kernel_settings::DEFAULT_RUN_DIR);
+            let run_dir = Path::new(hotpage::kernel::settings::DEFAULT_RUN_DIR);
             while hotpage::control::request(run_dir, &hotpage::control::Request::Ping).is_err() {
                 if let Ok(Some(st)) = child.try_wait() {
                     bail!("hotpage run exited: {st}");

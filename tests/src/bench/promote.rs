@@ -10,9 +10,9 @@ use std::{sync::Arc, time::Instant};
 use hotpage::{
     hotmap::{Access, HotMap, HotMapConfig, MemoryLayout, RecordMode},
     page_migration::{MPOL_MF_MOVE_ALL, move_pages},
-    pagemap::Pagemap,
     promoter::{NodeWorker, PromoterConfig, RateLimit, SystemEnv, TargetLedger, Targets},
-    topology::TierTopology,
+    sys::pagemap::Pagemap,
+    sys::topology::TierTopology,
 };
 use hotpage_common::source;
 use serde::Serialize;

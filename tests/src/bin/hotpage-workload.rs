@@ -58,7 +58,7 @@ enum Cmd {
 }
 
 fn node_free_pages(node: u32) -> Result<u64> {
-    let m = hotpage::node_meminfo::read_node_meminfo(std::path::Path::new("/"), node)?;
+    let m = hotpage::sys::node_meminfo::read_node_meminfo(std::path::Path::new("/"), node)?;
     Ok(m.get("MemFree").copied().context("no MemFree")? / 4)
 }
 

@@ -17,8 +17,8 @@ use thiserror::Error;
 pub use node_list::{ListError, parse_list};
 
 use crate::{
-    sysfs::{SysfsError, numbered_entries, read_hex, read_text},
-    zoneinfo::read_zoneinfo,
+    sys::sysfs::{SysfsError, numbered_entries, read_hex, read_text},
+    sys::zoneinfo::read_zoneinfo,
 };
 
 const NODE_DIR: &str = "sys/devices/system/node";

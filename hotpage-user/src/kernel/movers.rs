@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use crate::{
-    kernel_settings::{NUMA_BALANCING, NUMA_BALANCING_MEMORY_TIERING, PROMOTE_RATE_LIMIT},
-    sysfs::{numbered_entries, read_text, read_u64},
+    kernel::settings::{NUMA_BALANCING, NUMA_BALANCING_MEMORY_TIERING, PROMOTE_RATE_LIMIT},
+    sys::sysfs::{numbered_entries, read_text, read_u64},
 };
 
 const DAMON_KDAMONDS: &str = "sys/kernel/mm/damon/admin/kdamonds";
@@ -74,7 +74,7 @@ impl std::fmt::Display for FreeEnough {
 /// limit. Measured in the box: with node 0 at 2 GiB, mode 2 and a rate limit
 /// of 0 still promoted 512 MiB.
 pub fn kernel_promotes_freely(root: &Path, top_tier: &[u32]) -> Vec<FreeEnough> {
-    let Ok(zones) = crate::zoneinfo::read_zoneinfo(root) else { return Vec::new() };
+    let Ok(zones) = crate::sys::zoneinfo::read_zoneinfo(root) else { return Vec::new() };
     let mut out = Vec::new();
     for &nid in top_tier {
         let mine: Vec<_> = zones.iter().filter(|z| z.node == nid && z.present > 0).collect();

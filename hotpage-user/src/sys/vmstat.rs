@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use crate::sysfs::{SysfsError, read_text};
+use crate::sys::sysfs::{SysfsError, read_text};
 
 /// All counters of `<root>/proc/vmstat`, by name.
 pub fn read_vmstat(root: &Path) -> Result<BTreeMap<String, u64>, SysfsError> {

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use crate::sysfs::{SysfsError, read_text};
+use crate::sys::sysfs::{SysfsError, read_text};
 
 /// `Node 1 MemFree:  1003260 kB` lines, by field name, in kB.
 pub fn read_node_meminfo(root: &Path, nid: u32) -> Result<BTreeMap<String, u64>, SysfsError> {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::sysfs::{SysfsError, read_text};
+use crate::sys::sysfs::{SysfsError, read_text};
 
 /// One zone of one node, as `/proc/zoneinfo` prints it. Counts are pages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

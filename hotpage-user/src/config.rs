@@ -8,13 +8,13 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::{
-    bpf::LoadOptions,
     hotmap::{
         ConfigError as HotMapConfigError, DEFAULT_HINT_CAPACITY, HotMapConfig, RecordMode,
         SOURCE_HINT_FAULTS, SOURCE_HW_HINTS,
     },
     promoter::{PromoterConfig, PromoterError, RateLimit},
-    sampling::SamplesMode,
+    sources::LoadOptions,
+    sources::samples::SamplesMode,
 };
 
 /// Where `hotpage run` looks for its file when `--config` is not given.
@@ -65,7 +65,7 @@ impl Default for SourcesFile {
             hint_faults: true,
             samples: "auto".into(),
             sample_period: None,
-            cpu_budget_percent: crate::sampling::DEFAULT_BUDGET * 100.0,
+            cpu_budget_percent: crate::sources::samples::DEFAULT_BUDGET * 100.0,
         }
     }
 }

@@ -3,7 +3,6 @@
 //! Data flows one way: kernel (eBPF) → ring buffer → collector → hot map →
 //! promoter → stats.
 
-pub mod bpf;
 pub mod cli;
 pub mod collector;
 pub mod config;
@@ -13,9 +12,8 @@ pub mod hotmap;
 pub mod kernel;
 pub mod metrics_export;
 pub mod page_migration;
-pub mod perf_event;
 pub mod promoter;
-pub mod sampling;
+pub mod sources;
 pub mod stats;
 pub mod sys;
 

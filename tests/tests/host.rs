@@ -10,9 +10,11 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use hotpage::{
-    bpf::{CounterSnapshot, LoadOptions, LoadedSource, SourceKind},
     collector::{Collector, EventConsumer},
-    perf_event::{PerfEventAttr, PerfEventFd, attr_flags, perf_type, sample_type, sw_event},
+    sources::samples::perf_event::{
+        PerfEventAttr, PerfEventFd, attr_flags, perf_type, sample_type, sw_event,
+    },
+    sources::{CounterSnapshot, LoadOptions, LoadedSource, SourceKind},
     sys::pagemap::Pagemap,
 };
 use hotpage_common::{HotpageEvent, PfnRange, event_flags, source};
@@ -199,14 +201,18 @@ fn pfns_outside_the_tier_map_are_filtered_in_bpf() {
 #[test]
 fn software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns() {
     use hotpage::{
-        hotmap::{HotMap, HotMapConfig, HotMapFeeder},
-        sampling::{PfnResolver, SampleSource, Sampler},
+        collector::HotMapFeeder,
+        hotmap::{HotMap, HotMapConfig},
+        sources::{
+            AddressResolver,
+            samples::{SampleSource, Sampler},
+        },
     };
     require_root();
     let (layout, ranges) = hotpage_tests::host_tier::host_memory_as_lower_tier().unwrap();
     let map = Arc::new(HotMap::new(&layout, HotMapConfig::default(), 1 << 16).unwrap());
     map.start();
-    let mut consumer = PfnResolver::new(HotMapFeeder::new(map.clone()), Path::new("/"), &ranges);
+    let mut consumer = AddressResolver::new(HotMapFeeder::new(map.clone()), Path::new("/"), &ranges);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _guard = rt.enter();
     // The daemon's path: system-wide events, one per online CPU, the sample
@@ -220,7 +226,7 @@ fn software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns() {
         None,
     )
     .expect("software sampling on every CPU");
-    let cpus = hotpage::sampling::online_cpus(Path::new("/")).unwrap();
+    let cpus = hotpage::sources::samples::online_cpus(Path::new("/")).unwrap();
     assert_eq!(src.events().cpus(), cpus.len());
     let mut collector = Collector::new(vec![ring], Duration::from_millis(50)).unwrap();
 
@@ -251,15 +257,16 @@ fn software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns() {
 #[test]
 fn a_sample_on_a_thp_is_recorded_once_at_its_first_page_with_its_order() {
     use hotpage::{
-        hotmap::{HotMap, HotMapConfig, HotMapFeeder},
-        sampling::PfnResolver,
+        collector::HotMapFeeder,
+        hotmap::{HotMap, HotMapConfig},
+        sources::AddressResolver,
         sys::kpageflags::{Folio, KPageFlags},
     };
     require_root();
     let (layout, ranges) = hotpage_tests::host_tier::host_memory_as_lower_tier().unwrap();
     let map = Arc::new(HotMap::new(&layout, HotMapConfig::default(), 1 << 16).unwrap());
     map.start();
-    let mut consumer = PfnResolver::new(HotMapFeeder::new(map.clone()), Path::new("/"), &ranges);
+    let mut consumer = AddressResolver::new(HotMapFeeder::new(map.clone()), Path::new("/"), &ranges);
     let (mut src, perf) = sample_source(&LoadOptions::default(), 0);
     let ring = src.take_ring().unwrap();
 

@@ -14,15 +14,16 @@ use std::{
 };
 
 use hotpage::{
-    bpf::{LoadOptions, LoadedSource, SourceCounters, SourceKind},
+    collector::HotMapFeeder,
     collector::{Collector, EventConsumer},
-    hotmap::{HotMap, HotMapConfig, HotMapFeeder, MemoryLayout, RecordMode},
+    hotmap::{HotMap, HotMapConfig, MemoryLayout, RecordMode},
     kernel,
     kernel::settings::{
         self, NUMA_BALANCING, PROMOTE_RATE_LIMIT, SCAN_DELAY_MS, SCAN_PERIOD_MAX_MS, SCAN_PERIOD_MIN_MS,
         SettingsGuard,
     },
     promoter::{CounterSnapshot, Promoter, PromoterConfig, PromoterEnv, RateLimit, SystemEnv, Targets},
+    sources::{LoadOptions, LoadedSource, SourceCounters, SourceKind},
     sys::kpageflags::KPageFlags,
     sys::pagemap::Pagemap,
     sys::topology::TierTopology,

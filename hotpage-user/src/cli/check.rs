@@ -12,7 +12,7 @@ use crate::{
     kernel,
     kernel::movers,
     kernel::settings::{NUMA_BALANCING, NUMA_BALANCING_MEMORY_TIERING, PROMOTE_RATE_LIMIT},
-    sampling::{PmuError, Sampler},
+    sources::samples::{PmuError, Sampler},
     sys::sysfs::{read_text, read_u64},
     sys::topology::TierTopology,
 };

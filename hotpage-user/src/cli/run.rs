@@ -14,16 +14,15 @@ use clap::Args;
 
 use super::{Preflight, Shutdown, preflight, recover_only, report_recovered};
 use crate::{
-    bpf::{LoadedSource, SourceCounters, SourceKind},
-    collector::Collector,
+    collector::{Collector, HotMapFeeder},
     config::{DEFAULT_CONFIG, FileConfig, RunConfig},
     control::{ControlServer, SnapshotSource},
-    hotmap::{HotMap, HotMapFeeder, MemoryLayout, RecordMode},
+    hotmap::{HotMap, MemoryLayout, RecordMode},
     kernel::movers,
     kernel::settings::SettingsGuard,
     metrics_export,
     promoter::{Promoter, RateLimit, SystemEnv, Targets},
-    sampling::{PfnResolver, SampleSource},
+    sources::{AddressResolver, LoadedSource, SourceCounters, SourceKind, samples::SampleSource},
     stats::{AttachedSource, SnapshotBuilder},
     sys::thread_time::thread_cpu_time,
     sys::vmstat,
@@ -241,7 +240,7 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
     let map = Arc::new(HotMap::new(&MemoryLayout::from(&topo), cfg.hotmap, cfg.hint_capacity)?);
     let feeder = HotMapFeeder::new(map.clone());
     let feed_counters = feeder.counters();
-    let mut consumer = PfnResolver::new(feeder, root, &ranges);
+    let mut consumer = AddressResolver::new(feeder, root, &ranges);
     let targets = Targets::new(&topo, cfg.hotmap.mode, cfg.target_nid);
     let lower: Vec<String> = topo
         .lower_tier_nodes()

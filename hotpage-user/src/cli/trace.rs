@@ -15,12 +15,10 @@ use tokio::sync::Notify;
 
 use super::{Preflight, Shutdown, preflight, recover_only, report_recovered};
 use crate::{
-    bpf::{CounterSnapshot, LoadOptions, LoadedSource, SourceCounters, SourceKind},
-    collector::{Collector, EventConsumer},
-    hotmap::{
-        DEFAULT_HINT_CAPACITY, FeedStats, HotMap, HotMapConfig, HotMapCounters, HotMapFeeder, MemoryLayout,
-    },
+    collector::{Collector, EventConsumer, FeedStats, HotMapFeeder},
+    hotmap::{DEFAULT_HINT_CAPACITY, HotMap, HotMapConfig, HotMapCounters, MemoryLayout},
     kernel::settings::SettingsGuard,
+    sources::{CounterSnapshot, LoadOptions, LoadedSource, SourceCounters, SourceKind},
 };
 
 #[derive(Debug, Args)]

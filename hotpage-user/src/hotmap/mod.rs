@@ -21,7 +21,6 @@
 
 mod config;
 mod directory;
-mod feeder;
 mod hints;
 mod layout;
 mod record;
@@ -39,7 +38,6 @@ use crate::counters::ThreadCounter;
 
 pub use config::{ConfigError, HotMapConfig, KNOWN_SOURCES, SOURCE_HINT_FAULTS, SOURCE_HW_HINTS};
 use directory::Directory;
-pub use feeder::{FeedCounters, FeedStats, HotMapFeeder};
 pub use hints::{Hint, HintTable};
 pub use layout::{LayoutNode, MemoryLayout, NodeRange, Segment};
 pub use record::{NUMA_NO_NODE, RecordFields, RecordMode, UpdateParams};

@@ -11,11 +11,11 @@ use std::{
 
 use super::{HotMapRow, KERNEL_COUNTERS, NodeRow, ProcessRow, PromoterRow, Snapshot, SourceRow};
 use crate::{
-    bpf::SourceCounters,
+    collector::FeedCounters,
     control::SnapshotSource,
-    hotmap::{FeedCounters, HotMap, RecordMode},
+    hotmap::{HotMap, RecordMode},
     promoter::{CounterSnapshot, PromoterReporter, RateLimit},
-    sampling::{ResolveCounters, SamplerStatus},
+    sources::{ResolveCounters, SourceCounters, samples::SamplerStatus},
     sys::node_meminfo::read_node_meminfo,
     sys::topology::TierTopology,
     sys::vmstat::{kernel_promotions, read_vmstat},

@@ -17,10 +17,9 @@ pub use prometheus::{CONTENT_TYPE, render as render_prometheus};
 pub use table::{render_stats, render_top};
 
 use crate::{
-    bpf::CounterSnapshot as BpfCounters,
-    hotmap::FeedStats,
+    collector::FeedStats,
     promoter::NodeReport,
-    sampling::{ResolveStats, SamplerSnapshot},
+    sources::{CounterSnapshot as BpfCounters, ResolveStats, samples::SamplerSnapshot},
 };
 
 /// Kernel counters shown beside hotpage's own (from /proc/vmstat).

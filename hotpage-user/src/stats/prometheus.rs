@@ -296,9 +296,9 @@ pub fn render(s: &Snapshot) -> String {
     o.sample("hotpage_hint_evictions_total", &[], s.hotmap.hint_evictions as f64);
     if let Some(sm) = &s.sampler {
         let kind = match sm.kind {
-            Some(crate::sampling::SamplerKind::IbsOp) => "ibs_op",
-            Some(crate::sampling::SamplerKind::PebsLoadLatency) => "pebs_load_latency",
-            Some(crate::sampling::SamplerKind::SoftwarePageFaults) => "software_page_faults",
+            Some(crate::sources::samples::SamplerKind::IbsOp) => "ibs_op",
+            Some(crate::sources::samples::SamplerKind::PebsLoadLatency) => "pebs_load_latency",
+            Some(crate::sources::samples::SamplerKind::SoftwarePageFaults) => "software_page_faults",
             None => "",
         };
         o.family("hotpage_sample_period", "gauge", "Events between samples now, set by the CPU budget.");

@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 
 use super::{HotMapRow, NodeRow, PromoterRow, Snapshot, SourceRow};
 use crate::{
-    bpf::CounterSnapshot as Bpf,
-    hotmap::FeedStats,
+    collector::FeedStats,
     promoter::{CounterSnapshot, LatencySnapshot, stats::LATENCY_BUCKETS_MS},
-    sampling::{ResolveStats, SamplerKind, SamplerSnapshot},
+    sources::{
+        CounterSnapshot as Bpf, ResolveStats,
+        samples::{SamplerKind, SamplerSnapshot},
+    },
 };
 
 pub fn snapshot() -> Snapshot {

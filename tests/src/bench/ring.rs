@@ -11,9 +11,11 @@ use std::{
 };
 
 use hotpage::{
-    bpf::{LoadOptions, LoadedSource, SourceKind, enable_run_time_stats},
     collector::{Collector, EventConsumer},
-    perf_event::{PerfEventAttr, PerfEventFd, attr_flags, perf_type, sample_type, sw_event},
+    sources::samples::perf_event::{
+        PerfEventAttr, PerfEventFd, attr_flags, perf_type, sample_type, sw_event,
+    },
+    sources::{LoadOptions, LoadedSource, SourceKind, enable_run_time_stats},
 };
 use hotpage_common::HotpageEvent;
 use serde::Serialize;

@@ -17,11 +17,13 @@ use std::{
 };
 
 use hotpage::{
-    bpf::{LoadOptions, enable_run_time_stats},
     collector::Collector,
-    hotmap::{HotMap, HotMapConfig, HotMapFeeder},
-    perf_event::PerfEventFd,
-    sampling::{DEFAULT_BUDGET, PfnResolver, SampleSource, Sampler},
+    collector::HotMapFeeder,
+    hotmap::{HotMap, HotMapConfig},
+    sources::AddressResolver,
+    sources::samples::perf_event::PerfEventFd,
+    sources::samples::{DEFAULT_BUDGET, SampleSource, Sampler},
+    sources::{LoadOptions, enable_run_time_stats},
 };
 use serde::Serialize;
 
@@ -99,7 +101,7 @@ fn paced_faults(rate: u64, stop: Arc<AtomicBool>) -> u64 {
 }
 
 fn online_cpus() -> anyhow::Result<Vec<u32>> {
-    Ok(hotpage::sampling::online_cpus(Path::new("/"))?)
+    Ok(hotpage::sources::samples::online_cpus(Path::new("/"))?)
 }
 
 fn round(variant: Variant, rate: u64, secs: f64) -> anyhow::Result<Round> {
@@ -146,7 +148,7 @@ fn round(variant: Variant, rate: u64, secs: f64) -> anyhow::Result<Round> {
             let (layout, ranges) = crate::host_tier::host_memory_as_lower_tier()?;
             let map = Arc::new(HotMap::new(&layout, HotMapConfig::default(), 1 << 18)?);
             map.start();
-            let mut consumer = PfnResolver::new(HotMapFeeder::new(map), Path::new("/"), &ranges);
+            let mut consumer = AddressResolver::new(HotMapFeeder::new(map), Path::new("/"), &ranges);
             let opts = LoadOptions { ring_bytes: 16 << 20, ..LoadOptions::default() };
             let (mut src, ring, counters) = SampleSource::start(
                 Path::new("/"),

@@ -101,21 +101,22 @@ fn power_off(rc: i32) -> ! {
 /// the stale int3 and oops ("Oops: int3" in do_user_addr_fault, seen in the
 /// e2e benchmark). With the key held on from boot, the sample source's events
 /// never patch code. The same for BPF run-time statistics (`bpf_stats_enabled_key`).
-fn hold_static_keys() -> (Option<hotpage::perf_event::PerfEventFd>, Option<std::os::fd::OwnedFd>) {
-    let mut attr = hotpage::perf_event::PerfEventAttr::new(
-        hotpage::perf_event::perf_type::SOFTWARE,
-        hotpage::perf_event::sw_event::PAGE_FAULTS,
+fn hold_static_keys()
+-> (Option<hotpage::sources::samples::perf_event::PerfEventFd>, Option<std::os::fd::OwnedFd>) {
+    let mut attr = hotpage::sources::samples::perf_event::PerfEventAttr::new(
+        hotpage::sources::samples::perf_event::perf_type::SOFTWARE,
+        hotpage::sources::samples::perf_event::sw_event::PAGE_FAULTS,
     );
     attr.flags = 0;
     // pid -1 needs a cpu; CPU 0 is always online in the box.
-    let event = match hotpage::perf_event::PerfEventFd::open(&attr, -1, 0) {
+    let event = match hotpage::sources::samples::perf_event::PerfEventFd::open(&attr, -1, 0) {
         Ok(fd) => Some(fd),
         Err(e) => {
             eprintln!("box-init: could not hold the page-fault perf event open: {e}");
             None
         }
     };
-    let stats = match hotpage::bpf::enable_run_time_stats() {
+    let stats = match hotpage::sources::enable_run_time_stats() {
         Ok(fd) => Some(fd),
         Err(e) => {
             eprintln!("box-init: BPF run-time statistics: {e}");

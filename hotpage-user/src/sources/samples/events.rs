@@ -12,7 +12,7 @@ use std::{
 use thiserror::Error;
 
 use super::pmu::Sampler;
-use crate::{perf_event::PerfEventFd, sys::sysfs::read_text, sys::topology::parse_list};
+use crate::{sources::samples::perf_event::PerfEventFd, sys::sysfs::read_text, sys::topology::parse_list};
 
 #[derive(Debug, Error)]
 pub enum EventsError {

@@ -2,13 +2,13 @@
 //! load-latency samples, or software page-fault samples where no PMU samples
 //! memory, through the `hw_sample` perf_event program into the same ring,
 //! collector and hot map as hint faults. Samples without a physical address
-//! get their pfn from pagemap ([`PfnResolver`]); a CPU budget moves the sample
+//! get their pfn from pagemap ([`crate::sources::AddressResolver`]); a CPU budget moves the sample
 //! period ([`CpuBudget`]).
 
 pub mod budget;
 pub mod events;
+pub mod perf_event;
 pub mod pmu;
-pub mod resolver;
 
 use std::{
     os::fd::{AsFd, OwnedFd},
@@ -28,9 +28,10 @@ use thiserror::Error;
 pub use budget::{CpuBudget, DEFAULT_BUDGET, IntervalCost};
 pub use events::{CpuEvents, EventsError, online_cpus};
 pub use pmu::{PmuError, Sampler, SamplerKind};
-pub use resolver::{PfnResolver, ResolveCounters, ResolveStats};
 
-use crate::bpf::{BpfError, LoadOptions, LoadedSource, SourceCounters, SourceKind, enable_run_time_stats};
+use crate::sources::{
+    BpfError, LoadOptions, LoadedSource, SourceCounters, SourceKind, enable_run_time_stats,
+};
 
 /// `[sources] samples`: which sampler, if any.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,10 @@
 //! task serves any number of sources. The programs wake the consumer only every
 //! N events (`wakeup_every`), so a timer drains whatever tail is left.
 
+mod feeder;
+
+pub use feeder::{FeedCounters, FeedStats, HotMapFeeder};
+
 use std::{
     future::Future,
     io,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::{
-    perf_event::{PerfEventAttr, attr_flags, perf_type, sample_type, sw_event},
+    sources::samples::perf_event::{PerfEventAttr, attr_flags, perf_type, sample_type, sw_event},
     sys::sysfs::{SysfsError, read_text, read_u64},
 };
 

@@ -64,7 +64,7 @@ impl ResolveCounters {
     }
 }
 
-pub struct PfnResolver<C> {
+pub struct AddressResolver<C> {
     next: C,
     root: PathBuf,
     /// Lower-tier `[start, end)` pfn ranges with their node, sorted.
@@ -77,7 +77,7 @@ pub struct PfnResolver<C> {
     out: Vec<HotpageEvent>,
 }
 
-impl<C: EventConsumer> PfnResolver<C> {
+impl<C: EventConsumer> AddressResolver<C> {
     /// `ranges`: the lower-tier pfn ranges, as the BPF tier filter takes them.
     pub fn new(next: C, root: &Path, ranges: &[PfnRange]) -> Self {
         let mut ranges: Vec<(u64, u64, i32)> =
@@ -162,7 +162,7 @@ fn needs_lookup(ev: &HotpageEvent) -> bool {
     ev.flags & event_flags::NEED_PFN != 0 || ev.source == source::HW_SAMPLE
 }
 
-impl<C: EventConsumer> EventConsumer for PfnResolver<C> {
+impl<C: EventConsumer> EventConsumer for AddressResolver<C> {
     fn consume(&mut self, ev: &HotpageEvent) {
         self.consume_batch(std::slice::from_ref(ev));
     }
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn events_with_a_pfn_pass_untouched_and_gone_processes_are_counted() {
-        let mut r = PfnResolver::new(Sink::default(), Path::new("/nonexistent"), &[range(0, 100, 1)]);
+        let mut r = AddressResolver::new(Sink::default(), Path::new("/nonexistent"), &[range(0, 100, 1)]);
         let with = HotpageEvent { pfn: 5, page_nid: 1, pid: 7, ..HotpageEvent::default() };
         r.consume_batch(&[with, need_pfn(u32::MAX, 0x1000)]);
         r.drained();
@@ -260,7 +260,7 @@ mod tests {
     #[test]
     fn samples_are_recorded_at_their_folios_first_page_with_its_order() {
         let root = root_with_large_folios();
-        let mut r = PfnResolver::new(Sink::default(), root.path(), &[range(0, 10_000, 1)]);
+        let mut r = AddressResolver::new(Sink::default(), root.path(), &[range(0, 10_000, 1)]);
         let sample = |pfn: u64, vaddr: u64, flags: u8| HotpageEvent {
             pfn,
             vaddr,
@@ -287,7 +287,8 @@ mod tests {
 
     #[test]
     fn ranges_decide_the_node() {
-        let r = PfnResolver::new(Sink::default(), Path::new("/"), &[range(300, 400, 2), range(100, 200, 1)]);
+        let r =
+            AddressResolver::new(Sink::default(), Path::new("/"), &[range(300, 400, 2), range(100, 200, 1)]);
         assert_eq!(r.node_of(100), Some(1));
         assert_eq!(r.node_of(199), Some(1));
         assert_eq!(r.node_of(200), None);

@@ -173,7 +173,7 @@ impl LoadedSource {
     }
 
     /// Loads the sample program (perf_event); the caller attaches it to its
-    /// own perf events with [`crate::perf_event::PerfEventFd::attach_bpf`].
+    /// own perf events with [`crate::sources::samples::perf_event::PerfEventFd::attach_bpf`].
     pub fn load_perf_program(&mut self) -> Result<&PerfEvent, BpfError> {
         let name = self.kind.program();
         let program_err = |error: ProgramError| BpfError::Program {

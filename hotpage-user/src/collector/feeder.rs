@@ -9,8 +9,11 @@ use std::sync::{
 use hotpage_common::{HotpageEvent, event_flags};
 use serde::Serialize;
 
-use super::{Access, HotMap, RecordError, Recorded};
-use crate::{collector::EventConsumer, sys::clock::ns_to_tick};
+use super::EventConsumer;
+use crate::{
+    hotmap::{Access, HotMap, RecordError, Recorded},
+    sys::clock::ns_to_tick,
+};
 
 /// How the events fed so far fared, by `record_access()` outcome.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]

@@ -5,16 +5,13 @@
 
 pub mod cli;
 pub mod collector;
-pub mod config;
-pub mod control;
 pub mod counters;
+pub mod daemon;
 pub mod hotmap;
 pub mod kernel;
-pub mod metrics_export;
-pub mod page_migration;
 pub mod promoter;
+pub mod report;
 pub mod sources;
-pub mod stats;
 pub mod sys;
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
             // One line: the error and its causes, joined.
             eprintln!("hotpage: error: {err:#}");
             // A bad configuration file is a usage error, like a bad flag.
-            if err.downcast_ref::<hotpage::config::ConfigFileError>().is_some() {
+            if err.downcast_ref::<hotpage::daemon::config::ConfigFileError>().is_some() {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)

@@ -217,8 +217,9 @@ mod with_a_daemon {
     use std::{collections::BTreeMap, sync::Arc};
 
     use hotpage::{
-        control::{ControlServer, SnapshotSource},
-        stats::{NodeRow, ProcessRow, PromoterRow, Snapshot},
+        daemon::control::ControlServer,
+        report::SnapshotSource,
+        report::{NodeRow, ProcessRow, PromoterRow, Snapshot},
     };
 
     use super::*;

@@ -3,7 +3,7 @@
 
 use std::{io, time::Instant};
 
-use hotpage::page_migration::page_nodes;
+use hotpage::promoter::move_pages::page_nodes;
 
 use crate::memory::{PAGE, Region};
 

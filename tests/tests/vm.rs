@@ -22,7 +22,7 @@ use hotpage::{
         self, NUMA_BALANCING, PROMOTE_RATE_LIMIT, SCAN_DELAY_MS, SCAN_PERIOD_MAX_MS, SCAN_PERIOD_MIN_MS,
         SettingsGuard,
     },
-    promoter::{CounterSnapshot, Promoter, PromoterConfig, PromoterEnv, RateLimit, SystemEnv, Targets},
+    promoter::{CounterSnapshot, LiveSystem, Promoter, PromoterConfig, PromoterSystem, RateLimit, Targets},
     sources::{LoadOptions, LoadedSource, SourceCounters, SourceKind},
     sys::kpageflags::KPageFlags,
     sys::pagemap::Pagemap,
@@ -82,11 +82,9 @@ impl HintFaults {
         let btf = kernel::kernel_btf(root()).expect("kernel BTF");
         let hook = kernel::hint_fault_hook(&btf, &kernel::release(root())).expect("a hint-fault hook");
         assert_eq!(hook, "numa_migrate_check", "Linux 6.12 has numa_migrate_check");
-        let mut src = LoadedSource::load(SourceKind::HintFault, &LoadOptions::default()).expect("load");
-        src.set_lower_tier(&topo.lower_tier_ranges().unwrap()).unwrap();
-        let ring = src.take_ring().unwrap();
-        let counters = src.take_counters().unwrap();
-        src.attach_fentry(hook).expect("fentry attaches in the box");
+        let ranges = topo.lower_tier_ranges().unwrap();
+        let (src, ring, counters) = LoadedSource::hint_faults(&LoadOptions::default(), &ranges, hook)
+            .expect("fentry attaches in the box");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let collector = {
             let _g = rt.enter();
@@ -375,7 +373,7 @@ impl Pipeline {
         let map = Arc::new(HotMap::new(&MemoryLayout::from(topo), HotMapConfig::default(), 1 << 18).unwrap());
         let feeder = HotMapFeeder::new(map.clone());
         let targets = Targets::new(topo, RecordMode::Default, None);
-        let promoter = Promoter::start(map.clone(), targets, config, |_| SystemEnv::new(root())).unwrap();
+        let promoter = Promoter::start(map.clone(), targets, config, |_| LiveSystem::new(root())).unwrap();
         Self { faults, feeder, map, promoter, vmstat0, _kernel: kernel }
     }
 
@@ -510,7 +508,7 @@ fn observe_only_moves_nothing_but_counts_what_would_move() {
 }
 
 fn node_free_and_low(node: u32) -> (u64, u64) {
-    let mut env = SystemEnv::new(root());
+    let mut env = LiveSystem::new(root());
     let m = env.node_memory(node).unwrap();
     (m.free, m.low)
 }

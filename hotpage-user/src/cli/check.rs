@@ -8,7 +8,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::{
-    control::{self, Request, Response},
+    daemon::control::{self, Request, Response},
     kernel,
     kernel::movers,
     kernel::settings::{NUMA_BALANCING, NUMA_BALANCING_MEMORY_TIERING, PROMOTE_RATE_LIMIT},

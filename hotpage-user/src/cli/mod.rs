@@ -4,24 +4,13 @@
 mod check;
 mod nodes;
 mod run;
-mod shutdown;
 mod stats;
 mod trace;
 
-pub use shutdown::Shutdown;
+use std::path::PathBuf;
 
-use crate::{
-    kernel,
-    kernel::settings::{self, SavedSetting},
-    sys::sysfs::read_u64,
-    sys::topology::TierTopology,
-};
-
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use hotpage_common::PfnRange;
 
 /// Finds hot pages on lower-tier (CXL) memory and promotes them to a fast node.
 #[derive(Debug, Parser)]
@@ -82,71 +71,4 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => check::run(&cli.root, &cli.run_dir, args),
         Command::Trace(args) => trace::run(&cli.root, &cli.run_dir, args),
     }
-}
-
-/// What `run` and `trace` need before they change anything.
-struct Preflight {
-    topo: TierTopology,
-    ranges: Vec<PfnRange>,
-    release: String,
-    /// The hint-fault hook, when hint faults are wanted.
-    hook: Option<&'static str>,
-}
-
-/// Checks in the order an operator fixes them: what the machine lacks is
-/// reported before what the user lacks.
-fn preflight(root: &Path, what: &str, hint_faults: bool) -> Result<Preflight> {
-    let topo = TierTopology::read(root).context("reading the NUMA topology")?;
-    topo.require_lower_tier(root)?;
-    let ranges = topo.lower_tier_ranges()?;
-    let release = kernel::release(root);
-    // Both programs are CO-RE: BTF is needed even without the hint-fault hook.
-    let btf = kernel::kernel_btf(root)?;
-    let hook = if hint_faults { Some(kernel::hint_fault_hook(&btf, &release)?) } else { None };
-    drop(btf);
-    require_root(what)?;
-    Ok(Preflight { topo, ranges, release, hook })
-}
-
-/// Without changing settings: still put back what a crashed run left behind.
-fn recover_only(root: &Path, run_dir: &Path) {
-    match settings::recover(root, run_dir) {
-        Ok(recovered) => report_recovered(&recovered),
-        Err(e) => tracing::warn!("{e}"),
-    }
-    warn_if_no_hint_faults(root);
-}
-
-fn report_recovered(recovered: &[SavedSetting]) {
-    for s in recovered {
-        eprintln!(
-            "hotpage: restored {} to {} (left at {} by a hotpage that did not stop cleanly)",
-            s.path, s.original, s.applied
-        );
-    }
-}
-
-/// Hint faults on lower-tier pages need NUMA balancing on (mode 2 tiers, 1 or 3 too).
-fn warn_if_no_hint_faults(root: &Path) {
-    match read_u64(&root.join("proc/sys/kernel/numa_balancing")) {
-        Ok(0) => tracing::warn!(
-            "kernel.numa_balancing is 0: the kernel makes no hint faults, so no events will come \
-             (set it to 2 for memory tiering)"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!("{e}: this kernel may lack CONFIG_NUMA_BALANCING"),
-    }
-}
-
-/// BPF programs and pfns in pagemap need root.
-fn require_root(what: &str) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("{what} needs root (it loads BPF programs and reads pfns from pagemap): run it with sudo");
-    }
-    Ok(())
-}
-
-fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }

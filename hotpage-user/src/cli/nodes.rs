@@ -8,7 +8,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::{
-    stats::{node_memory, table},
+    report::{node_memory, table},
     sys::topology::TierTopology,
 };
 

@@ -11,8 +11,8 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::{
-    control::{Request, Response, request},
-    stats::{Snapshot, render_prometheus, render_stats, render_top},
+    daemon::control::{Request, Response, request},
+    report::{Snapshot, render_prometheus, render_stats, render_top},
 };
 
 #[derive(Debug, Args)]

@@ -13,9 +13,12 @@ use hotpage_common::{HotpageEvent, event_flags, source};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::{Preflight, Shutdown, preflight, recover_only, report_recovered};
 use crate::{
     collector::{Collector, EventConsumer, FeedStats, HotMapFeeder},
+    daemon::{
+        Shutdown,
+        preflight::{Preflight, preflight, recover_only, report_recovered, tokio_runtime},
+    },
     hotmap::{DEFAULT_HINT_CAPACITY, HotMap, HotMapConfig, HotMapCounters, MemoryLayout},
     kernel::settings::SettingsGuard,
     sources::{CounterSnapshot, LoadOptions, LoadedSource, SourceCounters, SourceKind},
@@ -53,7 +56,7 @@ pub struct TraceArgs {
 }
 
 pub fn run(root: &Path, run_dir: &Path, args: TraceArgs) -> Result<()> {
-    let rt = super::tokio_runtime()?;
+    let rt = tokio_runtime()?;
     rt.block_on(trace(root, run_dir, args))
 }
 
@@ -75,11 +78,7 @@ async fn trace(root: &Path, run_dir: &Path, args: TraceArgs) -> Result<()> {
     };
 
     let opts = LoadOptions { wakeup_every: args.wakeup_every, ..LoadOptions::default() };
-    let mut src = LoadedSource::load(SourceKind::HintFault, &opts)?;
-    src.set_lower_tier(&ranges)?;
-    let ring = src.take_ring()?;
-    let counters = src.take_counters()?;
-    src.attach_fentry(hook)?;
+    let (src, ring, counters) = LoadedSource::hint_faults(&opts, &ranges, hook)?;
     tracing::info!(hook, ranges = ranges.len(), "hint-fault program attached");
 
     // The events also feed a hot map, as in `hotpage run`, so its counters show

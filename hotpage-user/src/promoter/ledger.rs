@@ -11,7 +11,7 @@ use std::{
 
 use hotpage_common::PAGE_SIZE;
 
-use super::{PromoterConfig, env::NodeMemory, rate::TokenBucket, stats::Counter};
+use super::{PromoterConfig, rate::TokenBucket, stats::Counter, system::NodeMemory};
 
 /// How long a reading of a target's free memory stays good, in ms ticks: the
 /// workers subtract their own reservations, and others' allocations in this

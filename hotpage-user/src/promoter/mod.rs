@@ -8,10 +8,12 @@
 //! watermark on the target bound what moves; pages that must wait get their
 //! record re-armed rather than losing their hotness.
 
-pub mod env;
 pub mod ledger;
+pub mod move_pages;
 pub mod rate;
 pub mod stats;
+pub mod system;
+mod targets;
 mod worker;
 
 use std::{
@@ -27,16 +29,14 @@ use std::{
 use serde::Serialize;
 use thiserror::Error;
 
-pub use env::{Mapping, NodeMemory, PromoterEnv, SystemEnv};
 pub use ledger::TargetLedger;
 pub use rate::{RateLimit, TokenBucket};
 pub use stats::{Counter, CounterSnapshot, LatencySnapshot, NodeStats};
+pub use system::{LiveSystem, Mapping, NodeMemory, PromoterSystem};
+pub use targets::Targets;
 pub use worker::{NodeWorker, RoundEnd};
 
-use crate::{
-    hotmap::{HotMap, ReadyPage, RecordMode},
-    sys::topology::TierTopology,
-};
+use crate::hotmap::HotMap;
 
 /// The promoter's knobs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,80 +109,6 @@ impl PromoterConfig {
     }
 }
 
-/// Where pages of each lower-tier node go, and which nodes are top tier.
-#[derive(Clone, Debug, Default)]
-pub struct Targets {
-    nearest: HashMap<u32, u32>,
-    top_tier: Vec<u32>,
-    ranges: Vec<(u64, u64, u32)>,
-    precise: bool,
-    /// The operator's `target_nid`, when given.
-    target_nid: Option<u32>,
-}
-
-impl Targets {
-    /// `target_nid`: the operator's promotion target (`vm.pghot_target_nid`),
-    /// when set; otherwise each lower-tier node promotes to its nearest
-    /// top-tier node.
-    pub fn new(topo: &TierTopology, mode: RecordMode, target_nid: Option<u32>) -> Self {
-        Self {
-            target_nid,
-            nearest: topo
-                .lower_tier_nodes()
-                .filter_map(|n| Some((n.id, topo.nearest_top_tier(n.id)?)))
-                .collect(),
-            top_tier: topo.top_tier_nodes().filter(|n| !n.pfn_ranges.is_empty()).map(|n| n.id).collect(),
-            ranges: {
-                let mut v: Vec<_> = topo
-                    .nodes
-                    .iter()
-                    .flat_map(|n| n.pfn_ranges.iter().map(move |&(s, e)| (s, e, n.id)))
-                    .collect();
-                v.sort_unstable();
-                v
-            },
-            precise: mode == RecordMode::Precise,
-        }
-    }
-
-    /// In precise mode the recorded accessing node when it is top tier (as
-    /// pghot); else the operator's `target_nid` (pghot's default-mode target);
-    /// else the nearest top-tier node of the page's node.
-    pub fn pick(&self, page: &ReadyPage) -> Option<u32> {
-        if self.precise && self.is_top_tier(page.fields.nid) {
-            return Some(page.fields.nid);
-        }
-        self.default_target(page.node)
-    }
-
-    /// Where a page of `lower` goes without a recorded node.
-    pub fn default_target(&self, lower: u32) -> Option<u32> {
-        self.target_nid.filter(|&t| self.is_top_tier(t)).or_else(|| self.nearest(lower))
-    }
-
-    /// Every node pages of `lower` may be promoted to.
-    pub fn possible(&self, lower: u32) -> Vec<u32> {
-        if self.precise {
-            return self.top_tier.clone();
-        }
-        self.default_target(lower).into_iter().collect()
-    }
-
-    pub fn nearest(&self, lower: u32) -> Option<u32> {
-        self.nearest.get(&lower).copied()
-    }
-
-    pub fn is_top_tier(&self, nid: u32) -> bool {
-        self.top_tier.contains(&nid)
-    }
-
-    pub fn node_of_pfn(&self, pfn: u64) -> Option<u32> {
-        let i = self.ranges.partition_point(|r| r.0 <= pfn);
-        let r = self.ranges.get(i.checked_sub(1)?)?;
-        (pfn < r.1).then_some(r.2)
-    }
-}
-
 /// Parks until `deadline` or until `stop` is set (stopping unparks the thread).
 fn sleep_until(deadline: Instant, stop: &AtomicBool) {
     loop {
@@ -247,7 +173,7 @@ pub struct Promoter {
 impl Promoter {
     /// Starts one worker thread per lower-tier node of the map (`kmigrated%d`),
     /// each with its own environment from `make_env`, and marks the map started.
-    pub fn start<E: PromoterEnv + 'static>(
+    pub fn start<E: PromoterSystem + 'static>(
         map: Arc<HotMap>,
         targets: Targets,
         config: PromoterConfig,

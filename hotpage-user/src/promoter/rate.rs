@@ -1,7 +1,7 @@
 //! Promotion rate limit per target node: a token bucket in bytes, refilled at
 //! the limit and holding at most one second's worth (the kernel's limit is
 //! also per second). 0 MB/s means observe only. Time is the promoter's ms
-//! ticks (`PromoterEnv::now_tick`), so tests drive it.
+//! ticks (`PromoterSystem::now_tick`), so tests drive it.
 
 use serde::{Deserialize, Serialize};
 

@@ -28,7 +28,7 @@ type Responder = Box<dyn FnMut(&Call, &mut [i32]) -> io::Result<u64> + Send>;
 /// read the same /sys).
 type SharedMemory = Arc<Mutex<HashMap<u32, NodeMemory>>>;
 
-struct FakeEnv {
+struct FakeSystem {
     /// Overrides of where (pid, vaddr) maps; by default the hint's own pfn.
     mappings: HashMap<(u32, u64), Mapping>,
     flags: HashMap<u64, u64>,
@@ -61,7 +61,7 @@ fn move_all() -> Responder {
     })
 }
 
-impl FakeEnv {
+impl FakeSystem {
     fn new(respond: Responder) -> Self {
         Self {
             mappings: HashMap::new(),
@@ -76,14 +76,14 @@ impl FakeEnv {
     }
 }
 
-impl PromoterEnv for FakeEnv {
+impl PromoterSystem for FakeSystem {
     fn mapping(&mut self, pid: u32, vaddr: u64) -> Mapping {
         self.lookups.fetch_add(1, Ordering::Relaxed);
         self.mappings.get(&(pid, vaddr)).copied().unwrap_or(Mapping::Present(pfn_of(vaddr)))
     }
 
     fn page_flags(&mut self, pfn: u64) -> Option<u64> {
-        Some(self.flags.get(&pfn).copied().unwrap_or(env::kpf::LRU))
+        Some(self.flags.get(&pfn).copied().unwrap_or(system::kpf::LRU))
     }
 
     fn node_memory(&mut self, nid: u32) -> Option<NodeMemory> {
@@ -154,7 +154,12 @@ fn ready(map: &HotMap, pfn: u64, pid: u32, nid: i32) {
     map.record(&Access { now: 750, ..a }.mapped(pid, vaddr_of(pfn))).unwrap();
 }
 
-fn worker(map: &Arc<HotMap>, targets: Targets, config: PromoterConfig, env: FakeEnv) -> NodeWorker<FakeEnv> {
+fn worker(
+    map: &Arc<HotMap>,
+    targets: Targets,
+    config: PromoterConfig,
+    env: FakeSystem,
+) -> NodeWorker<FakeSystem> {
     let ledger = TargetLedger::new(&config);
     NodeWorker::new(1, map.clone(), Arc::new(targets), config, env, ledger, Arc::default())
 }
@@ -172,7 +177,7 @@ fn batches_of_512_grouped_by_process() {
     for i in 0..100 {
         ready(&map, 2 * S + i, 8, 0);
     }
-    let env = FakeEnv::new(move_all());
+    let env = FakeSystem::new(move_all());
     let calls = env.calls.clone();
     let mut w = worker(&map, targets, unlimited(), env);
     let end = w.round(true);
@@ -181,7 +186,7 @@ fn batches_of_512_grouped_by_process() {
     let shape: Vec<(u32, usize)> = calls.iter().map(|c| (c.pid, c.pages.len())).collect();
     assert_eq!(shape, vec![(7, 512), (7, 512), (7, 476), (8, 100)]);
     assert!(calls.iter().all(|c| c.nodes.as_ref().unwrap().iter().all(|&n| n == 0)));
-    assert!(calls.iter().all(|c| c.flags == crate::page_migration::MPOL_MF_MOVE_ALL));
+    assert!(calls.iter().all(|c| c.flags == move_pages::MPOL_MF_MOVE_ALL));
     assert_eq!(calls[0].pages[0], vaddr_of(S), "address order within a batch");
     let s = w.stats().snapshot();
     assert_eq!((s.candidates, s.moved, s.move_calls, s.moved_bytes), (1600, 1600, 4, 1600 * 4096));
@@ -195,7 +200,7 @@ fn precise_mode_groups_by_the_recorded_top_tier_node() {
     for i in 0..10 {
         ready(&map, S + i, 7, if i % 2 == 0 { 0 } else { 2 });
     }
-    let env = FakeEnv::new(move_all());
+    let env = FakeSystem::new(move_all());
     let calls = env.calls.clone();
     let mut w = worker(&map, targets, unlimited(), env);
     assert_eq!(w.round(true).moved, 10);
@@ -213,7 +218,7 @@ fn every_per_page_status_is_counted_and_busy_pages_come_back() {
     }
     let statuses =
         [0, -libc::EBUSY, -libc::ENOMEM, -libc::EACCES, -libc::EFAULT, -libc::ENOENT, -libc::EPERM];
-    let env = FakeEnv::new(Box::new(move |_: &Call, st: &mut [i32]| {
+    let env = FakeSystem::new(Box::new(move |_: &Call, st: &mut [i32]| {
         st.copy_from_slice(&statuses);
         Ok(0)
     }));
@@ -265,7 +270,7 @@ fn a_positive_return_value_keeps_the_written_statuses_and_asks_for_the_rest() {
     for i in 0..5 {
         ready(&map, S + i, 7, 0);
     }
-    let env = FakeEnv::new(Box::new(|c: &Call, st: &mut [i32]| {
+    let env = FakeSystem::new(Box::new(|c: &Call, st: &mut [i32]| {
         partial_failure(c, st).unwrap_or_else(|| {
             // Where the unwritten ones are: two still on node 1, one on node 2.
             st.copy_from_slice(&[1, 1, 2]);
@@ -293,7 +298,7 @@ fn a_failed_query_counts_nothing_as_moved() {
     for i in 0..4 {
         ready(&map, S + i, 7, 0);
     }
-    let env = FakeEnv::new(Box::new(|c: &Call, st: &mut [i32]| {
+    let env = FakeSystem::new(Box::new(|c: &Call, st: &mut [i32]| {
         partial_failure(c, st).unwrap_or_else(|| Err(io::Error::from_raw_os_error(libc::ESRCH)))
     }));
     let mut w = worker(&map, targets, unlimited(), env);
@@ -311,7 +316,7 @@ fn a_process_that_exits_during_the_call_is_counted_not_fatal() {
         ready(&map, S + i, 7, 0);
     }
     ready(&map, 2 * S, 8, 0);
-    let env = FakeEnv::new(Box::new(|c: &Call, st: &mut [i32]| {
+    let env = FakeSystem::new(Box::new(|c: &Call, st: &mut [i32]| {
         if c.pid == 7 {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
@@ -329,7 +334,7 @@ fn a_failed_call_is_counted_and_the_loop_goes_on() {
     let (map, targets) = topo_parts(RecordMode::Default);
     ready(&map, S, 7, 0);
     let env =
-        FakeEnv::new(Box::new(|_: &Call, _: &mut [i32]| Err(io::Error::from_raw_os_error(libc::EPERM))));
+        FakeSystem::new(Box::new(|_: &Call, _: &mut [i32]| Err(io::Error::from_raw_os_error(libc::EPERM))));
     let mut w = worker(&map, targets, unlimited(), env);
     assert_eq!(w.round(true).moved, 0);
     let s = w.stats().snapshot();
@@ -342,7 +347,7 @@ fn pages_are_verified_against_pagemap_before_moving() {
     for i in 0..6 {
         ready(&map, S + i, 7, 0);
     }
-    let mut env = FakeEnv::new(move_all());
+    let mut env = FakeSystem::new(move_all());
     env.mappings.insert((7, vaddr_of(S)), Mapping::ProcessGone);
     env.mappings.insert((7, vaddr_of(S + 1)), Mapping::NotPresent);
     // The vaddr now maps another node-1 page (the pfn was reused): stale.
@@ -365,7 +370,7 @@ fn a_thp_counts_as_512_pages_by_its_event_order() {
     let (map, targets) = topo_parts(RecordMode::Default);
     ready(&map, S + 512, 7, 0);
     map.hints().insert(S + 512, Hint::new(7, vaddr_of(S + 512), 750, 9));
-    let mut w = worker(&map, targets, unlimited(), FakeEnv::new(move_all()));
+    let mut w = worker(&map, targets, unlimited(), FakeSystem::new(move_all()));
     assert_eq!(w.round(true).moved, 512);
     assert_eq!(w.stats().snapshot().moved_bytes, 2 << 20);
 }
@@ -374,8 +379,8 @@ fn a_thp_counts_as_512_pages_by_its_event_order() {
 fn with_the_lru_check_kpageflags_tells_a_thp() {
     let (map, targets) = topo_parts(RecordMode::Default);
     ready(&map, S + 512, 7, 0);
-    let mut env = FakeEnv::new(move_all());
-    env.flags.insert(S + 512, env::kpf::LRU | env::kpf::THP | env::kpf::COMPOUND_HEAD);
+    let mut env = FakeSystem::new(move_all());
+    env.flags.insert(S + 512, system::kpf::LRU | system::kpf::THP | system::kpf::COMPOUND_HEAD);
     let cfg = PromoterConfig { check_lru: true, ..unlimited() };
     let mut w = worker(&map, targets, cfg, env);
     assert_eq!(w.round(true).moved, 512);
@@ -385,7 +390,7 @@ fn with_the_lru_check_kpageflags_tells_a_thp() {
 fn a_page_busy_twice_is_not_retried_again() {
     let (map, targets) = topo_parts(RecordMode::Default);
     ready(&map, S, 7, 0);
-    let env = FakeEnv::new(Box::new(|_: &Call, st: &mut [i32]| {
+    let env = FakeSystem::new(Box::new(|_: &Call, st: &mut [i32]| {
         st.fill(-libc::EBUSY);
         Ok(0)
     }));
@@ -405,7 +410,7 @@ fn the_rate_limit_defers_the_rest_without_losing_it() {
         ready(&map, S + i, 7, 0);
     }
     let cfg = PromoterConfig { rate_limit: RateLimit::MbPerSec(1), ..PromoterConfig::default() };
-    let mut w = worker(&map, targets, cfg, FakeEnv::new(move_all()));
+    let mut w = worker(&map, targets, cfg, FakeSystem::new(move_all()));
     let end = w.round(true);
     // 1 MB/s: one second of burst = 244 pages.
     assert_eq!(end, RoundEnd { moved: 244, limited: true });
@@ -422,7 +427,7 @@ fn observe_only_moves_nothing_and_counts_what_would_move() {
         ready(&map, S + i, 7, 0);
     }
     let cfg = PromoterConfig { rate_limit: RateLimit::ObserveOnly, ..PromoterConfig::default() };
-    let env = FakeEnv::new(move_all());
+    let env = FakeSystem::new(move_all());
     let calls = env.calls.clone();
     let mut w = worker(&map, targets, cfg, env);
     assert_eq!(w.round(true).moved, 0);
@@ -437,7 +442,7 @@ fn the_target_keeps_its_headroom_above_the_low_watermark() {
         ready(&map, S + i, 7, 0);
     }
     let cfg = PromoterConfig { headroom_mib: Some(4), ..unlimited() };
-    let env = FakeEnv::new(move_all());
+    let env = FakeSystem::new(move_all());
     // low 2000 pages + headroom 1024 pages; 100 pages above that are free.
     env.memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 2000 + 1024 + 100, low: 2000 });
     let mut w = worker(&map, targets, cfg, env);
@@ -453,7 +458,7 @@ fn a_full_target_takes_nothing() {
     for i in 0..10 {
         ready(&map, S + i, 7, 0);
     }
-    let env = FakeEnv::new(move_all());
+    let env = FakeSystem::new(move_all());
     env.memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 3000, low: 2000 });
     let calls = env.calls.clone();
     let mut w = worker(&map, targets, unlimited(), env);
@@ -475,7 +480,7 @@ fn default_headroom_is_64_mib_or_a_64th_of_the_node() {
 fn latency_runs_from_ready_to_moved() {
     let (map, targets) = topo_parts(RecordMode::Default);
     ready(&map, S, 7, 0); // hint tick 750
-    let mut env = FakeEnv::new(move_all());
+    let mut env = FakeSystem::new(move_all());
     env.now = 1_000;
     let mut w = worker(&map, targets, unlimited(), env);
     w.round(true);
@@ -498,7 +503,7 @@ fn worker_threads_wake_on_ready_pages_and_stop_cleanly() {
     let cfg = PromoterConfig { sleep_ms: 60_000, ..unlimited() };
     let c2 = calls.clone();
     let promoter = Promoter::start(map.clone(), targets, cfg, move |_| {
-        let mut e = FakeEnv::new(move_all());
+        let mut e = FakeSystem::new(move_all());
         e.calls = c2.clone();
         e
     })
@@ -527,7 +532,7 @@ fn target_nid_is_the_target_in_default_mode() {
     for i in 0..3 {
         ready(&map, S + i, 7, 0);
     }
-    let env = FakeEnv::new(move_all());
+    let env = FakeSystem::new(move_all());
     let calls = env.calls.clone();
     let mut w = worker(&map, targets, unlimited(), env);
     assert_eq!(w.round(true).moved, 3);
@@ -577,10 +582,10 @@ fn workers_of_two_nodes_share_the_targets_headroom() {
     // 1 GiB node 0: low 2000, headroom 64 MiB; 101 pages above that.
     let headroom = cfg.headroom_pages(262_144);
     memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 2000 + headroom + 101, low: 2000 });
-    let mut workers: Vec<NodeWorker<FakeEnv>> = [1, 3]
+    let mut workers: Vec<NodeWorker<FakeSystem>> = [1, 3]
         .into_iter()
         .map(|nid| {
-            let mut env = FakeEnv::new(move_all());
+            let mut env = FakeSystem::new(move_all());
             env.memory = memory.clone();
             NodeWorker::new(nid, map.clone(), targets.clone(), cfg, env, ledger.clone(), Arc::default())
         })
@@ -618,7 +623,7 @@ fn a_full_target_costs_a_bounded_number_of_rounds() {
     let (m, l) = (memory.clone(), lookups.clone());
     let started = Instant::now();
     let promoter = Promoter::start(map.clone(), targets, cfg, move |_| {
-        let mut e = FakeEnv::new(move_all());
+        let mut e = FakeSystem::new(move_all());
         e.memory = m.clone();
         e.lookups = l.clone();
         e.started = Some(Instant::now());
@@ -662,7 +667,7 @@ fn a_rearmed_page_does_not_wake_its_worker() {
     ready(&map, S, 7, 0);
     assert_eq!(wakes.load(Ordering::Relaxed), 1, "a newly ready page wakes it");
     assert!(map.take_activate(1));
-    let env = FakeEnv::new(Box::new(|_: &Call, st: &mut [i32]| {
+    let env = FakeSystem::new(Box::new(|_: &Call, st: &mut [i32]| {
         st.fill(-libc::EBUSY);
         Ok(0)
     }));
@@ -682,7 +687,7 @@ fn a_large_folio_moves_by_its_first_page_and_counts_all_its_pages() {
     for now in [500, 600] {
         map.record(&Access::new(head + 5, 4, 0, source::HINT_FAULT, now).mapped(7, vaddr_of(head))).unwrap();
     }
-    let env = FakeEnv::new(move_all());
+    let env = FakeSystem::new(move_all());
     let calls = env.calls.clone();
     let mut w = worker(&map, targets, unlimited(), env);
     assert_eq!(w.round(true).moved, 16);

@@ -9,14 +9,14 @@ use hotpage_common::PAGE_SIZE;
 
 use super::{
     PromoterConfig, Targets,
-    env::{Mapping, PromoterEnv, kpf},
     ledger::TargetLedger,
     rate::RateLimit,
     stats::{Counter, LocalHistogram, NodeStats, errno_counter},
+    system::{Mapping, PromoterSystem, kpf},
 };
 use crate::{
     hotmap::{Hint, HotMap, ReadyPage, WalkControl},
-    page_migration::{MPOL_MF_MOVE, MPOL_MF_MOVE_ALL},
+    promoter::move_pages::{MPOL_MF_MOVE, MPOL_MF_MOVE_ALL},
 };
 
 /// A status the kernel never writes (it writes a node or a negative errno):
@@ -41,7 +41,7 @@ pub struct RoundEnd {
     pub limited: bool,
 }
 
-pub struct NodeWorker<E: PromoterEnv> {
+pub struct NodeWorker<E: PromoterSystem> {
     nid: u32,
     map: Arc<HotMap>,
     targets: Arc<Targets>,
@@ -56,7 +56,7 @@ pub struct NodeWorker<E: PromoterEnv> {
     status: Vec<i32>,
 }
 
-impl<E: PromoterEnv> NodeWorker<E> {
+impl<E: PromoterSystem> NodeWorker<E> {
     pub fn new(
         nid: u32,
         map: Arc<HotMap>,

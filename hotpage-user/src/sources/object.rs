@@ -148,6 +148,23 @@ impl LoadedSource {
         array.set(0, PodTierMap(map), 0).map_err(BpfError::Map)
     }
 
+    /// The hint-fault source as every user runs it: loaded with `opts`,
+    /// filtered to the lower-tier `ranges`, attached (fentry) to `hook`. The
+    /// object (which detaches the program when dropped), its ring for the
+    /// collector and its counters.
+    pub fn hint_faults(
+        opts: &LoadOptions,
+        ranges: &[PfnRange],
+        hook: &str,
+    ) -> Result<(Self, RingBuf<MapData>, SourceCounters), BpfError> {
+        let mut src = Self::load(SourceKind::HintFault, opts)?;
+        src.set_lower_tier(ranges)?;
+        let ring = src.take_ring()?;
+        let counters = src.take_counters()?;
+        src.attach_fentry(hook)?;
+        Ok((src, ring, counters))
+    }
+
     /// Loads the hint-fault program against `hook` and attaches it (fentry).
     pub fn attach_fentry(&mut self, hook: &str) -> Result<(), BpfError> {
         let btf = Btf::from_sys_fs().map_err(|e| BpfError::Btf(e.to_string()))?;

@@ -19,7 +19,7 @@ use hotpage::{
         NUMA_BALANCING, PROMOTE_RATE_LIMIT, SCAN_DELAY_MS, SCAN_PERIOD_MAX_MS, SCAN_PERIOD_MIN_MS,
         SettingsGuard,
     },
-    page_migration::move_pages,
+    promoter::move_pages::move_pages,
     sys::vmstat::read_vmstat,
 };
 use serde::Serialize;
@@ -272,7 +272,9 @@ pub fn run_one(system: System, sc: &Scenario, fast_scan: bool) -> Result<RunResu
             let t = Instant::now();
             // Answers only once every source is attached.
             let run_dir = Path::new(hotpage::kernel::settings::DEFAULT_RUN_DIR);
-            while hotpage::control::request(run_dir, &hotpage::control::Request::Ping).is_err() {
+            while hotpage::daemon::control::request(run_dir, &hotpage::daemon::control::Request::Ping)
+                .is_err()
+            {
                 if let Ok(Some(st)) = child.try_wait() {
                     bail!("hotpage run exited: {st}");
                 }

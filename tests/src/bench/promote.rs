@@ -9,8 +9,8 @@ use std::{sync::Arc, time::Instant};
 
 use hotpage::{
     hotmap::{Access, HotMap, HotMapConfig, MemoryLayout, RecordMode},
-    page_migration::{MPOL_MF_MOVE_ALL, move_pages},
-    promoter::{NodeWorker, PromoterConfig, RateLimit, SystemEnv, TargetLedger, Targets},
+    promoter::move_pages::{MPOL_MF_MOVE_ALL, move_pages},
+    promoter::{LiveSystem, NodeWorker, PromoterConfig, RateLimit, TargetLedger, Targets},
     sys::pagemap::Pagemap,
     sys::topology::TierTopology,
 };
@@ -112,7 +112,7 @@ fn hotpage_move(topo: &TierTopology, region: &Region, batch: usize) -> anyhow::R
         map.clone(),
         Arc::new(Targets::new(topo, RecordMode::Default, None)),
         config,
-        SystemEnv::new(std::path::Path::new("/")),
+        LiveSystem::new(std::path::Path::new("/")),
         TargetLedger::new(&config),
         Arc::default(),
     );

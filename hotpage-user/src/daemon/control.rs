@@ -18,7 +18,7 @@ use tokio::{
     net::UnixListener,
 };
 
-use crate::stats::{Snapshot, render_prometheus};
+use crate::report::{Snapshot, SnapshotSource, render_prometheus};
 
 pub const SOCKET_NAME: &str = "hotpage.sock";
 /// Longest request line the daemon reads.
@@ -83,11 +83,6 @@ pub fn request(run_dir: &Path, req: &Request) -> Result<Response, ControlError> 
         Ok(r) => Ok(r),
         Err(e) => Err(ControlError::BadReply(e.to_string())),
     }
-}
-
-/// What the server asks the daemon for.
-pub trait SnapshotSource: Send + Sync + 'static {
-    fn snapshot(&self) -> Snapshot;
 }
 
 /// The listening socket; removed from the file system when dropped.
@@ -176,7 +171,7 @@ mod tests {
 
     impl SnapshotSource for Fixed {
         fn snapshot(&self) -> Snapshot {
-            crate::stats::sample::snapshot()
+            crate::report::fixture::snapshot()
         }
     }
 
@@ -212,7 +207,7 @@ mod tests {
     fn snapshot_metrics_and_ping_round_trip() {
         with_server(|dir| {
             let Response::Snapshot(s) = request(dir, &Request::Snapshot).unwrap() else { panic!() };
-            assert_eq!(*s, crate::stats::sample::snapshot());
+            assert_eq!(*s, crate::report::fixture::snapshot());
             let Response::Metrics(m) = request(dir, &Request::Metrics).unwrap() else { panic!() };
             assert!(m.contains("hotpage_promoted_bytes_total"));
             assert!(matches!(request(dir, &Request::Ping).unwrap(), Response::Pong { .. }));

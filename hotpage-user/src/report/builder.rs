@@ -9,10 +9,11 @@ use std::{
     time::Instant,
 };
 
-use super::{HotMapRow, KERNEL_COUNTERS, NodeRow, ProcessRow, PromoterRow, Snapshot, SourceRow};
+use super::{
+    HotMapRow, KERNEL_COUNTERS, NodeRow, ProcessRow, PromoterRow, Snapshot, SnapshotSource, SourceRow,
+};
 use crate::{
     collector::FeedCounters,
-    control::SnapshotSource,
     hotmap::{HotMap, RecordMode},
     promoter::{CounterSnapshot, PromoterReporter, RateLimit},
     sources::{ResolveCounters, SourceCounters, samples::SamplerStatus},

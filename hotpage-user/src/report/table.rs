@@ -203,11 +203,11 @@ pub fn render_top(s: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::ProcessRow;
+    use crate::report::ProcessRow;
 
     #[test]
     fn the_stats_table_has_every_section() {
-        let s = crate::stats::sample::snapshot();
+        let s = crate::report::fixture::snapshot();
         let text = render_stats(&s, None);
         for needle in [
             "hotpage 0.1.0 on Linux 6.12.117+deb12-cloud-amd64, up 42s, default records, rate limit 1024 MB/s",
@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn rates_come_from_the_interval_when_given() {
-        let now = crate::stats::sample::snapshot();
+        let now = crate::report::fixture::snapshot();
         let mut before = now.clone();
         before.promoter[0].counters.moved = 8192 - 1000;
         let text = render_stats(&now, Some((&before, 2.0)));
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn top_lists_processes() {
-        let mut s = crate::stats::sample::snapshot();
+        let mut s = crate::report::fixture::snapshot();
         assert!(render_top(&s).contains("no process"));
         s.processes.push(ProcessRow { pid: 42, comm: "gups".into(), promoted_pages: 2560, hot_pages: 7 });
         let text = render_top(&s);

@@ -17,8 +17,8 @@ use tokio::{
 };
 
 use crate::{
-    control::SnapshotSource,
-    stats::{CONTENT_TYPE, render_prometheus},
+    report::SnapshotSource,
+    report::{CONTENT_TYPE, render_prometheus},
 };
 
 pub const TEXTFILE_NAME: &str = "hotpage.prom";
@@ -103,8 +103,8 @@ mod tests {
     struct Fixed;
 
     impl SnapshotSource for Fixed {
-        fn snapshot(&self) -> crate::stats::Snapshot {
-            crate::stats::sample::snapshot()
+        fn snapshot(&self) -> crate::report::Snapshot {
+            crate::report::fixture::snapshot()
         }
     }
 

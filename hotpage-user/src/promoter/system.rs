@@ -13,7 +13,7 @@ use std::{
 use hotpage_common::PAGE_SIZE;
 
 use crate::{
-    page_migration,
+    promoter::move_pages,
     sys::clock,
     sys::kpageflags::KPageFlags,
     sys::node_meminfo::read_node_meminfo,
@@ -41,7 +41,7 @@ pub struct NodeMemory {
     pub low: u64,
 }
 
-pub trait PromoterEnv: Send {
+pub trait PromoterSystem: Send {
     fn mapping(&mut self, pid: u32, vaddr: u64) -> Mapping;
     /// kpageflags of `pfn`, when the kernel offers them.
     fn page_flags(&mut self, pfn: u64) -> Option<u64>;
@@ -61,7 +61,7 @@ pub trait PromoterEnv: Send {
     }
 
     fn node_memory(&mut self, nid: u32) -> Option<NodeMemory>;
-    /// `move_pages(2)`, see [`page_migration::move_pages`].
+    /// `move_pages(2)`, see [`move_pages::move_pages`].
     fn move_pages(
         &mut self,
         pid: u32,
@@ -78,7 +78,7 @@ pub trait PromoterEnv: Send {
 }
 
 /// The real system under a root path.
-pub struct SystemEnv {
+pub struct LiveSystem {
     root: PathBuf,
     pagemaps: HashMap<u32, Pagemap>,
     kpageflags: Option<KPageFlags>,
@@ -91,7 +91,7 @@ const PAGEMAP_CACHE: usize = 128;
 /// Watermarks change with memory hotplug and `min_free_kbytes`; re-read this often.
 const WATERMARK_REFRESH: Duration = Duration::from_secs(60);
 
-impl SystemEnv {
+impl LiveSystem {
     pub fn new(root: &Path) -> Self {
         Self {
             root: root.to_owned(),
@@ -138,7 +138,7 @@ fn sum_low(zones: &[Zone]) -> HashMap<u32, u64> {
     m
 }
 
-impl PromoterEnv for SystemEnv {
+impl PromoterSystem for LiveSystem {
     fn mapping(&mut self, pid: u32, vaddr: u64) -> Mapping {
         if !self.pagemaps.contains_key(&pid) {
             if self.pagemaps.len() >= PAGEMAP_CACHE {
@@ -239,7 +239,7 @@ impl PromoterEnv for SystemEnv {
         status: &mut [i32],
         flags: i32,
     ) -> io::Result<u64> {
-        page_migration::move_pages(pid, pages, nodes, status, flags)
+        move_pages::move_pages(pid, pages, nodes, status, flags)
     }
 
     fn now_tick(&self) -> u64 {
@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn node_memory_from_the_box_capture() {
-        let mut env = SystemEnv::new(&cxl_box());
+        let mut env = LiveSystem::new(&cxl_box());
         let m = env.node_memory(1).unwrap();
         assert_eq!(m.free, 1003260 / 4);
         assert_eq!(m.total, 1030832 / 4);
@@ -279,7 +279,7 @@ mod tests {
         let buf = vec![1u8; 64 * 4096];
         let first = (buf.as_ptr() as u64 + 4095) & !4095;
         let vaddrs: Vec<u64> = (0..32).map(|i| first + i * 4096).chain([first + 40 * 4096]).collect();
-        let mut env = SystemEnv::new(Path::new("/"));
+        let mut env = LiveSystem::new(Path::new("/"));
         let mut batched = vec![Mapping::NotPresent; vaddrs.len()];
         env.mappings(std::process::id(), &vaddrs, &mut batched);
         let single: Vec<Mapping> = vaddrs.iter().map(|&v| env.mapping(std::process::id(), v)).collect();
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_process_that_does_not_exist_is_gone() {
-        let mut env = SystemEnv::new(Path::new("/"));
+        let mut env = LiveSystem::new(Path::new("/"));
         assert_eq!(env.mapping(u32::MAX - 1, 0x1000), Mapping::ProcessGone);
     }
 }

@@ -348,7 +348,7 @@ mod tests {
     #[test]
     fn matches_the_golden_file() {
         let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/golden/metrics.prom");
-        let text = render(&crate::stats::sample::snapshot());
+        let text = render(&crate::report::fixture::snapshot());
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
             std::fs::write(golden, &text).unwrap();
         }
@@ -358,7 +358,7 @@ mod tests {
 
     #[test]
     fn every_family_is_declared_once_and_counters_end_in_total() {
-        let text = render(&crate::stats::sample::snapshot());
+        let text = render(&crate::report::fixture::snapshot());
         let mut seen = std::collections::HashSet::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -380,7 +380,7 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative_and_end_at_count() {
-        let text = render(&crate::stats::sample::snapshot());
+        let text = render(&crate::report::fixture::snapshot());
         let at = |le: &str| {
             text.lines()
                 .find(|l| {

@@ -3,9 +3,9 @@
 //! a table, JSON or Prometheus text. Reading only: nothing here changes state.
 
 mod builder;
-mod prometheus;
 #[cfg(test)]
-pub(crate) mod sample;
+pub(crate) mod fixture;
+mod prometheus;
 pub(crate) mod table;
 
 use std::collections::BTreeMap;
@@ -127,6 +127,12 @@ pub struct ProcessRow {
     pub promoted_pages: u64,
     /// Ready pages of the process waiting for the promoter.
     pub hot_pages: u64,
+}
+
+/// Whatever can build a snapshot on demand (the running daemon's
+/// [`SnapshotBuilder`]); the control socket and the metrics export ask it.
+pub trait SnapshotSource: Send + Sync + 'static {
+    fn snapshot(&self) -> Snapshot;
 }
 
 impl Snapshot {

@@ -1,0 +1,13 @@
+//! The daemon: how a run is assembled from the stages (shared by `hotpage
+//! run` and `hotpage trace`), its configuration, the control socket, the
+//! metrics export and the clean stop on a signal.
+
+pub mod config;
+pub mod control;
+pub mod metrics;
+pub mod preflight;
+mod run;
+mod shutdown;
+
+pub use run::run;
+pub use shutdown::Shutdown;

@@ -20,6 +20,9 @@
 
 #define HOTPAGE_NO_NODE		(-1)
 
+/* Largest folio order believed when read from the kernel (a PUD, 1 GiB). */
+#define HOTPAGE_MAX_FOLIO_ORDER	18
+
 /* One lower-tier access, as it crosses the ring buffer. */
 struct hotpage_event {
 	__u64 pfn;		/* page frame number of the folio's first page */

@@ -19,6 +19,22 @@ pub const PAGES_PER_SECTION: u64 = 1 << PFN_SECTION_SHIFT;
 /// Folio order of a PMD-mapped THP on x86-64 (2 MiB).
 pub const PMD_ORDER: u8 = 9;
 
+/// Largest folio order believed when read from the kernel (a PUD, 1 GiB);
+/// `HOTPAGE_MAX_FOLIO_ORDER` on the C side.
+pub const MAX_FOLIO_ORDER: u8 = 18;
+
+/// Base pages of a folio of `order` (clamped to [`MAX_FOLIO_ORDER`]).
+pub const fn folio_pages(order: u8) -> u64 {
+    let order = if order > MAX_FOLIO_ORDER { MAX_FOLIO_ORDER } else { order };
+    1 << order
+}
+
+/// The first pfn of the folio of `order` that holds `pfn`: folios are
+/// naturally aligned, so it is `pfn` rounded down to the folio's size.
+pub const fn folio_head(pfn: u64, order: u8) -> u64 {
+    pfn & !(folio_pages(order) - 1)
+}
+
 /// `NUMA_NO_NODE`.
 pub const NO_NODE: i32 = -1;
 
@@ -159,6 +175,14 @@ mod tests {
         buf[1..].copy_from_slice(&raw);
         assert_eq!(HotpageEvent::from_bytes(&buf[1..]), Some(ev));
         assert_eq!(HotpageEvent::from_bytes(&buf[1..40]), None);
+    }
+
+    #[test]
+    fn folio_head_and_pages() {
+        assert_eq!((folio_head(0x1237, 0), folio_pages(0)), (0x1237, 1));
+        assert_eq!((folio_head(0x1237, 4), folio_pages(4)), (0x1230, 16));
+        assert_eq!((folio_head(0x1237, PMD_ORDER), folio_pages(PMD_ORDER)), (0x1200, 512));
+        assert_eq!(folio_pages(40), 1 << MAX_FOLIO_ORDER, "clamped");
     }
 
     #[test]

@@ -13,8 +13,6 @@
 #define X86_PTE_PFN_MASK	0x000ffffffffff000ULL
 #define X86_PMD_PFN_MASK	0x000fffffffe00000ULL
 #define X86_PAGE_SHIFT		12
-/* Sanity bound on a folio order read from the kernel (PUD size). */
-#define MAX_FOLIO_ORDER		18
 
 /*
  * A NUMA hint fault's entry is PROT_NONE, i.e. not present; x86 stores the pfn
@@ -42,7 +40,7 @@ static __always_inline __u8 folio_order_of(struct folio *folio)
 		order = folio->_flags_1 & 0xff;
 	else if (bpf_core_field_exists(folio->_folio_order))
 		order = folio->_folio_order;
-	return order <= MAX_FOLIO_ORDER ? order : 0;
+	return order <= HOTPAGE_MAX_FOLIO_ORDER ? order : 0;
 }
 
 SEC("fentry/numa_migrate_check")

@@ -1,13 +1,9 @@
 //! Feeds collector events into the hot map: the consumer the collector hands
 //! every event to in `hotpage run` and `hotpage trace`.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering::Relaxed},
-};
+use std::sync::Arc;
 
 use hotpage_common::{HotpageEvent, event_flags};
-use serde::Serialize;
 
 use super::EventConsumer;
 use crate::{
@@ -15,70 +11,21 @@ use crate::{
     sys::clock::ns_to_tick,
 };
 
-/// How the events fed so far fared, by `record_access()` outcome.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct FeedStats {
-    pub events: u64,
-    pub not_started: u64,
-    pub source_disabled: u64,
-    pub same_node: u64,
-    pub top_tier: u64,
-    pub not_online: u64,
-    pub no_record_array: u64,
-    pub updated: u64,
-    /// Accesses that made a page ready (it becomes a promotion candidate).
-    pub newly_ready: u64,
-    pub invalid_node: u64,
-    pub unknown_source: u64,
-    /// Events still without a pfn (a resolver should have handled them).
-    pub unresolved: u64,
-}
-
-const FIELDS: usize = 12;
-
-impl FeedStats {
-    fn to_array(self) -> [u64; FIELDS] {
-        [
-            self.events,
-            self.not_started,
-            self.source_disabled,
-            self.same_node,
-            self.top_tier,
-            self.not_online,
-            self.no_record_array,
-            self.updated,
-            self.newly_ready,
-            self.invalid_node,
-            self.unknown_source,
-            self.unresolved,
-        ]
-    }
-
-    fn from_array(a: [u64; FIELDS]) -> Self {
-        Self {
-            events: a[0],
-            not_started: a[1],
-            source_disabled: a[2],
-            same_node: a[3],
-            top_tier: a[4],
-            not_online: a[5],
-            no_record_array: a[6],
-            updated: a[7],
-            newly_ready: a[8],
-            invalid_node: a[9],
-            unknown_source: a[10],
-            unresolved: a[11],
-        }
-    }
-}
-
-/// Shared, readable view of a feeder's stats (published after each drain).
-#[derive(Default)]
-pub struct FeedCounters([AtomicU64; FIELDS]);
-
-impl FeedCounters {
-    pub fn snapshot(&self) -> FeedStats {
-        FeedStats::from_array(std::array::from_fn(|i| self.0[i].load(Relaxed)))
+crate::counter_set! {
+    /// How the events fed so far fared, by `record_access()` outcome.
+    pub struct FeedStats, ids FeedCounter, shared FeedCounters {
+        events: "events handed to the hot map",
+        not_started: "ignored: the promoter had not started",
+        source_disabled: "ignored: their source is disabled",
+        same_node: "ignored: the page is on the accessing node",
+        top_tier: "ignored: the page is on a top-tier node",
+        not_online: "ignored: the pfn is not online memory",
+        no_record_array: "ignored: the page's section has no record array",
+        updated: "accesses that updated a record",
+        newly_ready: "accesses that made a page ready (it becomes a promotion candidate)",
+        invalid_node: "refused: the accessing node is not valid",
+        unknown_source: "refused: not a source pghot knows",
+        unresolved: "events still without a pfn (a resolver should have handled them)",
     }
 }
 
@@ -164,9 +111,7 @@ impl EventConsumer for HotMapFeeder {
     }
 
     fn drained(&mut self) {
-        for (slot, v) in self.published.0.iter().zip(self.stats.to_array()) {
-            slot.store(v, Relaxed);
-        }
+        self.published.publish(&self.stats);
     }
 }
 

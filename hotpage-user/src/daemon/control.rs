@@ -18,6 +18,7 @@ use tokio::{
     net::UnixListener,
 };
 
+use super::server;
 use crate::report::{Snapshot, SnapshotSource, render_prometheus};
 
 pub const SOCKET_NAME: &str = "hotpage.sock";
@@ -115,15 +116,15 @@ impl ControlServer {
 
     /// Answers requests until the task is dropped.
     pub async fn serve(&self, source: Arc<dyn SnapshotSource>) {
-        loop {
-            let Ok((stream, _)) = self.listener.accept().await else { continue };
+        server::serve("control socket", &self.listener, |stream| {
             let source = source.clone();
-            tokio::spawn(async move {
+            async move {
                 if let Err(e) = answer(stream, source).await {
                     tracing::debug!("control connection: {e}");
                 }
-            });
-        }
+            }
+        })
+        .await;
     }
 }
 

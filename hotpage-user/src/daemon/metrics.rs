@@ -44,10 +44,9 @@ pub fn write_snapshot(dir: &Path, source: &dyn SnapshotSource) -> io::Result<()>
 
 /// Serves `GET /metrics` until the task is dropped.
 pub async fn serve_http(listener: TcpListener, source: Arc<dyn SnapshotSource>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+    super::server::serve("metrics endpoint", &listener, |mut stream| {
         let source = source.clone();
-        tokio::spawn(async move {
+        async move {
             let mut buf = vec![0u8; 8192];
             let mut n = 0;
             // Read the request head (we never need a body).
@@ -85,8 +84,9 @@ pub async fn serve_http(listener: TcpListener, source: Arc<dyn SnapshotSource>) 
             };
             let _ = stream.write_all(response.as_bytes()).await;
             let _ = stream.shutdown().await;
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// Binds the HTTP listener (so a busy port fails at start, not later).

@@ -7,6 +7,7 @@ pub mod control;
 pub mod metrics;
 pub mod preflight;
 mod run;
+mod server;
 mod shutdown;
 
 pub use run::run;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use hotpage_common::PFN_SECTION_SHIFT;
 
-use crate::sys::topology::TierTopology;
+use crate::sys::topology::{NodeRange, NodeRanges, TierTopology};
 
 /// One node's online memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,15 +29,6 @@ pub struct Segment {
     pub top_tier: bool,
     pub start: u64,
     pub end: u64,
-}
-
-/// A `[start, end)` pfn range of one node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NodeRange {
-    pub start: u64,
-    pub end: u64,
-    pub nid: u32,
-    pub top_tier: bool,
 }
 
 impl From<&TierTopology> for MemoryLayout {
@@ -83,22 +74,16 @@ impl MemoryLayout {
         out
     }
 
-    /// Every node's ranges, sorted by start.
-    pub fn all_ranges(&self) -> Vec<NodeRange> {
-        let mut v: Vec<NodeRange> = self
-            .nodes
-            .iter()
-            .flat_map(|n| {
-                n.ranges.iter().map(move |&(start, end)| NodeRange {
-                    start,
-                    end,
-                    nid: n.id,
-                    top_tier: n.top_tier,
-                })
+    /// Every node's ranges.
+    pub fn all_ranges(&self) -> NodeRanges {
+        NodeRanges::new(self.nodes.iter().flat_map(|n| {
+            n.ranges.iter().map(move |&(start, end)| NodeRange {
+                start,
+                end,
+                nid: n.id,
+                top_tier: n.top_tier,
             })
-            .collect();
-        v.sort_unstable_by_key(|r| r.start);
-        v
+        }))
     }
 }
 

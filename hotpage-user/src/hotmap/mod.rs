@@ -30,16 +30,16 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
 };
 
-use hotpage_common::{PAGES_PER_SECTION, PFN_SECTION_SHIFT, source};
+use hotpage_common::{PAGES_PER_SECTION, PFN_SECTION_SHIFT, folio_head, source};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::counters::ThreadCounter;
+use crate::{counters::ThreadCounter, sys::topology::NodeRanges};
 
 pub use config::{ConfigError, HotMapConfig, KNOWN_SOURCES, SOURCE_HINT_FAULTS, SOURCE_HW_HINTS};
 use directory::Directory;
 pub use hints::{Hint, HintTable};
-pub use layout::{LayoutNode, MemoryLayout, NodeRange, Segment};
+pub use layout::{LayoutNode, MemoryLayout, Segment};
 pub use record::{NUMA_NO_NODE, RecordFields, RecordMode, UpdateParams};
 
 /// `MAX_NUMNODES` on x86-64 distribution kernels (NODES_SHIFT 10).
@@ -299,7 +299,7 @@ pub struct HotMap {
     dir: Directory<Section>,
     nodes: Box<[NodeState]>,
     /// All online ranges, for pfns outside any section (top tier, holes).
-    ranges: Mutex<Arc<Vec<NodeRange>>>,
+    ranges: Mutex<Arc<NodeRanges>>,
     recorded_accesses: ThreadCounter,
     recorded_by_source: [ThreadCounter; source::COUNT],
     hints: HintTable,
@@ -326,7 +326,7 @@ impl HotMap {
             online_low: AtomicU64::new(0),
             dir: Directory::new(),
             nodes: (0..MAX_NODES).map(|_| NodeState::default()).collect(),
-            ranges: Mutex::new(Arc::new(Vec::new())),
+            ranges: Mutex::new(Arc::default()),
             recorded_accesses: ThreadCounter::default(),
             recorded_by_source: std::array::from_fn(|_| ThreadCounter::default()),
             hints: HintTable::new(hint_capacity),
@@ -430,9 +430,7 @@ impl HotMap {
     /// The node and tier of a pfn outside any section (or in a section's hole).
     fn node_of_pfn_slow(&self, pfn: u64) -> Option<(u32, bool)> {
         let ranges = self.ranges.lock().ok()?.clone();
-        let i = ranges.partition_point(|r| r.start <= pfn);
-        let r = ranges.get(i.checked_sub(1)?)?;
-        (pfn < r.end).then_some((r.nid, r.top_tier))
+        ranges.find(pfn).map(|r| (r.nid, r.top_tier))
     }
 
     fn slot<'a>(&self, sec: &'a Section, pfn: u64) -> Slot<'a> {
@@ -539,7 +537,7 @@ impl HotMap {
             return Resolved::Done(Ok(Recorded::TopTier));
         }
         // 7: one record per folio, at its first pfn.
-        let head = pfn & !((1u64 << order.min(PFN_SECTION_SHIFT as u8 + 3)) - 1);
+        let head = folio_head(pfn, order);
         // 8. A folio never spans nodes; if the caller's order claims one that
         // does, the head has no lower-tier record of this node's.
         let found = match (sec, seg) {

@@ -5,38 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
-macro_rules! counters {
-    ($($name:ident: $doc:literal),* $(,)?) => {
-        /// Counter ids, in the order of [`Counter::NAMES`].
-        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        #[allow(non_camel_case_types)]
-        #[repr(usize)]
-        pub enum Counter { $($name),* }
-
-        impl Counter {
-            pub const ALL: &'static [Counter] = &[$(Counter::$name),*];
-            pub const NAMES: &'static [&'static str] = &[$(stringify!($name)),*];
-            pub const HELP: &'static [&'static str] = &[$($doc),*];
-        }
-
-        /// A snapshot of one node's counters.
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-        pub struct CounterSnapshot { $(#[doc = $doc] pub $name: u64),* }
-
-        impl CounterSnapshot {
-            fn from_array(a: &[u64]) -> Self {
-                let mut it = a.iter().copied();
-                Self { $($name: it.next().unwrap_or(0)),* }
-            }
-
-            pub fn get(&self, c: Counter) -> u64 {
-                match c { $(Counter::$name => self.$name),* }
-            }
-        }
-    };
-}
-
-counters! {
+crate::counter_set! {
+    /// A snapshot of one node's counters.
+    pub struct CounterSnapshot, ids Counter, shared NodeCounters {
     rounds: "walks of the node's flagged sections",
     wakeups: "rounds started by the node's activate flag rather than the timer",
     limited_rounds: "rounds that walked nothing because every target was full or out of rate",
@@ -65,6 +36,7 @@ counters! {
     err_esrch: "pages of processes that exited during the call (ESRCH)",
     err_other: "pages refused with any other errno",
     call_errors: "move_pages calls that failed as a whole (other than ESRCH)",
+    }
 }
 
 /// Upper bounds (ms) of the latency histogram's buckets; the last is open.
@@ -160,7 +132,7 @@ const MAX_PROCESSES: usize = 4096;
 /// One node worker's counters and histogram, shared with readers.
 #[derive(Default)]
 pub struct NodeStats {
-    counters: [AtomicU64; Counter::ALL.len()],
+    counters: NodeCounters,
     pub latency: LatencyHistogram,
     /// Base pages promoted per process (for `hotpage top`).
     by_pid: std::sync::Mutex<std::collections::HashMap<u32, u64>>,
@@ -185,14 +157,11 @@ impl NodeStats {
     }
 
     pub fn add(&self, c: Counter, n: u64) {
-        if n > 0 {
-            self.counters[c as usize].fetch_add(n, Relaxed);
-        }
+        self.counters.add(c, n);
     }
 
     pub fn snapshot(&self) -> CounterSnapshot {
-        let a: Vec<u64> = self.counters.iter().map(|c| c.load(Relaxed)).collect();
-        CounterSnapshot::from_array(&a)
+        self.counters.snapshot()
     }
 }
 

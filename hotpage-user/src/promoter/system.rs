@@ -17,7 +17,7 @@ use crate::{
     sys::clock,
     sys::kpageflags::KPageFlags,
     sys::node_meminfo::read_node_meminfo,
-    sys::pagemap::Pagemap,
+    sys::pagemap::PagemapCache,
     sys::zoneinfo::{Zone, read_zoneinfo},
 };
 
@@ -80,7 +80,7 @@ pub trait PromoterSystem: Send {
 /// The real system under a root path.
 pub struct LiveSystem {
     root: PathBuf,
-    pagemaps: HashMap<u32, Pagemap>,
+    pagemaps: PagemapCache,
     kpageflags: Option<KPageFlags>,
     watermarks: HashMap<u32, u64>,
     watermarks_read: Option<Instant>,
@@ -95,7 +95,7 @@ impl LiveSystem {
     pub fn new(root: &Path) -> Self {
         Self {
             root: root.to_owned(),
-            pagemaps: HashMap::new(),
+            pagemaps: PagemapCache::new(root, PAGEMAP_CACHE),
             kpageflags: KPageFlags::open(root).ok(),
             watermarks: HashMap::new(),
             watermarks_read: None,
@@ -140,27 +140,16 @@ fn sum_low(zones: &[Zone]) -> HashMap<u32, u64> {
 
 impl PromoterSystem for LiveSystem {
     fn mapping(&mut self, pid: u32, vaddr: u64) -> Mapping {
-        if !self.pagemaps.contains_key(&pid) {
-            if self.pagemaps.len() >= PAGEMAP_CACHE {
-                self.pagemaps.clear();
-            }
-            match Pagemap::open(&self.root, pid) {
-                Ok(p) => {
-                    self.pagemaps.insert(pid, p);
-                }
-                Err(_) => return Mapping::ProcessGone,
-            }
-        }
-        let Some(pm) = self.pagemaps.get(&pid) else { return Mapping::ProcessGone };
+        let Some(pm) = self.pagemaps.get(pid) else { return Mapping::ProcessGone };
         match pm.entry(vaddr) {
             Ok(e) => e.pfn().map_or(Mapping::NotPresent, Mapping::Present),
             // The process exited after we opened its pagemap.
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) || e.kind() == io::ErrorKind::UnexpectedEof => {
-                self.pagemaps.remove(&pid);
+                self.pagemaps.forget(pid);
                 Mapping::ProcessGone
             }
             Err(_) => {
-                self.pagemaps.remove(&pid);
+                self.pagemaps.forget(pid);
                 Mapping::NotPresent
             }
         }
@@ -176,21 +165,10 @@ impl PromoterSystem for LiveSystem {
         let mut entries = Vec::new();
         for (start, len) in runs(vaddrs, PAGE_SIZE) {
             let first = vaddrs[start];
-            if !self.pagemaps.contains_key(&pid) {
-                if self.pagemaps.len() >= PAGEMAP_CACHE {
-                    self.pagemaps.clear();
-                }
-                match Pagemap::open(&self.root, pid) {
-                    Ok(p) => {
-                        self.pagemaps.insert(pid, p);
-                    }
-                    Err(_) => {
-                        out.fill(Mapping::ProcessGone);
-                        return;
-                    }
-                }
-            }
-            let Some(pm) = self.pagemaps.get(&pid) else { return };
+            let Some(pm) = self.pagemaps.get(pid) else {
+                out.fill(Mapping::ProcessGone);
+                return;
+            };
             entries.clear();
             entries.resize(len, crate::sys::pagemap::PagemapEntry(0));
             match pm.entries(first, &mut entries) {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::{
     hotmap::{ReadyPage, RecordMode},
-    sys::topology::TierTopology,
+    sys::topology::{NodeRanges, TierTopology},
 };
 
 /// Where pages of each lower-tier node go, and which nodes are top tier.
@@ -13,7 +13,7 @@ use crate::{
 pub struct Targets {
     pub(super) nearest: HashMap<u32, u32>,
     pub(super) top_tier: Vec<u32>,
-    pub(super) ranges: Vec<(u64, u64, u32)>,
+    pub(super) ranges: NodeRanges,
     pub(super) precise: bool,
     /// The operator's `target_nid`, when given.
     pub(super) target_nid: Option<u32>,
@@ -31,15 +31,7 @@ impl Targets {
                 .filter_map(|n| Some((n.id, topo.nearest_top_tier(n.id)?)))
                 .collect(),
             top_tier: topo.top_tier_nodes().filter(|n| !n.pfn_ranges.is_empty()).map(|n| n.id).collect(),
-            ranges: {
-                let mut v: Vec<_> = topo
-                    .nodes
-                    .iter()
-                    .flat_map(|n| n.pfn_ranges.iter().map(move |&(s, e)| (s, e, n.id)))
-                    .collect();
-                v.sort_unstable();
-                v
-            },
+            ranges: topo.node_ranges(),
             precise: mode == RecordMode::Precise,
         }
     }
@@ -76,8 +68,6 @@ impl Targets {
     }
 
     pub fn node_of_pfn(&self, pfn: u64) -> Option<u32> {
-        let i = self.ranges.partition_point(|r| r.0 <= pfn);
-        let r = self.ranges.get(i.checked_sub(1)?)?;
-        (pfn < r.1).then_some(r.2)
+        self.ranges.node_of(pfn)
     }
 }

@@ -139,7 +139,7 @@ fn topo_parts(mode: RecordMode) -> (Arc<HotMap>, Targets) {
     let targets = Targets {
         nearest: HashMap::from([(1, 0)]),
         top_tier: vec![0, 2],
-        ranges: vec![(0, S, 0), (S, 8 * S, 1), (8 * S, 9 * S, 2)],
+        ranges: layout.all_ranges(),
         precise: mode == RecordMode::Precise,
         target_nid: None,
     };
@@ -566,7 +566,7 @@ fn two_lower_nodes() -> (Arc<HotMap>, Targets) {
     let targets = Targets {
         nearest: HashMap::from([(1, 0), (3, 0)]),
         top_tier: vec![0],
-        ranges: vec![(0, S, 0), (S, 2 * S, 1), (2 * S, 3 * S, 3)],
+        ranges: layout.all_ranges(),
         precise: false,
         target_nid: None,
     };

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use hotpage_common::PAGE_SIZE;
+use hotpage_common::{PAGE_SIZE, folio_pages};
 
 use super::{
     PromoterConfig, Targets,
@@ -158,7 +158,7 @@ impl<E: PromoterSystem> NodeWorker<E> {
                 self.stats.add(Counter::stale, 1);
                 continue;
             };
-            out.push(Pending { page, hint, target, pages: 1 << hint.order.min(hotpage_common::PMD_ORDER) });
+            out.push(Pending { page, hint, target, pages: folio_pages(hint.order) });
         }
     }
 

@@ -2,36 +2,18 @@
 
 use aya::maps::{MapData, PerCpuArray};
 use hotpage_common::counter;
-use serde::{Deserialize, Serialize};
 
 use super::BpfError;
 
-/// Counters summed over CPUs, in `counter::NAMES` order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CounterSnapshot {
-    pub seen: u64,
-    pub no_pfn: u64,
-    pub filtered: u64,
-    pub emitted: u64,
-    pub dropped: u64,
-    pub wakeups: u64,
-}
-
-impl CounterSnapshot {
-    fn from_array(v: [u64; counter::COUNT as usize]) -> Self {
-        Self { seen: v[0], no_pfn: v[1], filtered: v[2], emitted: v[3], dropped: v[4], wakeups: v[5] }
-    }
-
-    /// Field-wise difference since `earlier` (counters only grow).
-    pub fn since(&self, earlier: &Self) -> Self {
-        Self {
-            seen: self.seen.saturating_sub(earlier.seen),
-            no_pfn: self.no_pfn.saturating_sub(earlier.no_pfn),
-            filtered: self.filtered.saturating_sub(earlier.filtered),
-            emitted: self.emitted.saturating_sub(earlier.emitted),
-            dropped: self.dropped.saturating_sub(earlier.dropped),
-            wakeups: self.wakeups.saturating_sub(earlier.wakeups),
-        }
+crate::counter_set! {
+    /// Counters summed over CPUs, in `counter::NAMES` order.
+    pub struct CounterSnapshot, ids BpfCounter {
+        seen: "hook invocations",
+        no_pfn: "the entry held no decodable pfn",
+        filtered: "the pfn is not on a lower-tier node",
+        emitted: "events written to the ring",
+        dropped: "ring full: event lost",
+        wakeups: "forced consumer wake-ups",
     }
 }
 
@@ -51,13 +33,18 @@ impl SourceCounters {
             let per_cpu = self.map.get(&(idx as u32), 0).map_err(BpfError::Map)?;
             *sum = per_cpu.iter().sum();
         }
-        Ok(CounterSnapshot::from_array(sums))
+        Ok(CounterSnapshot::from_fn(|id| sums[id as usize]))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fields_are_the_programs_counters_in_order() {
+        assert_eq!(BpfCounter::NAMES, &counter::NAMES[..]);
+    }
 
     #[test]
     fn difference_never_underflows() {

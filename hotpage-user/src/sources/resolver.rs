@@ -8,68 +8,34 @@
 //! of other sources pass through untouched (the hint-fault program reads the
 //! folio at its hook).
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
-};
+use std::{path::Path, sync::Arc};
 
 use hotpage_common::{HotpageEvent, PAGE_SHIFT, PfnRange, event_flags, source};
-use serde::{Deserialize, Serialize};
 
-use crate::{collector::EventConsumer, sys::kpageflags::KPageFlags, sys::pagemap::Pagemap};
+use crate::{
+    collector::EventConsumer, sys::kpageflags::KPageFlags, sys::pagemap::PagemapCache,
+    sys::topology::NodeRanges,
+};
 
 /// Open pagemap files kept at most; beyond that the cache starts over.
 const MAX_OPEN: usize = 256;
 
-/// What became of the samples that needed a pfn.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResolveStats {
-    /// Found on a lower-tier node and passed on.
-    pub resolved: u64,
-    /// The page is on a top-tier node (or outside every lower-tier range).
-    pub not_lower_tier: u64,
-    /// Not mapped (yet, or any more), or swapped out.
-    pub not_present: u64,
-    /// The process had exited, or its pagemap could not be read.
-    pub process_gone: u64,
-    /// Samples (with or without a physical address) on a page of a large
-    /// folio, recorded at its first page with its order.
-    #[serde(default)]
-    pub large_folio: u64,
-}
-
-impl ResolveStats {
-    fn to_array(self) -> [u64; 5] {
-        [self.resolved, self.not_lower_tier, self.not_present, self.process_gone, self.large_folio]
-    }
-}
-
-#[derive(Default)]
-pub struct ResolveCounters([AtomicU64; 5]);
-
-impl ResolveCounters {
-    pub fn snapshot(&self) -> ResolveStats {
-        let v: Vec<u64> = self.0.iter().map(|c| c.load(Relaxed)).collect();
-        ResolveStats {
-            resolved: v[0],
-            not_lower_tier: v[1],
-            not_present: v[2],
-            process_gone: v[3],
-            large_folio: v[4],
-        }
+crate::counter_set! {
+    /// What became of the samples that needed a pfn, and of samples on large folios.
+    pub struct ResolveStats, ids ResolveCounter, shared ResolveCounters {
+        resolved: "found on a lower-tier node and passed on",
+        not_lower_tier: "the page is on a top-tier node (or outside every lower-tier range)",
+        not_present: "not mapped (yet, or any more), or swapped out",
+        process_gone: "the process had exited, or its pagemap could not be read",
+        large_folio: "samples (with or without a physical address) on a page of a large folio, recorded at its first page with its order",
     }
 }
 
 pub struct AddressResolver<C> {
     next: C,
-    root: PathBuf,
-    /// Lower-tier `[start, end)` pfn ranges with their node, sorted.
-    ranges: Vec<(u64, u64, i32)>,
-    maps: HashMap<u32, Option<Pagemap>>,
+    /// The lower-tier pfn ranges with their node.
+    ranges: NodeRanges,
+    maps: PagemapCache,
     /// None where the kernel hides it (not root): samples stay order 0.
     kpageflags: Option<KPageFlags>,
     stats: ResolveStats,
@@ -80,14 +46,10 @@ pub struct AddressResolver<C> {
 impl<C: EventConsumer> AddressResolver<C> {
     /// `ranges`: the lower-tier pfn ranges, as the BPF tier filter takes them.
     pub fn new(next: C, root: &Path, ranges: &[PfnRange]) -> Self {
-        let mut ranges: Vec<(u64, u64, i32)> =
-            ranges.iter().map(|r| (r.start_pfn, r.end_pfn, r.nid)).collect();
-        ranges.sort_unstable();
         Self {
             next,
-            root: root.to_owned(),
-            ranges,
-            maps: HashMap::new(),
+            ranges: NodeRanges::lower_tier(ranges),
+            maps: PagemapCache::new(root, MAX_OPEN),
             kpageflags: KPageFlags::open(root).ok(),
             stats: ResolveStats::default(),
             published: Arc::default(),
@@ -103,20 +65,9 @@ impl<C: EventConsumer> AddressResolver<C> {
         &self.next
     }
 
-    fn node_of(&self, pfn: u64) -> Option<i32> {
-        let i = self.ranges.partition_point(|r| r.0 <= pfn);
-        let r = self.ranges.get(i.checked_sub(1)?)?;
-        (pfn < r.1).then_some(r.2)
-    }
-
     /// The event with its pfn and node, or None (counted).
     fn resolve(&mut self, ev: &HotpageEvent) -> Option<HotpageEvent> {
-        if self.maps.len() >= MAX_OPEN && !self.maps.contains_key(&ev.pid) {
-            self.maps.clear();
-        }
-        let root = &self.root;
-        let map = self.maps.entry(ev.pid).or_insert_with(|| Pagemap::open(root, ev.pid).ok());
-        let Some(pm) = map else {
+        let Some(pm) = self.maps.get(ev.pid) else {
             self.stats.process_gone += 1;
             return None;
         };
@@ -124,7 +75,7 @@ impl<C: EventConsumer> AddressResolver<C> {
             Ok(e) => e,
             Err(_) => {
                 // The process exited since its file was opened.
-                self.maps.remove(&ev.pid);
+                self.maps.forget(ev.pid);
                 self.stats.process_gone += 1;
                 return None;
             }
@@ -133,7 +84,7 @@ impl<C: EventConsumer> AddressResolver<C> {
             self.stats.not_present += 1;
             return None;
         };
-        let Some(nid) = self.node_of(pfn) else {
+        let Some(nid) = self.ranges.node_of(pfn).map(|n| n as i32) else {
             self.stats.not_lower_tier += 1;
             return None;
         };
@@ -192,9 +143,7 @@ impl<C: EventConsumer> EventConsumer for AddressResolver<C> {
     }
 
     fn drained(&mut self) {
-        for (slot, v) in self.published.0.iter().zip(self.stats.to_array()) {
-            slot.store(v, Relaxed);
-        }
+        self.published.publish(&self.stats);
         self.next.drained();
     }
 }
@@ -283,16 +232,5 @@ mod tests {
         assert_eq!(got, vec![(2048, 9, 0x4000_0000), (4128, 4, 0x5000_0000), (4144, 0, 0x6000_0000)]);
         let s = r.counters().snapshot();
         assert_eq!((s.resolved, s.large_folio), (1, 2));
-    }
-
-    #[test]
-    fn ranges_decide_the_node() {
-        let r =
-            AddressResolver::new(Sink::default(), Path::new("/"), &[range(300, 400, 2), range(100, 200, 1)]);
-        assert_eq!(r.node_of(100), Some(1));
-        assert_eq!(r.node_of(199), Some(1));
-        assert_eq!(r.node_of(200), None);
-        assert_eq!(r.node_of(350), Some(2));
-        assert_eq!(r.node_of(5), None);
     }
 }

@@ -2,6 +2,7 @@
 //! `pread` of 8 bytes per page (Documentation/admin-guide/mm/pagemap.rst).
 
 use std::{
+    collections::HashMap,
     fs::File,
     io,
     os::unix::fs::FileExt,
@@ -82,9 +83,52 @@ impl Pagemap {
     }
 }
 
+/// Open pagemap files of many processes: each opened on first use and kept,
+/// at most `capacity` at once (past that the cache starts over). A process
+/// whose file cannot be opened is not remembered: its pid may be reused.
+pub struct PagemapCache {
+    root: PathBuf,
+    capacity: usize,
+    open: HashMap<u32, Pagemap>,
+}
+
+impl PagemapCache {
+    pub fn new(root: &Path, capacity: usize) -> Self {
+        Self { root: root.to_owned(), capacity: capacity.max(1), open: HashMap::new() }
+    }
+
+    /// The pagemap of `pid`, or None when it cannot be opened (the process is gone).
+    pub fn get(&mut self, pid: u32) -> Option<&Pagemap> {
+        if !self.open.contains_key(&pid) {
+            let pm = Pagemap::open(&self.root, pid).ok()?;
+            if self.open.len() >= self.capacity {
+                self.open.clear();
+            }
+            self.open.insert(pid, pm);
+        }
+        self.open.get(&pid)
+    }
+
+    /// Drops the file of `pid` (a read failed: the process exited).
+    pub fn forget(&mut self, pid: u32) {
+        self.open.remove(&pid);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_keeps_open_files_up_to_its_capacity() {
+        let mut c = PagemapCache::new(Path::new("/"), 1);
+        let me = std::process::id();
+        assert!(c.get(me).is_some());
+        assert!(c.get(u32::MAX - 1).is_none(), "no such process");
+        assert_eq!(c.open.len(), 1, "a failure is not cached");
+        c.forget(me);
+        assert!(c.open.is_empty());
+    }
 
     #[test]
     fn decodes_entry_bits() {

@@ -7,6 +7,7 @@
 //! top tier.
 
 mod node_list;
+mod node_ranges;
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 pub use node_list::{ListError, parse_list};
+pub use node_ranges::{NodeRange, NodeRanges};
 
 use crate::{
     sys::sysfs::{SysfsError, numbered_entries, read_hex, read_text},
@@ -74,10 +76,6 @@ pub struct NumaNode {
 impl NumaNode {
     pub fn pages(&self) -> u64 {
         self.pfn_ranges.iter().map(|(s, e)| e - s).sum()
-    }
-
-    pub fn contains_pfn(&self, pfn: u64) -> bool {
-        self.pfn_ranges.iter().any(|&(s, e)| (s..e).contains(&pfn))
     }
 
     pub fn distance_to(&self, node: u32) -> Option<u32> {
@@ -192,7 +190,19 @@ impl TierTopology {
 
     /// The node holding `pfn`, if any online node does.
     pub fn node_of_pfn(&self, pfn: u64) -> Option<u32> {
-        self.nodes.iter().find(|n| n.contains_pfn(pfn)).map(|n| n.id)
+        self.node_ranges().node_of(pfn)
+    }
+
+    /// Every online node's pfn ranges, with its tier.
+    pub fn node_ranges(&self) -> NodeRanges {
+        NodeRanges::new(self.nodes.iter().flat_map(|n| {
+            n.pfn_ranges.iter().map(move |&(start, end)| NodeRange {
+                start,
+                end,
+                nid: n.id,
+                top_tier: n.top_tier,
+            })
+        }))
     }
 
     /// The top-tier node with memory nearest to `from` (SLIT distance, then

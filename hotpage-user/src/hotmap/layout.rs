@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use hotpage_common::PFN_SECTION_SHIFT;
 
+use std::sync::{Arc, atomic::Ordering};
+
+use super::section::Section;
 use crate::sys::topology::{NodeRange, NodeRanges, TierTopology};
 
 /// One node's online memory.
@@ -84,6 +87,64 @@ impl MemoryLayout {
                 top_tier: n.top_tier,
             })
         }))
+    }
+}
+
+impl super::HotMap {
+    /// Applies a (new) layout: record arrays for newly online lower-tier
+    /// sections, offlined sections cleared and skipped. As on memory hotplug.
+    pub fn update_layout(&self, layout: &MemoryLayout) {
+        let Ok(_g) = self.layout_lock.lock() else { return };
+        for n in &self.nodes {
+            n.online.store(false, Ordering::Relaxed);
+        }
+        let mut low = 0u64;
+        for n in &layout.nodes {
+            if let Some(state) = self.nodes.get(n.id as usize) {
+                state.online.store(true, Ordering::Relaxed);
+                state.top_tier.store(n.top_tier, Ordering::Relaxed);
+            }
+            if n.id < 64 {
+                low |= 1 << n.id;
+            }
+        }
+        self.online_low.store(low, Ordering::Relaxed);
+        let wanted = layout.lower_tier_sections();
+        // Sections that went away: offline and empty.
+        for nr in self.dir.numbers() {
+            if !wanted.contains_key(&nr)
+                && let Some(sec) = self.dir.get(nr)
+            {
+                sec.online.store(false, Ordering::Release);
+                for w in sec.words.iter() {
+                    w.store(0, Ordering::Relaxed);
+                }
+                sec.hot.store(0, Ordering::Relaxed);
+            }
+        }
+        let mut per_node: BTreeMap<u32, Vec<u64>> = Default::default();
+        for (nr, segments) in wanted {
+            match self.dir.get(nr) {
+                Some(sec) if sec.segments == segments => sec.online.store(true, Ordering::Release),
+                // New, or its nodes changed: a fresh array (the old one stays until drop).
+                _ => self.dir.insert(nr, Section::new(nr, segments.clone(), self.config.mode)),
+            }
+            for s in segments.iter().filter(|s| !s.top_tier) {
+                let v = per_node.entry(s.nid).or_default();
+                if v.last() != Some(&nr) {
+                    v.push(nr);
+                }
+            }
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            let list = per_node.remove(&(i as u32)).unwrap_or_default();
+            if let Ok(mut s) = n.sections.lock() {
+                *s = Arc::new(list);
+            }
+        }
+        if let Ok(mut r) = self.ranges.lock() {
+            *r = Arc::new(layout.all_ranges());
+        }
     }
 }
 

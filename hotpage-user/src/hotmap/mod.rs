@@ -18,252 +18,44 @@
 //!   other's flag or visits the other's pages;
 //! - sections are never freed while the map lives: an offlined section is
 //!   cleared and skipped, and reused if its memory comes back.
+//!
+//! Files: `record` (the record formats, bit for bit), `section` (a section's
+//! packed records and flags), `access` (the record path), `walk` (the node
+//! workers' side: walk, take, re-arm), `census` (counts for reports),
+//! `layout` (the memory layout and hot-plug), `directory` (section lookup),
+//! `hints` (pfn → `(pid, vaddr)`), `config` (the knobs).
 
+mod access;
+mod census;
 mod config;
 mod directory;
 mod hints;
 mod layout;
 mod record;
+mod section;
+mod walk;
 
 use std::sync::{
     Arc, Mutex,
-    atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-use hotpage_common::{PAGES_PER_SECTION, PFN_SECTION_SHIFT, folio_head, source};
-use serde::Serialize;
-use thiserror::Error;
+use hotpage_common::source;
 
 use crate::{counters::ThreadCounter, sys::topology::NodeRanges};
 
+pub use access::{Access, RecordError, Recorded};
+pub use census::{HotMapCounters, MapMemory};
 pub use config::{ConfigError, HotMapConfig, KNOWN_SOURCES, SOURCE_HINT_FAULTS, SOURCE_HW_HINTS};
 use directory::Directory;
 pub use hints::{Hint, HintTable};
 pub use layout::{LayoutNode, MemoryLayout, Segment};
 pub use record::{NUMA_NO_NODE, RecordFields, RecordMode, UpdateParams};
+use section::{Section, Slot, slot_of};
+pub use walk::{ReadyPage, WalkControl, WalkStats};
 
 /// `MAX_NUMNODES` on x86-64 distribution kernels (NODES_SHIFT 10).
 pub const MAX_NODES: usize = 1024;
-
-/// What `record_access()` did when the kernel would return 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Recorded {
-    /// 1: the promoter has not started.
-    NotStarted,
-    /// 3: the source is disabled.
-    SourceDisabled,
-    /// 4 (post-v6): the page already sits on the accessing node.
-    SameNode,
-    /// 4: the page is on a top-tier node.
-    TopTier,
-    /// 5: the pfn is not online memory.
-    NotOnline,
-    /// 8: the page's section has no record array.
-    NoRecordArray,
-    /// 9: the record was updated; `ready` if it is now READY, `newly_ready`
-    /// if this access made it so.
-    Updated { ready: bool, newly_ready: bool },
-}
-
-impl Recorded {
-    /// `pghot_record_access()`'s return value for this outcome.
-    pub const fn kernel_return(self) -> i32 {
-        0
-    }
-}
-
-/// What `record_access()` refuses, where the kernel returns -EINVAL.
-#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
-pub enum RecordError {
-    /// 2: the accessing node is not an online node (NUMA_NO_NODE is fine).
-    #[error("node {0} is not a valid accessing node")]
-    InvalidNode(i32),
-    /// 3: not a source pghot knows.
-    #[error("unknown access source {0}")]
-    UnknownSource(u16),
-}
-
-impl RecordError {
-    /// `-EINVAL`, as the kernel returns for both.
-    pub const fn kernel_return(self) -> i32 {
-        -22
-    }
-}
-
-/// One access, as `record_batch()` takes them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Access {
-    pub pfn: u64,
-    /// Folio order of the page (0 for a base page).
-    pub order: u8,
-    /// Accessing node, or NUMA_NO_NODE.
-    pub nid: i32,
-    pub src: u16,
-    /// ms ticks.
-    pub now: u64,
-    /// Process that mapped the page (0: unknown, no hint is kept).
-    pub pid: u32,
-    /// Its virtual address of the folio's first page, for `move_pages`.
-    pub vaddr: u64,
-}
-
-impl Access {
-    /// An access as `pghot_record_access()` sees it: no mapping to move it by.
-    pub const fn new(pfn: u64, order: u8, nid: i32, src: u16, now: u64) -> Self {
-        Self { pfn, order, nid, src, now, pid: 0, vaddr: 0 }
-    }
-
-    /// The access with the mapping the promoter moves the page by.
-    pub const fn mapped(self, pid: u32, vaddr: u64) -> Self {
-        Self { pid, vaddr, ..self }
-    }
-}
-
-/// Counter increments gathered over a batch, added to the shared counters once.
-#[derive(Default)]
-struct LocalCounts {
-    accesses: u64,
-    by_source: [u64; source::COUNT],
-}
-
-/// Accesses `record_batch()` looks up before it updates them: enough misses in
-/// flight to cover DRAM latency, few enough that the lines stay in L1.
-const WINDOW: usize = 32;
-
-/// Where an access's record is, or what the access came to without one.
-enum Resolved<'a> {
-    Done(Result<Recorded, RecordError>),
-    Record { sec: &'a Section, head: u64, head_nid: u32, slot: Slot<'a> },
-}
-
-/// The word holding `pfn`'s record: 8 records per word (default) or 2 (precise).
-#[inline]
-fn slot_of<const PRECISE: bool>(sec: &Section, pfn: u64) -> Slot<'_> {
-    let off = (pfn - (sec.nr << PFN_SECTION_SHIFT)) as usize;
-    if PRECISE {
-        Slot { word: &sec.words[off / 2], shift: (off % 2) as u32 * 32, mask: 0xffff_ffff }
-    } else {
-        Slot { word: &sec.words[off / 8], shift: (off % 8) as u32 * 8, mask: 0xff }
-    }
-}
-
-#[inline]
-fn prefetch(word: &AtomicU64) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is only a hint; the address is a live record word.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (word as *const AtomicU64).cast(),
-        )
-    };
-}
-
-/// A page a node's walk took: its record was READY and is now zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReadyPage {
-    pub pfn: u64,
-    /// The node whose walk found it (the page's node).
-    pub node: u32,
-    pub fields: RecordFields,
-}
-
-/// What the walk's callback wants next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WalkControl {
-    Continue,
-    /// Stop now; the current section is flagged hot again so the next walk
-    /// finds the pages not yet taken.
-    Stop,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct WalkStats {
-    /// Sections of the node whose hot flag was set, walked.
-    pub sections_walked: u64,
-    /// Sections of the node without the flag, skipped.
-    pub sections_skipped: u64,
-    /// READY records taken.
-    pub pages_taken: u64,
-}
-
-/// The kernel's counters (`pghot_recorded_*` in /proc/vmstat).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct HotMapCounters {
-    /// `pghot_recorded_accesses`: accesses that updated a record.
-    pub recorded_accesses: u64,
-    /// `pghot_recorded_hintfaults`: hint faults from an enabled source, before filtering.
-    pub recorded_hintfaults: u64,
-    /// `pghot_recorded_hwhints`.
-    pub recorded_hwhints: u64,
-}
-
-/// Memory the map holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct MapMemory {
-    pub sections: u64,
-    /// Pages with a record (online lower-tier pages of allocated sections).
-    pub tracked_pages: u64,
-    /// Bytes of record arrays.
-    pub record_bytes: u64,
-    /// Bytes of per-section bookkeeping and the directory.
-    pub overhead_bytes: u64,
-}
-
-/// One 128 MiB section's records and flags.
-struct Section {
-    nr: u64,
-    /// The lower-tier segment checked first (the whole section, usually).
-    first: Segment,
-    segments: Vec<Segment>,
-    /// Distinct lower-tier nodes of the section; hot bit i belongs to owners[i].
-    owners: Vec<u32>,
-    /// Bit i: owners[i] has READY pages here not yet walked (PGHOT_SECTION_HOT).
-    hot: AtomicU8,
-    online: AtomicBool,
-    /// Records packed into words: 8 per word (default) or 2 (precise).
-    words: Box<[AtomicU64]>,
-}
-
-impl Section {
-    fn new(nr: u64, segments: Vec<Segment>, mode: RecordMode) -> Self {
-        let mut owners: Vec<u32> = segments.iter().filter(|s| !s.top_tier).map(|s| s.nid).collect();
-        owners.dedup();
-        let words = PAGES_PER_SECTION as usize * mode.record_bytes() / 8;
-        let first = segments.iter().find(|s| !s.top_tier).or(segments.first()).copied().unwrap_or(Segment {
-            nid: 0,
-            top_tier: true,
-            start: 0,
-            end: 0,
-        });
-        Self {
-            nr,
-            first,
-            segments,
-            owners,
-            hot: AtomicU8::new(0),
-            online: AtomicBool::new(true),
-            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    #[inline]
-    fn segment_of(&self, pfn: u64) -> Option<&Segment> {
-        // Most sections belong to one node in one piece.
-        if (self.first.start..self.first.end).contains(&pfn) {
-            return Some(&self.first);
-        }
-        self.segments.iter().find(|s| (s.start..s.end).contains(&pfn))
-    }
-
-    fn owner_bit(&self, nid: u32) -> Option<u8> {
-        self.owners.iter().position(|&o| o == nid).map(|i| 1 << i)
-    }
-
-    fn tracked_pages(&self) -> u64 {
-        self.segments.iter().filter(|s| !s.top_tier).map(|s| s.end - s.start).sum()
-    }
-}
 
 /// Per node: activate flag, its sections, the promoter's wake-up.
 #[derive(Default)]
@@ -281,13 +73,6 @@ struct NodeState {
 enum Wake {
     Yes,
     No,
-}
-
-/// Where a pfn lives: records are packed into words.
-struct Slot<'a> {
-    word: &'a AtomicU64,
-    shift: u32,
-    mask: u64,
 }
 
 pub struct HotMap {
@@ -360,62 +145,6 @@ impl HotMap {
         self.started.load(Ordering::Acquire)
     }
 
-    /// Applies a (new) layout: record arrays for newly online lower-tier
-    /// sections, offlined sections cleared and skipped. As on memory hotplug.
-    pub fn update_layout(&self, layout: &MemoryLayout) {
-        let Ok(_g) = self.layout_lock.lock() else { return };
-        for n in &self.nodes {
-            n.online.store(false, Ordering::Relaxed);
-        }
-        let mut low = 0u64;
-        for n in &layout.nodes {
-            if let Some(state) = self.nodes.get(n.id as usize) {
-                state.online.store(true, Ordering::Relaxed);
-                state.top_tier.store(n.top_tier, Ordering::Relaxed);
-            }
-            if n.id < 64 {
-                low |= 1 << n.id;
-            }
-        }
-        self.online_low.store(low, Ordering::Relaxed);
-        let wanted = layout.lower_tier_sections();
-        // Sections that went away: offline and empty.
-        for nr in self.dir.numbers() {
-            if !wanted.contains_key(&nr)
-                && let Some(sec) = self.dir.get(nr)
-            {
-                sec.online.store(false, Ordering::Release);
-                for w in sec.words.iter() {
-                    w.store(0, Ordering::Relaxed);
-                }
-                sec.hot.store(0, Ordering::Relaxed);
-            }
-        }
-        let mut per_node: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
-        for (nr, segments) in wanted {
-            match self.dir.get(nr) {
-                Some(sec) if sec.segments == segments => sec.online.store(true, Ordering::Release),
-                // New, or its nodes changed: a fresh array (the old one stays until drop).
-                _ => self.dir.insert(nr, Section::new(nr, segments.clone(), self.config.mode)),
-            }
-            for s in segments.iter().filter(|s| !s.top_tier) {
-                let v = per_node.entry(s.nid).or_default();
-                if v.last() != Some(&nr) {
-                    v.push(nr);
-                }
-            }
-        }
-        for (i, n) in self.nodes.iter().enumerate() {
-            let list = per_node.remove(&(i as u32)).unwrap_or_default();
-            if let Ok(mut s) = n.sections.lock() {
-                *s = Arc::new(list);
-            }
-        }
-        if let Ok(mut r) = self.ranges.lock() {
-            *r = Arc::new(layout.all_ranges());
-        }
-    }
-
     #[inline]
     fn nid_valid(&self, nid: i32) -> bool {
         if (0..64).contains(&nid) {
@@ -440,210 +169,6 @@ impl HotMap {
         }
     }
 
-    /// `pghot_record_access(pfn, nid, src, now)`: records an access by node
-    /// `nid` (NUMA_NO_NODE for "unknown") to the page `pfn`, whose folio has
-    /// order `order`, at `now` (ms ticks). Checks in the kernel's order.
-    pub fn record_access(
-        &self,
-        pfn: u64,
-        order: u8,
-        nid: i32,
-        src: u16,
-        now: u64,
-    ) -> Result<Recorded, RecordError> {
-        self.record(&Access::new(pfn, order, nid, src, now))
-    }
-
-    /// `record_access()` for an access that also says where the page is
-    /// mapped: a READY record gets that `(pid, vaddr)` hint before READY is
-    /// visible, so a node worker never takes a record whose hint is missing.
-    pub fn record(&self, a: &Access) -> Result<Recorded, RecordError> {
-        let mut counts = LocalCounts::default();
-        let r = self.record_one(a, &mut counts);
-        self.flush(&counts);
-        r
-    }
-
-    fn flush(&self, c: &LocalCounts) {
-        if c.accesses > 0 {
-            self.recorded_accesses.add(c.accesses);
-        }
-        for (counter, &n) in self.recorded_by_source.iter().zip(&c.by_source) {
-            if n > 0 {
-                counter.add(n);
-            }
-        }
-    }
-
-    #[inline]
-    fn record_one(&self, a: &Access, counts: &mut LocalCounts) -> Result<Recorded, RecordError> {
-        match self.config.mode {
-            RecordMode::Default => self.record_one_in::<false>(a, counts),
-            RecordMode::Precise => self.record_one_in::<true>(a, counts),
-        }
-    }
-
-    #[inline]
-    fn record_one_in<const PRECISE: bool>(
-        &self,
-        a: &Access,
-        counts: &mut LocalCounts,
-    ) -> Result<Recorded, RecordError> {
-        match self.resolve::<PRECISE>(a, counts) {
-            Resolved::Done(r) => r,
-            Resolved::Record { sec, head, head_nid, slot } => {
-                Ok(self.update::<PRECISE>(a, sec, head, head_nid, &slot, counts))
-            }
-        }
-    }
-
-    /// Checks 1–8: where the access's record is, or why there is none. Plain
-    /// loads only, so a batch's lookups run ahead without waiting on updates.
-    #[inline]
-    fn resolve<'a, const PRECISE: bool>(&'a self, a: &Access, counts: &mut LocalCounts) -> Resolved<'a> {
-        let Access { pfn, order, nid, src, .. } = *a;
-        // 1
-        if !self.started.load(Ordering::Relaxed) {
-            return Resolved::Done(Ok(Recorded::NotStarted));
-        }
-        // 2
-        if !self.nid_valid(nid) {
-            return Resolved::Done(Err(RecordError::InvalidNode(nid)));
-        }
-        // 3: counted before any filtering.
-        match src {
-            source::HINT_FAULT | source::HW_SAMPLE => {
-                if !self.config.source_enabled(src) {
-                    return Resolved::Done(Ok(Recorded::SourceDisabled));
-                }
-                counts.by_source[src as usize] += 1;
-            }
-            _ => return Resolved::Done(Err(RecordError::UnknownSource(src))),
-        }
-        // 4, 5: the page's node, from its section or, outside any, the node ranges.
-        let sec = self.dir.get(pfn >> PFN_SECTION_SHIFT).filter(|s| s.online.load(Ordering::Acquire));
-        let seg = sec.and_then(|s| s.segment_of(pfn));
-        let (page_nid, top_tier) = match seg {
-            Some(seg) => (seg.nid, seg.top_tier),
-            None => match self.node_of_pfn_slow(pfn) {
-                Some(n) => n,
-                None => return Resolved::Done(Ok(Recorded::NotOnline)),
-            },
-        };
-        if nid >= 0 && page_nid == nid as u32 {
-            return Resolved::Done(Ok(Recorded::SameNode));
-        }
-        if top_tier {
-            return Resolved::Done(Ok(Recorded::TopTier));
-        }
-        // 7: one record per folio, at its first pfn.
-        let head = folio_head(pfn, order);
-        // 8. A folio never spans nodes; if the caller's order claims one that
-        // does, the head has no lower-tier record of this node's.
-        let found = match (sec, seg) {
-            // The common case: the head is in the pfn's own segment.
-            (Some(sec), Some(seg)) if head >= seg.start => Some((sec, seg.nid)),
-            _ => self
-                .dir
-                .get(head >> PFN_SECTION_SHIFT)
-                .filter(|s| s.online.load(Ordering::Acquire))
-                .and_then(|s| s.segment_of(head).filter(|seg| !seg.top_tier).map(|seg| (s, seg.nid))),
-        };
-        match found {
-            Some((sec, head_nid)) => {
-                Resolved::Record { sec, head, head_nid, slot: slot_of::<PRECISE>(sec, head) }
-            }
-            None => Resolved::Done(Ok(Recorded::NoRecordArray)),
-        }
-    }
-
-    /// Check 9: the update itself (`pghot_update_record()`), a CAS loop.
-    #[inline]
-    fn update<const PRECISE: bool>(
-        &self,
-        a: &Access,
-        sec: &Section,
-        head: u64,
-        head_nid: u32,
-        slot: &Slot<'_>,
-        counts: &mut LocalCounts,
-    ) -> Recorded {
-        counts.accesses += 1;
-        let mode = if PRECISE { RecordMode::Precise } else { RecordMode::Default };
-        let ready_bit = u64::from(mode.ready_bit());
-        let mut cur = slot.word.load(Ordering::Relaxed);
-        let mut hinted = false;
-        let (old, new) = loop {
-            let old = (cur >> slot.shift) & slot.mask;
-            let new = u64::from(mode.update(old as u32, a.nid, a.now, &self.params));
-            // The hint goes in before READY can be seen: a worker walking the
-            // section right now takes the record and must find its hint. A
-            // ready page refreshes it on every access, so the newest mapping wins.
-            if new & ready_bit != 0 && !hinted && a.pid != 0 {
-                self.hints.insert(head, Hint::new(a.pid, a.vaddr, a.now, a.order));
-                hinted = true;
-            }
-            // A saturated record in the same time bucket does not change: no write.
-            if new == old {
-                break (old, new);
-            }
-            let next = (cur & !(slot.mask << slot.shift)) | (new << slot.shift);
-            match slot.word.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => break (old, new),
-                Err(actual) => cur = actual,
-            }
-        };
-        let ready = new & ready_bit != 0;
-        let newly_ready = ready && old & ready_bit == 0;
-        // Only the access that makes a record READY flags it: a record that was
-        // READY already was flagged then, and a walk that cleared the flag since
-        // still meets the record (it clears first, then scans).
-        if newly_ready {
-            self.flag_hot(sec, head_nid, Wake::Yes);
-        }
-        Recorded::Updated { ready, newly_ready }
-    }
-
-    /// `record_access()` for many accesses: for each window of accesses, the
-    /// lookups first (each issuing a prefetch of its record), then the
-    /// updates, so cache misses overlap instead of each waiting behind a
-    /// locked instruction. `out(i, result)` gets each outcome, in order.
-    pub fn record_batch(&self, accesses: &[Access], out: impl FnMut(usize, Result<Recorded, RecordError>)) {
-        match self.config.mode {
-            RecordMode::Default => self.record_batch_in::<false>(accesses, out),
-            RecordMode::Precise => self.record_batch_in::<true>(accesses, out),
-        }
-    }
-
-    fn record_batch_in<const PRECISE: bool>(
-        &self,
-        accesses: &[Access],
-        mut out: impl FnMut(usize, Result<Recorded, RecordError>),
-    ) {
-        let mut counts = LocalCounts::default();
-        let mut resolved: [Option<Resolved<'_>>; WINDOW] = [const { None }; WINDOW];
-        for (w, window) in accesses.chunks(WINDOW).enumerate() {
-            for (r, a) in resolved.iter_mut().zip(window) {
-                let res = self.resolve::<PRECISE>(a, &mut counts);
-                if let Resolved::Record { slot, .. } = &res {
-                    prefetch(slot.word);
-                }
-                *r = Some(res);
-            }
-            for (k, (r, a)) in resolved.iter_mut().zip(window).enumerate() {
-                let result = match r.take() {
-                    Some(Resolved::Record { sec, head, head_nid, slot }) => {
-                        Ok(self.update::<PRECISE>(a, sec, head, head_nid, &slot, &mut counts))
-                    }
-                    Some(Resolved::Done(d)) => d,
-                    None => continue,
-                };
-                out(w * WINDOW + k, result);
-            }
-        }
-        self.flush(&counts);
-    }
-
     /// Sets the section's hot bit for `nid` and the node's activate flag, and
     /// with `Wake::Yes` wakes its worker when the flag turns on.
     fn flag_hot(&self, sec: &Section, nid: u32, wake: Wake) {
@@ -662,74 +187,6 @@ impl HotMap {
                 w();
             }
         }
-    }
-
-    /// The record of `pfn` without consuming it.
-    pub fn peek(&self, pfn: u64) -> Option<RecordFields> {
-        let sec = self.dir.get(pfn >> PFN_SECTION_SHIFT)?;
-        let slot = self.slot(sec, pfn);
-        let rec = (slot.word.load(Ordering::Acquire) >> slot.shift) & slot.mask;
-        Some(self.config.mode.fields(rec as u32, self.config.target_nid))
-    }
-
-    /// `pghot_get_record()`: if the record of `pfn` is READY, swaps it to 0
-    /// and returns its fields; otherwise leaves it alone.
-    pub fn take_ready(&self, pfn: u64) -> Option<RecordFields> {
-        let sec = self.dir.get(pfn >> PFN_SECTION_SHIFT)?;
-        self.take_slot(&self.slot(sec, pfn))
-    }
-
-    fn take_slot(&self, slot: &Slot<'_>) -> Option<RecordFields> {
-        let ready_bit = u64::from(self.config.mode.ready_bit());
-        let mut cur = slot.word.load(Ordering::Acquire);
-        loop {
-            let rec = (cur >> slot.shift) & slot.mask;
-            if rec & ready_bit == 0 {
-                return None;
-            }
-            let next = cur & !(slot.mask << slot.shift);
-            match slot.word.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(self.config.mode.fields(rec as u32, self.config.target_nid)),
-                Err(actual) => cur = actual,
-            }
-        }
-    }
-
-    /// Puts a taken record back (READY kept) after a transient failure, and
-    /// flags its section again without waking the node's worker: the worker
-    /// re-arms its own pages and must not wake itself into a busy loop. A
-    /// no-op if the page was accessed meanwhile.
-    pub fn rearm(&self, page: &ReadyPage) -> bool {
-        let Some(sec) = self.dir.get(page.pfn >> PFN_SECTION_SHIFT) else { return false };
-        let slot = self.slot(sec, page.pfn);
-        let f = page.fields;
-        let rec = match self.config.mode {
-            RecordMode::Default => {
-                u64::from(f.freq & record::default_fmt::FREQ_MASK)
-                    | (u64::from(f.time & record::default_fmt::TIME_MASK) << record::default_fmt::TIME_SHIFT)
-                    | u64::from(record::default_fmt::READY)
-            }
-            RecordMode::Precise => {
-                use record::precise_fmt::*;
-                u64::from(f.nid & NID_MASK)
-                    | (u64::from(f.freq & FREQ_MASK) << FREQ_SHIFT)
-                    | (u64::from(f.time & TIME_MASK) << TIME_SHIFT)
-                    | u64::from(READY)
-            }
-        };
-        let mut cur = slot.word.load(Ordering::Acquire);
-        loop {
-            if (cur >> slot.shift) & slot.mask != 0 {
-                return false;
-            }
-            let next = cur | (rec << slot.shift);
-            match slot.word.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break,
-                Err(actual) => cur = actual,
-            }
-        }
-        self.flag_hot(sec, page.node, Wake::No);
-        true
     }
 
     /// The lower-tier nodes that have sections.
@@ -751,136 +208,6 @@ impl HotMap {
     /// Test-and-clear of the node's activate flag (PGDAT_KMIGRATED_ACTIVATE).
     pub fn take_activate(&self, nid: u32) -> bool {
         self.nodes.get(nid as usize).is_some_and(|n| n.activate.swap(false, Ordering::AcqRel))
-    }
-
-    /// kmigrated's walk of node `nid`: only that node's sections, only those
-    /// flagged hot (the flag is test-and-cleared), only that node's pfns in
-    /// them; every READY record is taken (swapped to 0) and handed to `f`.
-    pub fn walk_node(&self, nid: u32, mut f: impl FnMut(ReadyPage) -> WalkControl) -> WalkStats {
-        let mut stats = WalkStats::default();
-        let Some(node) = self.nodes.get(nid as usize) else { return stats };
-        let Ok(list) = node.sections.lock().map(|s| s.clone()) else { return stats };
-        for &nr in list.iter() {
-            let Some(sec) = self.dir.get(nr) else { continue };
-            let Some(bit) = sec.owner_bit(nid) else { continue };
-            if !sec.online.load(Ordering::Acquire) || sec.hot.fetch_and(!bit, Ordering::AcqRel) & bit == 0 {
-                stats.sections_skipped += 1;
-                continue;
-            }
-            stats.sections_walked += 1;
-            for seg in sec.segments.iter().filter(|s| s.nid == nid && !s.top_tier) {
-                if self.walk_segment(sec, seg, &mut stats, &mut f) == WalkControl::Stop {
-                    sec.hot.fetch_or(bit, Ordering::Release);
-                    node.activate.store(true, Ordering::Release);
-                    return stats;
-                }
-            }
-        }
-        stats
-    }
-
-    fn walk_segment(
-        &self,
-        sec: &Section,
-        seg: &Segment,
-        stats: &mut WalkStats,
-        f: &mut impl FnMut(ReadyPage) -> WalkControl,
-    ) -> WalkControl {
-        let base = sec.nr << PFN_SECTION_SHIFT;
-        let per_word: u64 = match self.config.mode {
-            RecordMode::Default => 8,
-            RecordMode::Precise => 2,
-        };
-        // READY is the top bit of every record: test a word's records at once.
-        let ready_mask: u64 = match self.config.mode {
-            RecordMode::Default => 0x8080_8080_8080_8080,
-            RecordMode::Precise => 0x8000_0000_8000_0000,
-        };
-        let (first_word, last_word) = ((seg.start - base) / per_word, (seg.end - 1 - base) / per_word);
-        for wi in first_word..=last_word {
-            let word = &sec.words[wi as usize];
-            if word.load(Ordering::Relaxed) & ready_mask == 0 {
-                continue;
-            }
-            for k in 0..per_word {
-                let pfn = base + wi * per_word + k;
-                if pfn < seg.start || pfn >= seg.end {
-                    continue;
-                }
-                let slot = self.slot(sec, pfn);
-                if let Some(fields) = self.take_slot(&slot) {
-                    stats.pages_taken += 1;
-                    if f(ReadyPage { pfn, node: seg.nid, fields }) == WalkControl::Stop {
-                        return WalkControl::Stop;
-                    }
-                }
-            }
-        }
-        WalkControl::Continue
-    }
-
-    pub fn counters(&self) -> HotMapCounters {
-        HotMapCounters {
-            recorded_accesses: self.recorded_accesses.get(),
-            recorded_hintfaults: self.recorded_by_source[source::HINT_FAULT as usize].get(),
-            recorded_hwhints: self.recorded_by_source[source::HW_SAMPLE as usize].get(),
-        }
-    }
-
-    /// READY records now in the map, per node (a full scan: for stats, not hot paths).
-    pub fn ready_pages(&self, nid: u32) -> u64 {
-        let Some(node) = self.nodes.get(nid as usize) else { return 0 };
-        let Ok(list) = node.sections.lock().map(|s| s.clone()) else { return 0 };
-        let ready_bit = u64::from(self.config.mode.ready_bit());
-        let mut n = 0;
-        for &nr in list.iter() {
-            let Some(sec) = self.dir.get(nr) else { continue };
-            for seg in sec.segments.iter().filter(|s| s.nid == nid && !s.top_tier) {
-                for pfn in seg.start..seg.end {
-                    let slot = self.slot(sec, pfn);
-                    if (slot.word.load(Ordering::Relaxed) >> slot.shift) & slot.mask & ready_bit != 0 {
-                        n += 1;
-                    }
-                }
-            }
-        }
-        n
-    }
-
-    /// Pages of `nid` that have a record (online lower-tier pages of its sections).
-    pub fn tracked_pages(&self, nid: u32) -> u64 {
-        let Some(node) = self.nodes.get(nid as usize) else { return 0 };
-        let Ok(list) = node.sections.lock().map(|s| s.clone()) else { return 0 };
-        let mut n = 0;
-        for &nr in list.iter() {
-            let Some(sec) = self.dir.get(nr) else { continue };
-            if !sec.online.load(Ordering::Relaxed) {
-                continue;
-            }
-            n += sec
-                .segments
-                .iter()
-                .filter(|s| s.nid == nid && !s.top_tier)
-                .map(|s| s.end - s.start)
-                .sum::<u64>();
-        }
-        n
-    }
-
-    pub fn memory(&self) -> MapMemory {
-        let mut m = MapMemory { overhead_bytes: self.dir.overhead_bytes() as u64, ..Default::default() };
-        for nr in self.dir.numbers() {
-            let Some(sec) = self.dir.get(nr) else { continue };
-            if !sec.online.load(Ordering::Relaxed) {
-                continue;
-            }
-            m.sections += 1;
-            m.tracked_pages += sec.tracked_pages();
-            m.record_bytes += (sec.words.len() * 8) as u64;
-            m.overhead_bytes +=
-                (size_of::<Section>() + sec.segments.capacity() * size_of::<Segment>()) as u64;
-        }
-        m
     }
 }
 

@@ -10,7 +10,7 @@ use std::{
     },
 };
 
-use hotpage_common::{PAGES_PER_SECTION as S, source};
+use hotpage_common::{PAGES_PER_SECTION as S, PFN_SECTION_SHIFT, source};
 use proptest::prelude::*;
 
 use super::*;

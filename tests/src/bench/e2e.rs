@@ -24,6 +24,8 @@ use hotpage::{
 };
 use serde::Serialize;
 
+use crate::daemon::Daemon;
+
 const RUN_DIR: &str = "/run/hotpage-bench";
 const PAGE: u64 = 4096;
 
@@ -261,30 +263,7 @@ fn first_time(timeline: &[Sample], from: f64, share: f64) -> Option<f64> {
 pub fn run_one(system: System, sc: &Scenario, fast_scan: bool) -> Result<RunResult> {
     let kernel = kernel_for(system, fast_scan)?;
     let hotpage = match system.hotpage_args() {
-        Some(args) => {
-            let mut child = Command::new(bin("HOTPAGE_BIN", "/bin/hotpage"))
-                .arg("run")
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .context("starting hotpage run")?;
-            let t = Instant::now();
-            // Answers only once every source is attached.
-            let run_dir = Path::new(hotpage::kernel::settings::DEFAULT_RUN_DIR);
-            while hotpage::daemon::control::request(run_dir, &hotpage::daemon::control::Request::Ping)
-                .is_err()
-            {
-                if let Ok(Some(st)) = child.try_wait() {
-                    bail!("hotpage run exited: {st}");
-                }
-                if t.elapsed() > Duration::from_secs(60) {
-                    bail!("hotpage run did not start");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Some(child)
-        }
+        Some(args) => Some(Daemon::start(&bin("HOTPAGE_BIN", "/bin/hotpage"), args)?),
         None => None,
     };
     let (migrated0, promoted0, faults0) =
@@ -310,7 +289,7 @@ pub fn run_one(system: System, sc: &Scenario, fast_scan: bool) -> Result<RunResu
     let last = sample(&truths, start.elapsed().as_secs_f64(), moved);
     timeline.push(last.clone());
     let workload_sys: f64 = truths.iter().map(|t| cpu_seconds(t.pid, true)).sum();
-    let hotpage_cpu = hotpage.as_ref().map(|c| cpu_seconds(c.id(), false));
+    let hotpage_cpu = hotpage.as_ref().map(|d| cpu_seconds(d.pid(), false));
     let migrated = vmstat("pgmigrate_success") - migrated0;
     let kernel_promoted = vmstat("pgpromote_success") - promoted0;
     let faults = vmstat("numa_hint_faults") - faults0;
@@ -318,10 +297,8 @@ pub fn run_one(system: System, sc: &Scenario, fast_scan: bool) -> Result<RunResu
         let _ = c.kill();
         let _ = c.wait();
     }
-    if let Some(c) = hotpage {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let out = c.wait_with_output()?;
+    if let Some(d) = hotpage {
+        let out = d.stop()?;
         if !out.status.success() {
             bail!("hotpage run failed: {}", out.status);
         }

@@ -1,0 +1,294 @@
+//! `hotpage run` in the box: it promotes a workload's hot set and its stats
+//! agree with the kernel; observe-only, a crash, a second daemon, samples alone.
+
+use super::common::*;
+
+// ---- the daemon: `hotpage run` with `hotpage stats` over its socket ----
+
+/// A hot-set workload on node 1, started and placed.
+struct Workload {
+    pub child: Child,
+    pub pid: u32,
+    pub region: (u64, u64),
+    pub hot: (u64, u64),
+}
+
+impl Workload {
+    pub fn start(size_mib: u32, hot_mib: u32, seconds: u32) -> Self {
+        let truth = PathBuf::from(format!("/tmp/truth-{}.json", Instant::now().elapsed().as_nanos()));
+        let _ = std::fs::remove_file(&truth);
+        let child = Command::new(workload_bin())
+            .args([
+                "hot-set",
+                "--node",
+                "1",
+                "--size-mib",
+                &size_mib.to_string(),
+                "--hot-mib",
+                &hot_mib.to_string(),
+            ])
+            .args(["--seconds", &seconds.to_string(), "--truth", truth.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        // The workload writes its ground truth once the region is on node 1.
+        let text = loop {
+            if let Ok(t) = std::fs::read_to_string(&truth)
+                && t.ends_with('\n')
+            {
+                break t;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "the workload never placed its memory");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let pair = |a: &serde_json::Value| (a[0].as_u64().unwrap(), a[1].as_u64().unwrap());
+        Self { pid: child.id(), child, region: pair(&v["region"]), hot: pair(&v["hot"][0]) }
+    }
+
+    /// Pages of the region on each node, from /proc/<pid>/numa_maps.
+    pub fn region_nodes(&self) -> HashMap<u32, u64> {
+        let maps = std::fs::read_to_string(format!("/proc/{}/numa_maps", self.pid)).unwrap();
+        let start = format!("{:x}", self.region.0);
+        let line =
+            maps.lines().find(|l| l.split_whitespace().next() == Some(start.as_str())).unwrap_or_else(|| {
+                panic!("no numa_maps line for the region at {start}:\n{maps}");
+            });
+        line.split_whitespace()
+            .filter_map(|f| f.strip_prefix('N')?.split_once('='))
+            .map(|(n, c)| (n.parse().unwrap(), c.parse().unwrap()))
+            .collect()
+    }
+
+    pub fn hot_pages(&self) -> u64 {
+        (self.hot.1 - self.hot.0) / 4096
+    }
+
+    /// Pages the daemon's stats say it promoted for `pid`.
+    pub fn promoted_in(stats: &serde_json::Value, pid: u32) -> u64 {
+        stats["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .map_or(0, |p| p["promoted_pages"].as_u64().unwrap())
+    }
+
+    /// `hotpage stats --json` once this workload has `pages` promoted, or at the limit.
+    pub fn stats_when_promoted(&self, pages: u64, limit: Duration) -> serde_json::Value {
+        let t = Instant::now();
+        loop {
+            let s = stats_json().expect("the daemon answers");
+            if Self::promoted_in(&s, self.pid) >= pages || t.elapsed() > limit {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hotpage_cli(args: &[&str]) -> std::process::Output {
+    Command::new(hotpage_bin()).args(args).output().expect("run hotpage")
+}
+
+fn stats_json() -> Option<serde_json::Value> {
+    let o = hotpage_cli(&["stats", "--json"]);
+    o.status.success().then(|| serde_json::from_slice(&o.stdout).unwrap())
+}
+
+/// Starts `hotpage run` with the box tests' scan speed-up; it answers on its socket.
+fn start_daemon(extra: &[&str]) -> Daemon {
+    let scan = ["--scan-delay-ms", "0", "--scan-period-min-ms", "100", "--scan-period-max-ms", "1000"];
+    let args: Vec<&str> = scan.iter().chain(extra).copied().collect();
+    Daemon::start(&hotpage_bin(), &args).unwrap()
+}
+
+/// Names of the BPF programs loaded in the kernel now.
+fn loaded_program_names() -> Vec<String> {
+    aya::programs::loaded_programs().filter_map(|p| p.ok()?.name_as_str().map(str::to_owned)).collect()
+}
+
+fn vmstat(k: &str) -> u64 {
+    read_vmstat(root()).unwrap().get(k).copied().unwrap_or(0)
+}
+
+fn pure_tiering_mode() -> SettingsGuard {
+    let (mut g, _) = SettingsGuard::acquire(root(), Path::new(TEST_RUN_DIR)).unwrap();
+    // Mode 2 only, so scans spend their budget on node-1 pages (docs/box.md).
+    g.set(NUMA_BALANCING, "2").unwrap();
+    g.set(PROMOTE_RATE_LIMIT, "4321").unwrap();
+    g
+}
+
+#[test]
+fn the_daemon_promotes_the_hot_set_and_its_stats_match_the_kernel() {
+    in_the_box();
+    let _mode = pure_tiering_mode();
+    let before = settings_now();
+    let textfile = Path::new("/tmp/hotpage-textfile");
+    let _ = std::fs::remove_dir_all(textfile);
+    // The daemon first: from then on the kernel's own promotion is held back.
+    let daemon = start_daemon(&["--textfile-dir", textfile.to_str().unwrap()]);
+    assert_eq!(settings_now(), ("2".to_owned(), "0".to_owned()), "tiering on, kernel promotion held back");
+    let migrated0 = vmstat("pgmigrate_success");
+    let promoted0 = vmstat("pgpromote_success");
+    let w = Workload::start(64, 16, 300);
+
+    let hot = w.hot_pages();
+    let snap = w.stats_when_promoted(hot * 9 / 10, Duration::from_secs(150));
+    let pid_promoted = |s: &serde_json::Value| Workload::promoted_in(s, w.pid);
+    let moved = snap["promoter"][0]["counters"]["moved"].as_u64().unwrap();
+    let by_pid = pid_promoted(&snap);
+    assert!(by_pid >= hot * 9 / 10, "only {by_pid} of {hot} hot pages promoted: {snap}");
+    // What stats says moved, the kernel moved: move_pages migrations are
+    // pgmigrate_success; the kernel's own promotion stayed at zero.
+    let migrated = vmstat("pgmigrate_success") - migrated0;
+    assert!(migrated >= moved, "vmstat pgmigrate_success +{migrated} < stats moved {moved}");
+    assert_eq!(vmstat("pgpromote_success"), promoted0, "the kernel promoted nothing itself");
+    assert_eq!(snap["nodes"][0]["promoted_in_pages"].as_u64().unwrap(), moved);
+    assert_eq!(snap["nodes"][1]["promoted_out_pages"].as_u64().unwrap(), moved);
+    // numa_maps of the workload: the region started on node 1, so what is on
+    // node 0 now is what hotpage promoted for this pid (and nothing more).
+    let on = w.region_nodes();
+    let n0 = on.get(&0).copied().unwrap_or(0);
+    let again = pid_promoted(&stats_json().unwrap());
+    assert!(
+        n0 >= by_pid && n0 <= again,
+        "numa_maps N0={n0}, stats promoted {by_pid}..{again} pages of pid {}",
+        w.pid
+    );
+    // The human table and the Prometheus text say the same.
+    let table = String::from_utf8(hotpage_cli(&["stats"]).stdout).unwrap();
+    assert!(table.contains("fentry/numa_migrate_check"), "{table}");
+    let metrics = String::from_utf8(hotpage_cli(&["metrics"]).stdout).unwrap();
+    assert!(metrics.contains("hotpage_promoted_bytes_total{node=\"1\",target=\"0\"}"), "{metrics}");
+    let top = String::from_utf8(hotpage_cli(&["top"]).stdout).unwrap();
+    assert!(top.contains(&w.pid.to_string()) && top.contains("hotpage-workloa"), "{top}");
+
+    assert!(loaded_program_names().iter().any(|n| n == "hint_fault"), "{:?}", loaded_program_names());
+    let out = daemon.stop().unwrap();
+    assert!(out.status.success(), "hotpage run exits cleanly on SIGTERM: {}", out.status);
+    assert!(
+        !loaded_program_names().iter().any(|n| n == "hint_fault"),
+        "our program is gone: {:?}",
+        loaded_program_names()
+    );
+    assert_eq!(settings_now(), before, "settings restored");
+    assert!(!Path::new(RUN_DIR).join("hotpage.sock").exists(), "socket removed");
+    assert!(!Path::new(RUN_DIR).join("kernel-settings.json").exists());
+    let text = std::fs::read_to_string(textfile.join("hotpage.prom")).unwrap();
+    assert!(text.contains("hotpage_promoted_bytes_total"), "{text}");
+    // `cargo xtask test` checks it with the reference parser on the host.
+    std::fs::write("/results/live-metrics.prom", &text).unwrap();
+}
+
+#[test]
+fn the_daemon_in_observe_only_mode_moves_nothing_and_changes_no_setting() {
+    in_the_box();
+    let _mode = pure_tiering_mode();
+    // Observe-only leaves the kernel alone, so give it hint faults without promotion here.
+    let (mut g, _) = SettingsGuard::acquire(root(), Path::new("/run/hotpage-vm-tests-2")).unwrap();
+    g.set(PROMOTE_RATE_LIMIT, "0").unwrap();
+    for (k, v) in [(SCAN_DELAY_MS, "0"), (SCAN_PERIOD_MIN_MS, "100"), (SCAN_PERIOD_MAX_MS, "1000")] {
+        g.set(k, v).unwrap();
+    }
+    let before = settings_now();
+    let w = Workload::start(32, 8, 300);
+    let mut daemon = Daemon::start(&hotpage_bin(), &["--observe-only"]).unwrap();
+    let t = Instant::now();
+    let snap = loop {
+        if let Some(s) = stats_json()
+            && (s["promoter"][0]["counters"]["would_promote"].as_u64().unwrap() >= w.hot_pages() / 2
+                || t.elapsed() > Duration::from_secs(120))
+        {
+            break s;
+        }
+        if let Ok(Some(st)) = daemon.try_wait() {
+            panic!("hotpage run --observe-only exited: {st}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(150), "no answer from the daemon");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(settings_now(), before, "observe-only changes no kernel setting");
+    let c = &snap["promoter"][0]["counters"];
+    assert!(c["would_promote"].as_u64().unwrap() >= w.hot_pages() / 2, "{snap}");
+    assert_eq!((c["moved"].as_u64(), c["move_calls"].as_u64()), (Some(0), Some(0)), "{snap}");
+    assert_eq!(snap["observe_only"], true);
+    assert_eq!(w.region_nodes().get(&0).copied().unwrap_or(0), 0, "nothing of the region moved to node 0");
+    assert!(daemon.stop().unwrap().status.success());
+}
+
+#[test]
+fn the_daemon_killed_with_9_is_cleaned_up_by_the_next_start() {
+    in_the_box();
+    let _originals = distinct_originals();
+    let before = settings_now();
+    start_daemon(&[]).kill().unwrap();
+    assert_eq!(settings_now(), ("3".to_owned(), "0".to_owned()), "a crash leaves the settings changed");
+    assert!(Path::new(RUN_DIR).join("kernel-settings.json").exists());
+    assert!(Path::new(RUN_DIR).join("hotpage.sock").exists(), "a dead daemon's socket stays behind");
+    // The next start restores them, replaces the stale socket and runs.
+    let out = Command::new(hotpage_bin()).args(["run", "--duration", "1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("restored proc/sys/kernel/numa_balancing to 1"), "{stderr}");
+    assert_eq!(settings_now(), before);
+    assert!(!Path::new(RUN_DIR).join("hotpage.sock").exists());
+    assert!(!loaded_program_names().iter().any(|n| n == "hint_fault"));
+}
+
+#[test]
+fn a_second_daemon_is_refused_while_one_runs() {
+    in_the_box();
+    let _originals = distinct_originals();
+    let daemon = start_daemon(&[]);
+    let out = hotpage_cli(&["run", "--duration", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("already running"), "{stderr}");
+    assert!(stats_json().is_some(), "the first daemon is unharmed");
+    assert!(daemon.stop().unwrap().status.success());
+}
+
+#[test]
+fn the_sample_source_alone_promotes_the_hot_set() {
+    in_the_box();
+    let _mode = pure_tiering_mode();
+    // No PMU under TCG: software page-fault samples, which the kernel's NUMA
+    // hint faults raise too; hotpage's own hint-fault program stays off. The
+    // budget is raised because TCG runs the BPF program and the pagemap
+    // lookups 10-20 times slower than hardware.
+    let daemon = start_daemon(&["--no-hint-faults", "--samples", "software", "--cpu-budget-percent", "25"]);
+    let w = Workload::start(64, 16, 300);
+    let hot = w.hot_pages();
+    let snap = w.stats_when_promoted(hot * 9 / 10, Duration::from_secs(150));
+    let pid_promoted = |s: &serde_json::Value| Workload::promoted_in(s, w.pid);
+    assert!(
+        pid_promoted(&snap) >= hot * 9 / 10,
+        "only {} of {hot} hot pages promoted: {snap}",
+        pid_promoted(&snap)
+    );
+    let sources: Vec<&str> =
+        snap["sources"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["samples"], "{snap}");
+    assert_eq!(snap["sampler"]["kind"], "software_page_faults", "{snap}");
+    assert!(snap["sample_pfn_lookups"]["resolved"].as_u64().unwrap() > 0, "{snap}");
+    assert!(snap["sampler"]["period"].as_u64().unwrap() >= 1);
+    let names = loaded_program_names();
+    assert!(names.iter().any(|n| n == "hw_sample") && !names.iter().any(|n| n == "hint_fault"), "{names:?}");
+    let hot_nodes = {
+        let on = w.region_nodes();
+        on.get(&0).copied().unwrap_or(0)
+    };
+    assert!(hot_nodes >= hot * 9 / 10, "numa_maps: {hot_nodes} pages of the region on node 0");
+    assert!(daemon.stop().unwrap().status.success());
+    assert!(!loaded_program_names().iter().any(|n| n == "hw_sample"), "the sample program is gone");
+}

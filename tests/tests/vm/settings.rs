@@ -1,0 +1,63 @@
+//! Kernel settings hotpage changes come back: after SIGTERM, and after a
+//! `kill -9` at the next start.
+
+use super::common::*;
+
+/// Starts `hotpage trace --set-tiering` and waits until it has changed the settings.
+fn start_trace_with_settings() -> Child {
+    let mut child = Command::new(hotpage_bin())
+        .args(["trace", "--set-tiering", "--summary-only"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start hotpage");
+    let start = Instant::now();
+    loop {
+        let (mode, rate) = settings_now();
+        if rate == "0" && mode.parse::<u64>().unwrap() & 2 != 0 {
+            return child;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("hotpage trace exited early: {st}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "hotpage never changed the settings");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sigterm_restores_the_settings() {
+    in_the_box();
+    let _originals = distinct_originals();
+    let before = settings_now();
+    let child = start_trace_with_settings();
+    assert_eq!(settings_now(), ("3".to_owned(), "0".to_owned()), "normal mode kept, tiering added");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "hotpage exits cleanly on SIGTERM: {}", out.status);
+    assert_eq!(settings_now(), before);
+    assert!(!Path::new("/run/hotpage/kernel-settings.json").exists());
+}
+
+#[test]
+fn kill_9_then_a_new_start_restores_the_settings() {
+    in_the_box();
+    let _originals = distinct_originals();
+    let before = settings_now();
+    let mut child = start_trace_with_settings();
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    let _ = child.wait();
+    assert_eq!(settings_now(), ("3".to_owned(), "0".to_owned()), "a crash leaves the settings changed");
+    assert!(Path::new("/run/hotpage/kernel-settings.json").exists(), "the state file survives the crash");
+
+    let out = Command::new(hotpage_bin())
+        .args(["trace", "--summary-only", "--duration", "0.5"])
+        .output()
+        .expect("run hotpage again");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("restored proc/sys/kernel/numa_balancing to 1"), "{stderr}");
+    assert_eq!(settings_now(), before);
+    assert!(!Path::new("/run/hotpage/kernel-settings.json").exists());
+}

@@ -5,17 +5,8 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use serde::Serialize;
 
-use crate::{
-    daemon::control::{self, Request, Response},
-    kernel,
-    kernel::movers,
-    kernel::settings::{NUMA_BALANCING, NUMA_BALANCING_MEMORY_TIERING, PROMOTE_RATE_LIMIT},
-    sources::samples::{PmuError, Sampler},
-    sys::sysfs::{read_text, read_u64},
-    sys::topology::TierTopology,
-};
+use crate::daemon::requirements::{Verdict, requirements};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -24,161 +15,10 @@ pub struct CheckArgs {
     json: bool,
 }
 
-#[derive(Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Verdict {
-    Ok,
-    Fail,
-    /// Worth knowing, not required.
-    Info,
-}
-
-#[derive(Debug, Serialize)]
-struct Item {
-    name: &'static str,
-    verdict: Verdict,
-    detail: String,
-    /// What to do when it fails.
-    fix: Option<String>,
-}
-
-fn ok(name: &'static str, detail: String) -> Item {
-    Item { name, verdict: Verdict::Ok, detail, fix: None }
-}
-
-fn fail(name: &'static str, detail: String, fix: impl Into<String>) -> Item {
-    Item { name, verdict: Verdict::Fail, detail, fix: Some(fix.into()) }
-}
-
-fn info(name: &'static str, detail: String) -> Item {
-    Item { name, verdict: Verdict::Info, detail, fix: None }
-}
-
-/// The sampling hardware the sample source would use, or why there is none.
-fn pmu_line(root: &Path) -> String {
-    match Sampler::detect(root) {
-        Ok(s) => format!("{}: the sample source uses it (samples = \"auto\")", s.describe()),
-        Err(PmuError::None(dev)) => {
-            let core = dev.join("cpu").exists() || dev.join("cpu_core").exists();
-            let what = if core {
-                "a core PMU without memory sampling events"
-            } else {
-                "none (no hardware PMU; e.g. a VM)"
-            };
-            format!("{what}; samples = \"software\" samples page faults instead")
-        }
-        Err(e) => format!("a memory-sampling PMU that cannot be used: {e}"),
-    }
-}
-
-fn items(root: &Path, run_dir: &Path, euid: u32) -> Vec<Item> {
-    let mut v = Vec::new();
-    let release = kernel::release(root);
-    v.push(if euid == 0 {
-        ok("root", "running as root".into())
-    } else {
-        fail("root", format!("running as uid {euid}"), "run hotpage as root (sudo hotpage run)")
-    });
-    match kernel::kernel_btf(root) {
-        Err(e) => {
-            v.push(fail("kernel BTF", e.to_string(), "use a kernel built with CONFIG_DEBUG_INFO_BTF=y"));
-            v.push(fail(
-                "hint-fault hook",
-                format!("Linux {release}: cannot look for it without BTF"),
-                "use a kernel with BTF, Linux 6.9 or later",
-            ));
-        }
-        Ok(btf) => {
-            v.push(ok("kernel BTF", "/sys/kernel/btf/vmlinux".into()));
-            v.push(match kernel::hint_fault_hook(&btf, &release) {
-                Ok(hook) => ok("hint-fault hook", format!("Linux {release}: fentry/{hook}")),
-                Err(e) => fail("hint-fault hook", e.to_string(), "upgrade to Linux 6.9 or later"),
-            });
-        }
-    }
-    match TierTopology::read(root) {
-        Err(e) => v.push(fail("memory tiers", e.to_string(), "check that /sys is mounted")),
-        Ok(topo) => v.push(match topo.require_lower_tier(root) {
-            Ok(()) => {
-                let lower: Vec<String> = topo
-                    .lower_tier_nodes()
-                    .map(|n| format!("node {} (memory_tier{})", n.id, n.tier.unwrap_or(0)))
-                    .collect();
-                ok("memory tiers", format!("lower tier: {}", lower.join(", ")))
-            }
-            Err(e) => fail(
-                "memory tiers",
-                e.to_string(),
-                "hotpage needs a CPU-less node the kernel puts in a lower tier (CXL memory with HMAT/CDAT)",
-            ),
-        }),
-    }
-    match read_u64(&root.join(NUMA_BALANCING)) {
-        Err(_) => v.push(fail(
-            "NUMA balancing",
-            "kernel.numa_balancing is missing".into(),
-            "use a kernel built with CONFIG_NUMA_BALANCING=y",
-        )),
-        Ok(mode) => {
-            let rate = read_u64(&root.join(PROMOTE_RATE_LIMIT)).ok();
-            let tiering = mode & NUMA_BALANCING_MEMORY_TIERING != 0;
-            v.push(ok(
-                "NUMA balancing",
-                format!(
-                    "mode {mode}{}, promote rate limit {} MB/s; `hotpage run` sets memory tiering and a limit of 0 \
-                     while it runs",
-                    if tiering { " (memory tiering)" } else { "" },
-                    rate.map_or("?".into(), |r| r.to_string())
-                ),
-            ));
-        }
-    }
-    if let Ok(topo) = TierTopology::read(root) {
-        let top: Vec<u32> = topo.top_tier_nodes().map(|n| n.id).collect();
-        let free = movers::kernel_promotes_freely(root, &top);
-        v.push(info(
-            "kernel promotion held",
-            if free.is_empty() {
-                "no top-tier node has enough free memory to make NUMA balancing skip its rate limit".into()
-            } else {
-                free.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-            },
-        ));
-    }
-    let damon = movers::damon_migrations(root);
-    v.push(if damon.is_empty() {
-        ok("no competing tiering", "no DAMON migrate_hot/migrate_cold scheme runs".into())
-    } else {
-        fail(
-            "no competing tiering",
-            damon.join("; "),
-            "turn the DAMON scheme off, or run hotpage --observe-only",
-        )
-    });
-    v.push(match control::request(run_dir, &Request::Ping) {
-        Ok(Response::Pong { pid, version }) => info("daemon", format!("hotpage {version} runs as pid {pid}")),
-        _ => info("daemon", "no hotpage daemon is running".into()),
-    });
-    let debugfs = root.join("sys/kernel/debug/sched/numa_balancing");
-    v.push(info(
-        "scan knobs",
-        if debugfs.exists() {
-            format!("{} (debugfs) present", debugfs.display())
-        } else {
-            "debugfs sched/numa_balancing not mounted: scan knobs cannot be tuned".into()
-        },
-    ));
-    v.push(info("PMU", pmu_line(root)));
-    if let Ok(mode) = read_text(&root.join("sys/kernel/mm/transparent_hugepage/enabled")) {
-        v.push(info("THP", format!("transparent_hugepage: {}", mode.trim())));
-    }
-    v
-}
-
 pub fn run(root: &Path, run_dir: &Path, args: CheckArgs) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    let items = items(root, run_dir, euid);
+    let items = requirements(root, run_dir, euid);
     let failed = items.iter().filter(|i| i.verdict == Verdict::Fail).count();
     if args.json {
         println!("{}", serde_json::to_string(&serde_json::json!({ "ok": failed == 0, "checks": items }))?);
@@ -199,59 +39,4 @@ pub fn run(root: &Path, run_dir: &Path, args: CheckArgs) -> Result<()> {
         bail!("{failed} requirement(s) not met (see ✘ above)");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_fixtures::{cxl_box, no_tiering, single_node};
-
-    fn verdict(items: &[Item], name: &str) -> (Verdict, String) {
-        let i = items.iter().find(|i| i.name == name).unwrap();
-        (if i.verdict == Verdict::Ok { Verdict::Ok } else { Verdict::Fail }, i.detail.clone())
-    }
-
-    #[test]
-    fn the_box_capture_has_tiers_but_no_btf_in_the_fixture() {
-        let items = items(&cxl_box(), Path::new("/nonexistent"), 0);
-        assert_eq!(verdict(&items, "root").0, Verdict::Ok);
-        let (v, d) = verdict(&items, "memory tiers");
-        assert_eq!(v, Verdict::Ok);
-        assert!(d.contains("node 1 (memory_tier56)"), "{d}");
-        assert_eq!(verdict(&items, "NUMA balancing").0, Verdict::Ok);
-        // The capture holds no BTF: both BTF items fail with the fix.
-        let btf = items.iter().find(|i| i.name == "kernel BTF").unwrap();
-        assert_eq!(btf.verdict, Verdict::Fail);
-        assert!(btf.fix.as_deref().unwrap().contains("CONFIG_DEBUG_INFO_BTF"));
-    }
-
-    #[test]
-    fn missing_tiers_and_root_fail_with_a_fix() {
-        let items = items(&single_node(), Path::new("/nonexistent"), 1000);
-        let root = items.iter().find(|i| i.name == "root").unwrap();
-        assert_eq!(root.verdict, Verdict::Fail);
-        assert!(root.fix.as_deref().unwrap().contains("sudo"));
-        assert_eq!(verdict(&items, "memory tiers").0, Verdict::Fail);
-        let items = items_for_no_tiering();
-        let (v, d) = verdict(&items, "memory tiers");
-        assert_eq!(v, Verdict::Fail);
-        assert!(d.contains("memory_tiering"), "{d}");
-    }
-
-    fn items_for_no_tiering() -> Vec<Item> {
-        items(&no_tiering(), Path::new("/nonexistent"), 0)
-    }
-
-    #[test]
-    fn pmu_types_by_sysfs() {
-        use crate::test_fixtures::fixture;
-        let root = std::env::temp_dir().join(format!("hotpage-pmu-{}", std::process::id()));
-        let dev = root.join("sys/bus/event_source/devices");
-        std::fs::create_dir_all(dev.join("cpu/events")).unwrap();
-        assert!(pmu_line(&root).starts_with("a core PMU"));
-        let _ = std::fs::remove_dir_all(&root);
-        assert!(pmu_line(&fixture("pmu-intel-icx")).starts_with("Intel PEBS"));
-        assert!(pmu_line(&fixture("pmu-amd-zen4")).starts_with("AMD IBS"));
-        assert!(pmu_line(Path::new("/nonexistent")).starts_with("none"));
-    }
 }

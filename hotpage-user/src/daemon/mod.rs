@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod metrics;
 pub mod preflight;
+pub mod requirements;
 mod run;
 mod server;
 mod shutdown;

@@ -17,6 +17,7 @@
 #define HOTPAGE_EV_PMD		0x1	/* fault on a PMD-mapped THP: pfn is the head */
 #define HOTPAGE_EV_NEED_PFN	0x2	/* no pfn from the kernel: userspace resolves vaddr */
 #define HOTPAGE_EV_WRITE	0x4	/* the access was a write, when the hook knows */
+#define HOTPAGE_EV_LATENCY	0x8	/* latency_ms holds the scan-to-fault latency */
 
 #define HOTPAGE_NO_NODE		(-1)
 
@@ -34,8 +35,10 @@ struct hotpage_event {
 	__u16 source;		/* HOTPAGE_SRC_* */
 	__u8 order;		/* folio order: 0 base page, 9 PMD THP on x86-64 */
 	__u8 flags;		/* HOTPAGE_EV_* */
+	__u32 latency_ms;	/* scan-to-fault latency, ms, with HOTPAGE_EV_LATENCY */
+	__u32 reserved;
 };
-_Static_assert(sizeof(struct hotpage_event) == 40, "hotpage_event size");
+_Static_assert(sizeof(struct hotpage_event) == 48, "hotpage_event size");
 
 /* Per-CPU counters each program keeps (index into the `counters` map). */
 #define HOTPAGE_CNT_SEEN	0	/* hook invocations */

@@ -55,6 +55,8 @@ pub mod event_flags {
     pub const NEED_PFN: u8 = 0x2;
     /// The access was a write, when the hook knows.
     pub const WRITE: u8 = 0x4;
+    /// `latency_ms` holds the scan-to-fault latency.
+    pub const LATENCY: u8 = 0x8;
 }
 
 /// One lower-tier access, as it crosses the ring buffer (`struct hotpage_event`).
@@ -79,9 +81,13 @@ pub struct HotpageEvent {
     pub order: u8,
     /// [`event_flags`] bits.
     pub flags: u8,
+    /// Milliseconds from the scan that made the page's entry PROT_NONE to this
+    /// hint fault, when `flags` has [`event_flags::LATENCY`].
+    pub latency_ms: u32,
+    pub reserved: u32,
 }
 
-const _: () = assert!(size_of::<HotpageEvent>() == 40);
+const _: () = assert!(size_of::<HotpageEvent>() == 48);
 const _: () = assert!(align_of::<HotpageEvent>() == 8);
 
 impl HotpageEvent {
@@ -167,14 +173,16 @@ mod tests {
             page_nid: 1,
             source: source::HINT_FAULT,
             order: PMD_ORDER,
-            flags: event_flags::PMD,
+            flags: event_flags::PMD | event_flags::LATENCY,
+            latency_ms: 77,
+            reserved: 0,
         };
-        let mut buf = [0u8; 41];
-        // SAFETY: HotpageEvent is plain old data of exactly 40 bytes.
-        let raw: [u8; 40] = unsafe { core::mem::transmute(ev) };
+        let mut buf = [0u8; 49];
+        // SAFETY: HotpageEvent is plain old data of exactly 48 bytes.
+        let raw: [u8; 48] = unsafe { core::mem::transmute(ev) };
         buf[1..].copy_from_slice(&raw);
         assert_eq!(HotpageEvent::from_bytes(&buf[1..]), Some(ev));
-        assert_eq!(HotpageEvent::from_bytes(&buf[1..40]), None);
+        assert_eq!(HotpageEvent::from_bytes(&buf[1..48]), None);
     }
 
     #[test]

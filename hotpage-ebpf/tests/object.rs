@@ -49,8 +49,19 @@ fn event_layout_in_btf_matches_rust() {
     for (name, bytes) in hotpage_ebpf::OBJECTS {
         let btf = btf_of(bytes);
         let c = struct_layout(&btf, "hotpage_event");
-        let rust =
-            rust_layout!(HotpageEvent { pfn, vaddr, time_ns, pid, nid, page_nid, source, order, flags });
+        let rust = rust_layout!(HotpageEvent {
+            pfn,
+            vaddr,
+            time_ns,
+            pid,
+            nid,
+            page_nid,
+            source,
+            order,
+            flags,
+            latency_ms,
+            reserved
+        });
         assert_eq!(c, rust, "struct hotpage_event in {name}");
     }
 }

@@ -81,6 +81,6 @@ int BPF_PROG(hint_fault, struct folio *folio, struct vm_fault *vmf, unsigned lon
 
 	if (vmf->flags & bpf_core_enum_value(enum fault_flag, FAULT_FLAG_WRITE))
 		flags |= HOTPAGE_EV_WRITE;
-	emit(pfn, addr, bpf_get_current_pid_tgid() >> 32, nid, order, flags);
+	emit(pfn, addr, bpf_get_current_pid_tgid() >> 32, nid, order, flags, 0);
 	return 0;
 }

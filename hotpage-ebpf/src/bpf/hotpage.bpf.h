@@ -97,7 +97,7 @@ static __always_inline int lower_tier_nid(__u64 pfn)
  * wakeup_every events per CPU; its drain timer collects any tail.
  */
 static __always_inline void emit(__u64 pfn, __u64 vaddr, __u32 pid, int page_nid, __u8 order,
-				 __u8 flags)
+				 __u8 flags, __u32 latency_ms)
 {
 	struct hotpage_event *ev;
 	__u64 emitted, wake;
@@ -116,6 +116,8 @@ static __always_inline void emit(__u64 pfn, __u64 vaddr, __u32 pid, int page_nid
 	ev->source = HOTPAGE_SOURCE;
 	ev->order = order;
 	ev->flags = flags;
+	ev->latency_ms = latency_ms;
+	ev->reserved = 0;
 
 	emitted = count(HOTPAGE_CNT_EMITTED);
 	wake = BPF_RB_NO_WAKEUP;

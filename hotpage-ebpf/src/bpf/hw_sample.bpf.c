@@ -44,7 +44,7 @@ int hw_sample(struct bpf_perf_event_data *ctx)
 	}
 	if (!phys) {
 		/* No physical address: userspace resolves and filters. */
-		emit(0, vaddr, pid, HOTPAGE_NO_NODE, 0, HOTPAGE_EV_NEED_PFN);
+		emit(0, vaddr, pid, HOTPAGE_NO_NODE, 0, HOTPAGE_EV_NEED_PFN, 0);
 		return 0;
 	}
 
@@ -54,6 +54,6 @@ int hw_sample(struct bpf_perf_event_data *ctx)
 		count(HOTPAGE_CNT_FILTERED);
 		return 0;
 	}
-	emit(pfn, vaddr, pid, nid, 0, 0);
+	emit(pfn, vaddr, pid, nid, 0, 0, 0);
 	return 0;
 }

@@ -108,6 +108,10 @@ fn source_name(id: u16) -> &'static str {
     }
 }
 
+fn latency_of(ev: &HotpageEvent) -> Option<u32> {
+    (ev.flags & event_flags::LATENCY != 0).then_some(ev.latency_ms)
+}
+
 fn flag_names(flags: u8) -> Vec<&'static str> {
     let mut v = Vec::new();
     if flags & event_flags::PMD != 0 {
@@ -134,6 +138,8 @@ struct EventLine {
     source: &'static str,
     order: u8,
     flags: Vec<&'static str>,
+    /// Scan-to-fault latency, when the hook read it.
+    latency_ms: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -210,8 +216,8 @@ impl Printer {
         if !self.json && !self.summary_only {
             writeln!(
                 self.out,
-                "{:>10} {:>8} {:>18} {:>12} {:>4} {:>4} {:<12} FLAGS",
-                "TIME(s)", "PID", "VADDR", "PFN", "NODE", "CPU", "SOURCE"
+                "{:>10} {:>8} {:>18} {:>12} {:>4} {:>4} {:<12} {:>7} FLAGS",
+                "TIME(s)", "PID", "VADDR", "PFN", "NODE", "CPU", "SOURCE", "LAT(ms)"
             )?;
         }
         Ok(())
@@ -231,13 +237,14 @@ impl Printer {
                 source: source_name(ev.source),
                 order: ev.order,
                 flags: flag_names(ev.flags),
+                latency_ms: latency_of(ev),
             };
             serde_json::to_writer(&mut self.out, &line)?;
             writeln!(self.out)
         } else {
             writeln!(
                 self.out,
-                "{:>10.3} {:>8} {:>#18x} {:>#12x} {:>4} {:>4} {:<12} {}",
+                "{:>10.3} {:>8} {:>#18x} {:>#12x} {:>4} {:>4} {:<12} {:>7} {}",
                 t,
                 ev.pid,
                 ev.vaddr,
@@ -245,6 +252,7 @@ impl Printer {
                 ev.page_nid,
                 ev.nid,
                 source_name(ev.source),
+                latency_of(ev).map_or("-".into(), |l| l.to_string()),
                 flag_names(ev.flags).join(",")
             )
         }

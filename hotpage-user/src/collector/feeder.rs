@@ -132,7 +132,7 @@ mod tests {
             page_nid: 1,
             source: source::HINT_FAULT,
             order,
-            flags: 0,
+            ..HotpageEvent::default()
         }
     }
 

@@ -9,6 +9,7 @@
 //! | [`collector`] | drains the sources' rings and feeds each event to the hot map as an access |
 //! | [`hotmap`] | the userspace twin of pghot's hot map: one record per lower-tier page, READY decisions, the node walk |
 //! | [`promoter`] | one kmigrated-equivalent worker per lower-tier node: verify, limit, `move_pages`, account |
+//! | [`recording`] | the access stream to a file (a stage before the hot map), and replays of it offline |
 //! | [`report`] | one snapshot of everything, rendered as a table, JSON or Prometheus text |
 //! | [`daemon`] | a run assembled from the stages (shared by `run` and `trace`), its config, control socket, metrics export, requirements, clean stop |
 //! | [`cli`] | argument parsing and printing |
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod hotmap;
 pub mod kernel;
 pub mod promoter;
+pub mod recording;
 pub mod report;
 pub mod sources;
 pub mod sys;

@@ -13,8 +13,10 @@ fn main() -> ExitCode {
         Err(err) => {
             // One line: the error and its causes, joined.
             eprintln!("hotpage: error: {err:#}");
-            // A bad configuration file is a usage error, like a bad flag.
-            if err.downcast_ref::<hotpage::daemon::config::ConfigFileError>().is_some() {
+            // A bad configuration file or recording is a usage error, like a bad flag.
+            if err.downcast_ref::<hotpage::daemon::config::ConfigFileError>().is_some()
+                || err.downcast_ref::<hotpage::cli::BadRecording>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)

@@ -353,3 +353,93 @@ mod with_a_daemon {
         let _ = fs::remove_dir_all(&dir);
     }
 }
+
+/// A short recording of hint faults on the box's node 1, made with the library.
+mod replay {
+    use hotpage::{
+        hotmap::HotMapConfig,
+        recording::{Header, NodeMemoryAtStart, PromoterKnobs, Trailer, Writer},
+        sys::topology::TierTopology,
+    };
+    use hotpage_common::{HotpageEvent, source};
+
+    use super::*;
+
+    fn recording(dir: &Path, events: u64) -> (PathBuf, Vec<u8>) {
+        let topology = TierTopology::read(&fixture("cxl-box-6.12")).unwrap();
+        let first = topology.lower_tier_ranges().unwrap()[0].start_pfn;
+        let header = Header {
+            hotpage: "test".into(),
+            kernel: "6.12.117+deb12-cloud-amd64".into(),
+            topology,
+            memory: vec![NodeMemoryAtStart { node: 0, total: 262_144, free: 200_000, low: 3000 }],
+            hotmap: HotMapConfig::default(),
+            hint_capacity: 1 << 16,
+            promoter: PromoterKnobs { rate_limit_mbps: Some(1024), ..PromoterKnobs::default() },
+            pid: None,
+            changes: false,
+            start_ns: 5_000_000_000,
+            sources_at_start: Vec::new(),
+        };
+        let mut w = Writer::new(Vec::new(), &header).unwrap();
+        for i in 0..events {
+            let page = i % 64;
+            w.event(&HotpageEvent {
+                pfn: first + page,
+                vaddr: 0x7f00_0000_0000 + page * 4096,
+                time_ns: 5_000_000_000 + i * 10_000_000,
+                pid: 77,
+                page_nid: 1,
+                source: source::HINT_FAULT,
+                ..HotpageEvent::default()
+            })
+            .unwrap();
+        }
+        let data = w.finish(Trailer::default()).unwrap();
+        let path = dir.join("r.hprec");
+        fs::write(&path, &data).unwrap();
+        (path, data)
+    }
+
+    #[test]
+    fn a_recording_replays_to_a_table_and_to_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = recording(dir.path(), 1000);
+        let o = hotpage(&["replay", path.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("1000 events") && out.contains("simulated"), "{out}");
+        let o = hotpage(&["replay", path.to_str().unwrap(), "--json", "--freq-threshold", "3"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["events"], 1000);
+        assert_eq!(v["feed"]["newly_ready"], 64, "every page turns READY once (64 pages, 3 accesses)");
+        assert_eq!(v["promoter"]["moved"], 64);
+    }
+
+    /// Malformed, truncated, future: one line naming the problem, exit 2.
+    #[test]
+    fn a_bad_recording_is_one_line_and_exit_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, data) = recording(dir.path(), 100);
+        let bad = dir.path().join("bad");
+        let cases: [(Vec<u8>, &str); 3] = [
+            (b"PK\x03\x04 a zip file".to_vec(), "not a hotpage recording"),
+            (data[..data.len() - 7].to_vec(), "truncated"),
+            ([&data[..8], &[7u8, 0][..], &data[10..]].concat(), "version 7"),
+        ];
+        for (bytes, needle) in cases {
+            fs::write(&bad, bytes).unwrap();
+            let o = hotpage(&["replay", bad.to_str().unwrap()]);
+            assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+            let err = stderr(&o);
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+            assert!(err.contains(needle), "{needle:?} in {err}");
+        }
+        // A recording without the hot map's takes cannot replay as recorded.
+        let o = hotpage(&["replay", path.to_str().unwrap(), "--as-recorded"]);
+        assert_one_line_error(&o, "without the hot map's takes");
+        let o = hotpage(&["replay", dir.path().join("missing").to_str().unwrap()]);
+        assert_one_line_error(&o, "missing");
+    }
+}

@@ -3,11 +3,15 @@
 
 mod check;
 mod nodes;
+mod record;
+mod replay;
 mod run;
 mod stats;
 mod trace;
 
 use std::path::PathBuf;
+
+pub use replay::BadRecording;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -48,6 +52,10 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Print lower-tier page accesses live, with a per-second summary.
     Trace(trace::TraceArgs),
+    /// Write every lower-tier access to a file, to replay it later.
+    Record(record::RecordArgs),
+    /// Replay a recording through the hot map and a promotion rule, offline.
+    Replay(Box<replay::ReplayArgs>),
 }
 
 pub fn init_logging(verbose: u8) {
@@ -70,5 +78,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Nodes(args) => nodes::run(&cli.root, args),
         Command::Check(args) => check::run(&cli.root, &cli.run_dir, args),
         Command::Trace(args) => trace::run(&cli.root, &cli.run_dir, args),
+        Command::Record(args) => record::run(&cli.root, &cli.run_dir, args),
+        Command::Replay(args) => replay::run(&cli.root, *args),
     }
 }

@@ -20,36 +20,13 @@ pub struct RunArgs {
     /// TOML configuration file [default: /etc/hotpage/hotpage.toml when it exists].
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Memory samples: auto (IBS/PEBS when present), hardware, software (page faults), off.
-    #[arg(long, value_name = "MODE", value_parser = ["auto", "hardware", "software", "off"])]
-    samples: Option<String>,
-    /// Most CPU the sample source may cost, percent of one core.
-    #[arg(long, value_name = "PERCENT")]
-    cpu_budget_percent: Option<f64>,
-    /// Do not attach the hint-fault program (samples only).
-    #[arg(long)]
-    no_hint_faults: bool,
+    #[command(flatten)]
+    sources: SourceArgs,
     /// Move nothing and change no kernel setting; count what would move.
     #[arg(long)]
     observe_only: bool,
-    /// Promotion rate limit per target node: MB/s, 0 (observe only) or "unlimited".
-    #[arg(long, value_name = "MBPS", value_parser = parse_rate_limit)]
-    rate_limit: Option<String>,
-    /// Hot-map record mode: "default" (1 byte per page) or "precise" (4 bytes).
-    #[arg(long, value_parser = ["default", "precise"])]
-    mode: Option<String>,
-    /// Accesses within the window that make a page ready.
-    #[arg(long)]
-    freq_threshold: Option<u32>,
-    /// Window for counting accesses, ms.
-    #[arg(long, value_name = "MS")]
-    freq_window_ms: Option<u32>,
-    /// Pages per move_pages call.
-    #[arg(long)]
-    batch_pages: Option<usize>,
-    /// MiB kept free on a target node above its low watermark (0 = automatic).
-    #[arg(long, value_name = "MIB")]
-    headroom_mib: Option<u64>,
+    #[command(flatten)]
+    rule: RuleArgs,
     /// Leave kernel.numa_balancing and its promotion rate limit alone.
     #[arg(long)]
     no_manage_numa_balancing: bool,
@@ -69,10 +46,88 @@ pub struct RunArgs {
     /// Stop after this many seconds (default: run until SIGTERM/SIGINT).
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
+    /// Also record every access the hot map receives, and its takes, to FILE
+    /// (docs/recording.md); `hotpage replay FILE` replays it.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 fn parse_rate_limit(s: &str) -> Result<String, String> {
     RateLimit::parse(s).map(|_| s.to_owned())
+}
+
+/// Which sources feed the hot map: the flags `run` and `record` share.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Memory samples: auto (IBS/PEBS when present), hardware, software (page faults), off.
+    #[arg(long, value_name = "MODE", value_parser = ["auto", "hardware", "software", "off"])]
+    samples: Option<String>,
+    /// Most CPU the sample source may cost, percent of one core.
+    #[arg(long, value_name = "PERCENT")]
+    cpu_budget_percent: Option<f64>,
+    /// Do not attach the hint-fault program (samples only).
+    #[arg(long)]
+    no_hint_faults: bool,
+}
+
+impl SourceArgs {
+    /// The flags on top of `file`'s settings.
+    pub fn apply(&self, file: &mut FileConfig) {
+        if let Some(m) = &self.samples {
+            file.sources.samples = m.clone();
+        }
+        if let Some(b) = self.cpu_budget_percent {
+            file.sources.cpu_budget_percent = b;
+        }
+        if self.no_hint_faults {
+            file.sources.hint_faults = false;
+        }
+    }
+}
+
+/// Which pages become hot and how they move: the knobs `run` and `replay` share.
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    /// Promotion rate limit per target node: MB/s, 0 (observe only) or "unlimited".
+    #[arg(long, value_name = "MBPS", value_parser = parse_rate_limit)]
+    rate_limit: Option<String>,
+    /// Hot-map record mode: "default" (1 byte per page) or "precise" (4 bytes).
+    #[arg(long, value_parser = ["default", "precise"])]
+    mode: Option<String>,
+    /// Accesses within the window that make a page ready.
+    #[arg(long)]
+    freq_threshold: Option<u32>,
+    /// Window for counting accesses, ms.
+    #[arg(long, value_name = "MS")]
+    freq_window_ms: Option<u32>,
+    /// Pages per move_pages call.
+    #[arg(long)]
+    batch_pages: Option<usize>,
+    /// MiB kept free on a target node above its low watermark (0 = automatic).
+    #[arg(long, value_name = "MIB")]
+    headroom_mib: Option<u64>,
+    /// The promotion target of every page (default: each lower-tier node's nearest top-tier node).
+    #[arg(long, value_name = "NODE")]
+    target_nid: Option<u32>,
+}
+
+impl RuleArgs {
+    /// The flags on top of `file`'s settings.
+    pub fn apply(&self, file: &mut FileConfig) {
+        let h = &mut file.hotmap;
+        if let Some(m) = &self.mode {
+            h.mode = Some(if m == "precise" { RecordMode::Precise } else { RecordMode::Default });
+        }
+        h.freq_threshold = self.freq_threshold.or(h.freq_threshold);
+        h.freq_window_ms = self.freq_window_ms.or(h.freq_window_ms);
+        h.target_nid = self.target_nid.or(h.target_nid);
+        let p = &mut file.promoter;
+        if let Some(r) = &self.rate_limit {
+            p.rate_limit = Some(r.clone());
+        }
+        p.batch_pages = self.batch_pages.or(p.batch_pages);
+        p.headroom_mib = self.headroom_mib.or(p.headroom_mib);
+    }
 }
 
 impl RunArgs {
@@ -84,29 +139,11 @@ impl RunArgs {
             None if default.exists() => (FileConfig::load(default)?, default.to_owned()),
             None => (FileConfig::default(), PathBuf::from("configuration")),
         };
-        if let Some(m) = &self.samples {
-            file.sources.samples = m.clone();
-        }
-        if let Some(b) = self.cpu_budget_percent {
-            file.sources.cpu_budget_percent = b;
-        }
-        if self.no_hint_faults {
-            file.sources.hint_faults = false;
-        }
-        let h = &mut file.hotmap;
-        if let Some(m) = &self.mode {
-            h.mode = Some(if m == "precise" { RecordMode::Precise } else { RecordMode::Default });
-        }
-        h.freq_threshold = self.freq_threshold.or(h.freq_threshold);
-        h.freq_window_ms = self.freq_window_ms.or(h.freq_window_ms);
-        let p = &mut file.promoter;
+        self.sources.apply(&mut file);
+        self.rule.apply(&mut file);
         if self.observe_only {
-            p.rate_limit = Some("0".into());
-        } else if let Some(r) = &self.rate_limit {
-            p.rate_limit = Some(r.clone());
+            file.promoter.rate_limit = Some("0".into());
         }
-        p.batch_pages = self.batch_pages.or(p.batch_pages);
-        p.headroom_mib = self.headroom_mib.or(p.headroom_mib);
         let k = &mut file.kernel;
         if self.no_manage_numa_balancing {
             k.manage_numa_balancing = false;
@@ -128,5 +165,5 @@ impl RunArgs {
 pub fn run(root: &Path, run_dir: &Path, args: RunArgs) -> Result<()> {
     // Configuration errors come first: they need neither root nor a kernel.
     let cfg = args.resolve()?;
-    daemon::run(root, run_dir, cfg, args.duration)
+    daemon::run(root, run_dir, cfg, args.duration, args.record.as_deref())
 }

@@ -33,13 +33,20 @@ pub struct HotMapFeeder {
     map: Arc<HotMap>,
     stats: FeedStats,
     published: Arc<FeedCounters>,
-    /// Reused per batch.
+    /// Reused per batch: the accesses and the events they came from.
     accesses: Vec<Access>,
+    origins: Vec<u32>,
 }
 
 impl HotMapFeeder {
     pub fn new(map: Arc<HotMap>) -> Self {
-        Self { map, stats: FeedStats::default(), published: Arc::default(), accesses: Vec::new() }
+        Self {
+            map,
+            stats: FeedStats::default(),
+            published: Arc::default(),
+            accesses: Vec::new(),
+            origins: Vec::new(),
+        }
     }
 
     pub fn stats(&self) -> FeedStats {
@@ -56,6 +63,35 @@ impl HotMapFeeder {
 }
 
 impl HotMapFeeder {
+    /// Records `events` in the hot map, as `consume_batch()` does, and hands
+    /// each recorded event with its outcome to `seen` (a replay watches for
+    /// pages turning READY).
+    pub fn feed(
+        &mut self,
+        events: &[HotpageEvent],
+        mut seen: impl FnMut(&HotpageEvent, &Result<Recorded, RecordError>),
+    ) {
+        self.accesses.clear();
+        self.origins.clear();
+        for (i, ev) in events.iter().enumerate() {
+            self.stats.events += 1;
+            if ev.flags & event_flags::NEED_PFN != 0 {
+                self.stats.unresolved += 1;
+                continue;
+            }
+            self.accesses.push(access_of(ev));
+            self.origins.push(i as u32);
+        }
+        let map = self.map.clone();
+        let (accesses, origins) = (std::mem::take(&mut self.accesses), std::mem::take(&mut self.origins));
+        map.record_batch(&accesses, |k, result| {
+            seen(&events[origins[k] as usize], &result);
+            self.outcome(result);
+        });
+        self.accesses = accesses;
+        self.origins = origins;
+    }
+
     fn outcome(&mut self, result: Result<Recorded, RecordError>) {
         let s = &mut self.stats;
         match result {
@@ -95,19 +131,7 @@ impl EventConsumer for HotMapFeeder {
     }
 
     fn consume_batch(&mut self, events: &[HotpageEvent]) {
-        self.accesses.clear();
-        for ev in events {
-            self.stats.events += 1;
-            if ev.flags & event_flags::NEED_PFN != 0 {
-                self.stats.unresolved += 1;
-                continue;
-            }
-            self.accesses.push(access_of(ev));
-        }
-        let map = self.map.clone();
-        let accesses = std::mem::take(&mut self.accesses);
-        map.record_batch(&accesses, |_, result| self.outcome(result));
-        self.accesses = accesses;
+        self.feed(events, |_, _| {});
     }
 
     fn drained(&mut self) {

@@ -13,6 +13,7 @@ use crate::{
         SOURCE_HINT_FAULTS, SOURCE_HW_HINTS,
     },
     promoter::{PromoterConfig, PromoterError, RateLimit},
+    recording::Header,
     sources::LoadOptions,
     sources::samples::SamplesMode,
 };
@@ -185,6 +186,33 @@ pub struct RunConfig {
 }
 
 impl FileConfig {
+    /// The settings a recording was made with, to replay it as it ran (its
+    /// flags then go on top, as on a configuration file).
+    pub fn of_recording(h: &Header) -> Self {
+        let mut f = Self::default();
+        f.sources.hint_faults = h.hotmap.enabled_sources & SOURCE_HINT_FAULTS != 0;
+        f.sources.samples =
+            if h.hotmap.enabled_sources & SOURCE_HW_HINTS != 0 { "software" } else { "off" }.into();
+        f.hotmap = HotMapFile {
+            mode: Some(h.hotmap.mode),
+            freq_threshold: Some(h.hotmap.freq_threshold),
+            freq_window_ms: Some(h.hotmap.freq_window_ms),
+            target_nid: h.promoter.target_nid,
+            hint_capacity: Some(h.hint_capacity),
+        };
+        let p = &h.promoter;
+        let nonzero = |v: usize| (v > 0).then_some(v);
+        f.promoter = PromoterFile {
+            rate_limit: Some(p.rate_limit_mbps.map_or("unlimited".into(), |n| n.to_string())),
+            sleep_ms: (p.sleep_ms > 0).then_some(p.sleep_ms),
+            batch_pages: nonzero(p.batch_pages),
+            max_round_pages: nonzero(p.max_round_pages),
+            headroom_mib: p.headroom_mib,
+            ..PromoterFile::default()
+        };
+        f
+    }
+
     /// Reads and parses a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
         let text = std::fs::read_to_string(path)

@@ -6,10 +6,14 @@ pub mod config;
 pub mod control;
 pub mod metrics;
 pub mod preflight;
+pub mod record;
+pub mod recording;
 pub mod requirements;
 mod run;
 mod server;
 mod shutdown;
+pub mod sources;
 
+pub use record::{RecordRequest, record};
 pub use run::run;
 pub use shutdown::Shutdown;

@@ -16,24 +16,39 @@ use super::{
     control::ControlServer,
     metrics,
     preflight::{Preflight, preflight, recover_only, report_recovered, tokio_runtime},
+    recording::{self, RunKnobs},
+    sources::Sources,
 };
 use crate::{
     collector::{Collector, HotMapFeeder},
     hotmap::{HotMap, MemoryLayout},
     kernel::{movers, settings::SettingsGuard},
     promoter::{LiveSystem, Promoter, RateLimit, Targets},
-    report::{AttachedSource, SnapshotBuilder, SnapshotSource},
-    sources::{AddressResolver, LoadedSource, SourceCounters, SourceKind, samples::SampleSource},
-    sys::{thread_time::thread_cpu_time, vmstat},
+    recording::{Recorder, Trailer},
+    report::{SnapshotBuilder, SnapshotSource},
+    sources::{AddressResolver, samples::SampleSource},
+    sys::{clock::monotonic_ns, vmstat},
 };
 
 /// `hotpage run` with a resolved configuration: until SIGTERM/SIGINT, or
 /// for `duration` seconds.
-pub fn run(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f64>) -> Result<()> {
-    tokio_runtime()?.block_on(daemon(root, run_dir, cfg, duration))
+pub fn run(
+    root: &Path,
+    run_dir: &Path,
+    cfg: RunConfig,
+    duration: Option<f64>,
+    record: Option<&Path>,
+) -> Result<()> {
+    tokio_runtime()?.block_on(daemon(root, run_dir, cfg, duration, record))
 }
 
-async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f64>) -> Result<()> {
+async fn daemon(
+    root: &Path,
+    run_dir: &Path,
+    cfg: RunConfig,
+    duration: Option<f64>,
+    record: Option<&Path>,
+) -> Result<()> {
     let started = Instant::now();
     let shutdown = Shutdown::install()?;
     let observe_only = cfg.promoter.rate_limit == RateLimit::ObserveOnly;
@@ -85,48 +100,29 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
     for node in movers::kernel_promotes_freely(root, &top) {
         tracing::warn!("{node}");
     }
-    let mut rings = Vec::new();
-    let mut attached = Vec::new();
-    let hint_faults = match hook {
-        Some(hook) => {
-            let (src, ring, counters) = LoadedSource::hint_faults(&cfg.load, &ranges, hook)?;
-            rings.push(ring);
-            attached.push(AttachedSource {
-                name: SourceKind::HintFault.name().into(),
-                attached_to: format!("fentry/{hook}"),
-                counters: Arc::new(counters),
-                id: SourceKind::HintFault.id(),
-            });
-            Some(src)
-        }
-        None => None,
-    };
-    let samples = match sampler {
-        Some(sampler) => {
-            let (src, ring, counters) =
-                SampleSource::start(root, sampler, &cfg.load, &ranges, cfg.cpu_budget, cfg.sample_period)
-                    .context("starting the sample source")?;
-            rings.push(ring);
-            attached.push(AttachedSource {
-                name: SourceKind::HwSample.name().into(),
-                attached_to: format!(
-                    "perf_event/{} on {} CPUs",
-                    src.events().sampler().pmu,
-                    src.events().cpus()
-                ),
-                counters: Arc::new(counters),
-                id: SourceKind::HwSample.id(),
-            });
-            tracing::info!("sampling: {}", src.status().description);
-            Some(src)
-        }
-        None => None,
-    };
+    let mut sources = Sources::attach(root, &cfg, hook, sampler, &ranges)?;
 
     let map = Arc::new(HotMap::new(&MemoryLayout::from(&topo), cfg.hotmap, cfg.hint_capacity)?);
     let feeder = HotMapFeeder::new(map.clone());
     let feed_counters = feeder.counters();
-    let mut consumer = AddressResolver::new(feeder, root, &ranges);
+    // The recorder, between the resolver and the hot map, sees what the map sees.
+    let recorder = match record {
+        Some(path) => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            map.log_changes(tx);
+            let knobs = RunKnobs {
+                hotmap: cfg.hotmap,
+                hint_capacity: cfg.hint_capacity,
+                promoter: &cfg.promoter,
+                target_nid: cfg.target_nid,
+            };
+            let header = recording::header(root, &topo, &release, knobs, None, true, &sources.attached);
+            Recorder::to_file(feeder, path, &header, Some(rx))
+                .with_context(|| format!("creating the recording {}", path.display()))?
+        }
+        None => Recorder::off(feeder),
+    };
+    let mut consumer = AddressResolver::new(recorder, root, &ranges);
     let targets = Targets::new(&topo, cfg.hotmap.mode, cfg.target_nid);
     let lower: Vec<String> = topo
         .lower_tier_nodes()
@@ -139,18 +135,14 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
         })
         .collect();
     let promoter = Promoter::start(map.clone(), targets, cfg.promoter, |_| LiveSystem::new(root))?;
-    let names: Vec<&str> = attached.iter().map(|a| a.attached_to.as_str()).collect();
+    let names: Vec<&str> = sources.attached.iter().map(|a| a.attached_to.as_str()).collect();
     tracing::info!(
         rate_limit = %cfg.promoter.rate_limit,
         "hotpage run: {} attached; promoting {}",
         names.join(" and "),
         lower.join(", ")
     );
-    let sample_status = samples.as_ref().map(SampleSource::status);
-    let sample_counters =
-        attached.iter().find(|a| a.id == SourceKind::HwSample.id()).map(|a| a.counters.clone());
-    let hint_counters =
-        attached.iter().find(|a| a.id == SourceKind::HintFault.id()).map(|a| a.counters.clone());
+    let sample_status = sources.samples.as_ref().map(SampleSource::status);
 
     let builder: Arc<dyn SnapshotSource> = Arc::new(SnapshotBuilder {
         root: root.to_owned(),
@@ -158,7 +150,7 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
         kernel: release.clone(),
         started,
         rate_limit: cfg.promoter.rate_limit,
-        sources: attached,
+        sources: sources.attached.clone(),
         map: map.clone(),
         feed: feed_counters,
         resolve: consumer.counters(),
@@ -198,22 +190,41 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
         }));
     }
 
-    // The sample source's CPU budget, on this thread: the collector's thread
-    // CPU time is the consumer's cost, shared out by events per source.
-    let budget = samples.map(|src| tokio::spawn(budget_loop(src, sample_counters, hint_counters)));
+    // The sample source's CPU budget, on this thread (the collector's).
+    let budget = sources.spawn_budget();
 
-    let mut collector = Collector::new(rings, Duration::from_millis(cfg.drain_interval_ms))?;
+    let mut collector =
+        Collector::new(std::mem::take(&mut sources.rings), Duration::from_millis(cfg.drain_interval_ms))?;
     let limit = duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
     let result = collector.run(&mut consumer, shutdown.wait(limit, std::future::pending())).await;
 
     // Stop in the reverse order of start: nothing moves, then nothing is
     // attached, then the socket goes, then the kernel settings come back.
     promoter.stop();
+    let recorder = consumer.next_mut();
+    if recorder.is_recording() {
+        let trailer = Trailer {
+            end_ns: monotonic_ns(),
+            sources_at_end: recording::source_counts(&sources.attached),
+            feed: Some(recorder.next().stats()),
+            hotmap: Some(map.counters()),
+            ..Trailer::default()
+        };
+        match recorder.finish(trailer) {
+            Ok(Some((path, events, bytes))) => tracing::info!(
+                "recorded {events} events to {} ({:.1} bytes/event)",
+                path.display(),
+                bytes as f64 / events.max(1) as f64
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("finishing the recording: {e}"),
+        }
+    }
     if let Some(b) = budget {
         b.abort();
         let _ = b.await;
     }
-    drop(hint_faults);
+    drop(sources);
     for t in &tasks {
         t.abort();
     }
@@ -234,27 +245,4 @@ async fn daemon(root: &Path, run_dir: &Path, cfg: RunConfig, duration: Option<f6
     let stats = result?;
     tracing::info!(events = stats.events, "hotpage run: stopped");
     Ok(())
-}
-
-/// Once a second: the sample source's cost against its budget, and CPUs that
-/// came online. Owns the source; aborting the task detaches it.
-async fn budget_loop(
-    mut src: SampleSource,
-    samples: Option<Arc<SourceCounters>>,
-    hint_faults: Option<Arc<SourceCounters>>,
-) {
-    let emitted =
-        |c: &Option<Arc<SourceCounters>>| c.as_ref().and_then(|c| c.read().ok()).map_or(0, |s| s.emitted);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let (mut cpu0, mut s0, mut h0) = (thread_cpu_time(), emitted(&samples), emitted(&hint_faults));
-    loop {
-        tick.tick().await;
-        let (cpu, s, h) = (thread_cpu_time(), emitted(&samples), emitted(&hint_faults));
-        let (ds, dh) = (s.saturating_sub(s0), h.saturating_sub(h0));
-        let consumer = cpu.saturating_sub(cpu0).as_nanos() as u64;
-        let mine = if ds + dh == 0 { 0 } else { (consumer as u128 * ds as u128 / (ds + dh) as u128) as u64 };
-        let cost = src.tick(mine);
-        tracing::debug!(share = cost.share(), period = src.events().period(), "sample source cost");
-        (cpu0, s0, h0) = (cpu, s, h);
-    }
 }

@@ -125,7 +125,9 @@ impl HotMap {
     /// visible, so a node worker never takes a record whose hint is missing.
     pub fn record(&self, a: &Access) -> Result<Recorded, RecordError> {
         let mut counts = LocalCounts::default();
+        let base = self.handled.load(Ordering::Relaxed);
         let r = self.record_one(a, &mut counts);
+        self.handled.store(base + 1, Ordering::Release);
         self.flush(&counts);
         r
     }
@@ -287,6 +289,7 @@ impl HotMap {
         mut out: impl FnMut(usize, Result<Recorded, RecordError>),
     ) {
         let mut counts = LocalCounts::default();
+        let base = self.handled.load(Ordering::Relaxed);
         let mut resolved: [Option<Resolved<'_>>; WINDOW] = [const { None }; WINDOW];
         for (w, window) in accesses.chunks(WINDOW).enumerate() {
             for (r, a) in resolved.iter_mut().zip(window) {
@@ -304,7 +307,10 @@ impl HotMap {
                     Some(Resolved::Done(d)) => d,
                     None => continue,
                 };
-                out(w * WINDOW + k, result);
+                let i = w * WINDOW + k;
+                // A plain store, not a locked add: one thread records.
+                self.handled.store(base + i as u64 + 1, Ordering::Release);
+                out(i, result);
             }
         }
         self.flush(&counts);

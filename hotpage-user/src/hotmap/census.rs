@@ -4,12 +4,12 @@
 use std::sync::atomic::Ordering;
 
 use hotpage_common::source;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{HotMap, Segment, section::Section};
 
 /// The kernel's counters (`pghot_recorded_*` in /proc/vmstat).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HotMapCounters {
     /// `pghot_recorded_accesses`: accesses that updated a record.
     pub recorded_accesses: u64,

@@ -27,6 +27,7 @@
 
 mod access;
 mod census;
+mod changes;
 mod config;
 mod directory;
 mod hints;
@@ -46,6 +47,7 @@ use crate::{counters::ThreadCounter, sys::topology::NodeRanges};
 
 pub use access::{Access, RecordError, Recorded};
 pub use census::{HotMapCounters, MapMemory};
+pub use changes::MapChange;
 pub use config::{ConfigError, HotMapConfig, KNOWN_SOURCES, SOURCE_HINT_FAULTS, SOURCE_HW_HINTS};
 use directory::Directory;
 pub use hints::{Hint, HintTable};
@@ -89,6 +91,9 @@ pub struct HotMap {
     recorded_by_source: [ThreadCounter; source::COUNT],
     hints: HintTable,
     layout_lock: Mutex<()>,
+    /// Accesses handed to the map so far (see `accesses_handled`).
+    handled: AtomicU64,
+    changes: changes::ChangeLog,
 }
 
 /// Default bound of the hint table: 256 Ki candidate pages (1 GiB of 4 KiB pages).
@@ -116,6 +121,8 @@ impl HotMap {
             recorded_by_source: std::array::from_fn(|_| ThreadCounter::default()),
             hints: HintTable::new(hint_capacity),
             layout_lock: Mutex::new(()),
+            handled: AtomicU64::new(0),
+            changes: changes::ChangeLog::new(),
         };
         map.update_layout(layout);
         let target = config.target_nid as usize;

@@ -7,7 +7,7 @@ use hotpage_common::PFN_SECTION_SHIFT;
 use serde::Serialize;
 
 use super::{
-    HotMap, RecordFields, RecordMode, Segment, Wake, record,
+    HotMap, MapChange, RecordFields, RecordMode, Segment, Wake, record,
     section::{Section, Slot},
 };
 
@@ -105,6 +105,7 @@ impl HotMap {
             }
         }
         self.flag_hot(sec, page.node, Wake::No);
+        self.log(|seq| MapChange::Rearmed { seq, page: *page });
         true
     }
 
@@ -164,6 +165,7 @@ impl HotMap {
                 }
                 let slot = self.slot(sec, pfn);
                 if let Some(fields) = self.take_slot(&slot) {
+                    self.log(|seq| MapChange::Taken { seq, pfn });
                     stats.pages_taken += 1;
                     if f(ReadyPage { pfn, node: seg.nid, fields }) == WalkControl::Stop {
                         return WalkControl::Stop;

@@ -26,6 +26,7 @@ use crate::{
 pub const MAX_PROCESSES: usize = 50;
 
 /// One attached source: its name, where it is attached, its BPF counters.
+#[derive(Clone)]
 pub struct AttachedSource {
     pub name: String,
     pub attached_to: String,

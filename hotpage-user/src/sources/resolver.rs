@@ -65,6 +65,10 @@ impl<C: EventConsumer> AddressResolver<C> {
         &self.next
     }
 
+    pub fn next_mut(&mut self) -> &mut C {
+        &mut self.next
+    }
+
     /// The event with its pfn and node, or None (counted).
     fn resolve(&mut self, ev: &HotpageEvent) -> Option<HotpageEvent> {
         let Some(pm) = self.maps.get(ev.pid) else {

@@ -12,7 +12,7 @@ mod node_ranges;
 use std::path::{Path, PathBuf};
 
 use hotpage_common::{MAX_RANGES, PAGE_SHIFT, PfnRange};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use node_list::{ListError, parse_list};
@@ -51,7 +51,7 @@ pub enum TopologyError {
 }
 
 /// A memory tier (`/sys/devices/virtual/memory_tiering/memory_tierN`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryTier {
     /// The sysfs number: abstract distance >> 7, so a lower number is faster.
     pub id: u32,
@@ -59,7 +59,7 @@ pub struct MemoryTier {
 }
 
 /// One online NUMA node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NumaNode {
     pub id: u32,
     pub cpus: Vec<u32>,
@@ -84,7 +84,7 @@ impl NumaNode {
 }
 
 /// The machine's nodes and tiers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TierTopology {
     /// Online nodes, sorted by id.
     pub nodes: Vec<NumaNode>,

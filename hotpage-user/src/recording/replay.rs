@@ -1,0 +1,661 @@
+//! Replay: a recording's events fed through the real hot map (the same
+//! feeder the daemon uses) on the recorded clock, and either
+//! - the hot map's recorded takes and re-arms put back where they happened
+//!   ("as recorded": the same READY decisions as the live daemon), or
+//! - a simulated promoter: the real node worker (`NodeWorker`) over a
+//!   simulated system whose target node has the recorded (or given) free
+//!   memory, run when the live worker would run (its activate flag, its
+//!   sleep), on the recorded clock.
+//!
+//! A simulated promotion takes the page off the lower tier: later recorded
+//! events on its pfn are dropped, as the page would have faulted on node 0.
+//! So the recording to compare rules on is one where nothing moved (an
+//! observe-only daemon, or `hotpage record`).
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    io,
+    sync::{Arc, Mutex},
+};
+
+use hotpage_common::{HotpageEvent, folio_pages};
+use serde::Serialize;
+use thiserror::Error;
+
+use super::{
+    format::{FormatError, Header, Reader, Record, Trailer},
+    truth::{Truth, TruthScore},
+};
+use crate::{
+    collector::{FeedStats, HotMapFeeder},
+    daemon::config::RunConfig,
+    hotmap::{ConfigError, HotMap, HotMapConfig, HotMapCounters, MapChange, MemoryLayout, Recorded},
+    promoter::{
+        CounterSnapshot, Mapping, NodeMemory, NodeStats, NodeWorker, PromoterConfig, PromoterError,
+        PromoterSystem, TargetLedger, Targets,
+    },
+    sys::clock::ns_to_tick,
+};
+
+/// Events fed to the map at once.
+const BATCH: usize = 256;
+/// Events held back so that a change written after later events (the
+/// recorder writes changes at its next batch) still lands at its place.
+const LOOKAHEAD: usize = 1 << 16;
+
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("reading {0}: {1}")]
+    Read(String, io::Error),
+    #[error("the recording's hot map settings: {0}")]
+    HotMap(#[from] ConfigError),
+    #[error("the promoter's settings: {0}")]
+    Promoter(#[from] PromoterError),
+    #[error(
+        "{0} was recorded without the hot map's takes (by `hotpage record`, or with --pid): it can only be simulated"
+    )]
+    NoChanges(String),
+}
+
+/// How to replay.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    pub hotmap: HotMapConfig,
+    pub hint_capacity: usize,
+    pub promoter: PromoterConfig,
+    pub target_nid: Option<u32>,
+    /// Free memory of every top-tier node at the start, pages (default: as recorded).
+    pub top_tier_free_pages: Option<u64>,
+    /// Put back the recorded takes and re-arms instead of simulating a promoter.
+    pub as_recorded: bool,
+    /// Timeline resolution, ms.
+    pub step_ms: u64,
+}
+
+impl ReplayOptions {
+    /// Replays with the knobs of a resolved configuration (the recording's,
+    /// `FileConfig::of_recording`, with flags on top).
+    pub fn new(cfg: &RunConfig) -> Self {
+        Self {
+            hotmap: cfg.hotmap,
+            hint_capacity: cfg.hint_capacity,
+            promoter: cfg.promoter,
+            target_nid: cfg.target_nid,
+            top_tier_free_pages: None,
+            as_recorded: false,
+            step_ms: 1000,
+        }
+    }
+}
+
+/// One step of the timeline (cumulative counts).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Step {
+    /// Seconds since the recording started.
+    pub t_s: f64,
+    pub events: u64,
+    /// Accesses that made a page READY.
+    pub ready: u64,
+    /// Base pages promoted (simulated) or taken (as recorded).
+    pub promoted_pages: u64,
+    /// Hot base pages promoted so far, with a ground truth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hot_promoted_pages: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ProcessReplay {
+    pub pid: u32,
+    pub events: u64,
+    pub ready: u64,
+    pub promoted_pages: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplayReport {
+    pub mode: &'static str,
+    pub kernel: String,
+    pub events: u64,
+    /// Events on pages the simulated promoter had moved, not fed.
+    pub dropped_after_promotion: u64,
+    pub duration_s: f64,
+    pub feed: FeedStats,
+    pub hotmap: HotMapCounters,
+    /// The simulated promoter's counters, all lower-tier nodes summed.
+    pub promoter: Option<CounterSnapshot>,
+    pub promoted_pages: u64,
+    pub timeline: Vec<Step>,
+    pub processes: Vec<ProcessReplay>,
+    /// What the live daemon decided (from the recording's trailer).
+    pub live_feed: Option<FeedStats>,
+    pub live_hotmap: Option<HotMapCounters>,
+    /// Whether this replay's READY decisions equal the live ones, field by field.
+    pub matches_live: Option<bool>,
+    pub truth: Option<TruthScore>,
+    pub trailer: Trailer,
+}
+
+/// The simulated machine behind the node workers.
+#[derive(Default)]
+struct Sim {
+    now_ms: u64,
+    /// Where a READY page is mapped: (pid, page of vaddr) → (pfn, order).
+    mapped: HashMap<(u32, u64), (u64, u8)>,
+    memory: HashMap<u32, NodeMemory>,
+    /// pfns of promoted folios (their first pfn).
+    promoted: HashSet<u64>,
+    /// (ms, pid, vaddr, base pages) of each promotion.
+    moves: Vec<(u64, u32, u64, u64)>,
+}
+
+#[derive(Clone)]
+struct SimSystem(Arc<Mutex<Sim>>);
+
+impl SimSystem {
+    fn sim(&self) -> std::sync::MutexGuard<'_, Sim> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl PromoterSystem for SimSystem {
+    fn mapping(&mut self, pid: u32, vaddr: u64) -> Mapping {
+        self.sim()
+            .mapped
+            .get(&(pid, vaddr >> 12))
+            .map_or(Mapping::NotPresent, |&(pfn, _)| Mapping::Present(pfn))
+    }
+
+    fn page_flags(&mut self, _pfn: u64) -> Option<u64> {
+        None
+    }
+
+    fn node_memory(&mut self, nid: u32) -> Option<NodeMemory> {
+        self.sim().memory.get(&nid).copied()
+    }
+
+    fn move_pages(
+        &mut self,
+        pid: u32,
+        pages: &[u64],
+        nodes: Option<&[i32]>,
+        status: &mut [i32],
+        _flags: i32,
+    ) -> io::Result<u64> {
+        let mut sim = self.sim();
+        let Some(nodes) = nodes else {
+            status.fill(-libc::ENOENT);
+            return Ok(0);
+        };
+        let now = sim.now_ms;
+        for ((&vaddr, &node), st) in pages.iter().zip(nodes).zip(status.iter_mut()) {
+            *st = node;
+            let Some((pfn, order)) = sim.mapped.remove(&(pid, vaddr >> 12)) else { continue };
+            let n = folio_pages(order);
+            sim.promoted.insert(pfn);
+            sim.moves.push((now, pid, vaddr, n));
+            if let Some(m) = sim.memory.get_mut(&(node as u32)) {
+                m.free = m.free.saturating_sub(n);
+            }
+        }
+        Ok(0)
+    }
+
+    fn now_tick(&self) -> u64 {
+        self.sim().now_ms
+    }
+
+    fn process_alive(&self, _pid: u32) -> bool {
+        true
+    }
+}
+
+/// A node worker and when it runs next, as the live thread would.
+struct SimWorker {
+    nid: u32,
+    worker: NodeWorker<SimSystem>,
+    next_round_ms: u64,
+    backoff: bool,
+}
+
+/// Replays the recording in `data`.
+pub fn replay(data: &[u8], opts: &ReplayOptions, truth: &[Truth]) -> Result<ReplayReport, ReplayError> {
+    let mut reader = Reader::new(data)?;
+    let header = reader.header().clone();
+    if opts.as_recorded && !header.changes {
+        return Err(ReplayError::NoChanges("this recording".into()));
+    }
+    let layout = MemoryLayout::from(&header.topology);
+    let map = Arc::new(HotMap::new(&layout, opts.hotmap, opts.hint_capacity)?);
+    map.start();
+    let mut feeder = HotMapFeeder::new(map.clone());
+
+    let sim = SimSystem(Arc::new(Mutex::new(Sim::default())));
+    for m in &header.memory {
+        let free = match opts.top_tier_free_pages {
+            Some(f) if header.topology.node(m.node).is_some_and(|n| n.top_tier) => f,
+            _ => m.free,
+        };
+        sim.sim().memory.insert(m.node, NodeMemory { total: m.total, free, low: m.low });
+    }
+    let mut workers = Vec::new();
+    if !opts.as_recorded {
+        opts.promoter.validate()?;
+        let targets = Arc::new(Targets::new(&header.topology, opts.hotmap.mode, opts.target_nid));
+        let ledger = TargetLedger::new(&opts.promoter);
+        for nid in map.lower_tier_nodes() {
+            let stats = Arc::new(NodeStats::default());
+            let worker = NodeWorker::new(
+                nid,
+                map.clone(),
+                targets.clone(),
+                opts.promoter,
+                sim.clone(),
+                ledger.clone(),
+                stats,
+            );
+            workers.push(SimWorker { nid, worker, next_round_ms: 0, backoff: false });
+        }
+    }
+
+    let start_ms = ns_to_tick(header.start_ns);
+    let mut state = State {
+        opts,
+        truth,
+        map: &map,
+        sim: &sim,
+        start_ms,
+        events: Vec::with_capacity(LOOKAHEAD + BATCH),
+        changes: VecDeque::new(),
+        fed: 0,
+        dropped: 0,
+        ready: 0,
+        taken_pages: 0,
+        processes: HashMap::new(),
+        timeline: Vec::new(),
+        next_step_ms: start_ms + opts.step_ms,
+        now_ms: start_ms,
+        scratch: Vec::with_capacity(BATCH),
+    };
+    let mut pending = VecDeque::with_capacity(LOOKAHEAD + BATCH);
+    while let Some(rec) = reader.next_record()? {
+        match rec {
+            Record::Event(e) => pending.push_back(e),
+            Record::Change(c) => state.changes.push_back(c),
+        }
+        if pending.len() >= LOOKAHEAD + BATCH {
+            state.feed_front(&mut pending, BATCH, &mut feeder, &mut workers);
+        }
+    }
+    while !pending.is_empty() {
+        let n = pending.len().min(BATCH);
+        state.feed_front(&mut pending, n, &mut feeder, &mut workers);
+    }
+    // The changes logged after the last event, then one last round.
+    if opts.as_recorded {
+        while let Some(c) = state.changes.pop_front() {
+            state.apply(&c);
+        }
+    }
+    state.run_workers(&mut workers, true);
+    state.step(true);
+    let trailer = reader.trailer().cloned().unwrap_or_default();
+    Ok(state.report(&header, trailer, feeder.stats(), map.counters(), &workers))
+}
+
+/// The replay in progress.
+struct State<'a> {
+    opts: &'a ReplayOptions,
+    truth: &'a [Truth],
+    map: &'a HotMap,
+    sim: &'a SimSystem,
+    start_ms: u64,
+    events: Vec<HotpageEvent>,
+    changes: VecDeque<MapChange>,
+    /// Events fed to the map (its accesses handled).
+    fed: u64,
+    dropped: u64,
+    ready: u64,
+    /// Base pages the recorded takes took (as recorded).
+    taken_pages: u64,
+    processes: HashMap<u32, ProcessReplay>,
+    timeline: Vec<Step>,
+    next_step_ms: u64,
+    now_ms: u64,
+    scratch: Vec<HotpageEvent>,
+}
+
+impl State<'_> {
+    /// Feeds the first `n` pending events, in pieces that end where a
+    /// recorded change must go.
+    fn feed_front(
+        &mut self,
+        pending: &mut VecDeque<HotpageEvent>,
+        n: usize,
+        feeder: &mut HotMapFeeder,
+        workers: &mut [SimWorker],
+    ) {
+        self.events.clear();
+        self.events.extend(pending.drain(..n));
+        let mut i = 0;
+        while i < self.events.len() {
+            let mut end = self.events.len();
+            if self.opts.as_recorded {
+                while let Some(c) = self.changes.front() {
+                    if c.seq() > self.fed {
+                        end = end.min(i + (c.seq() - self.fed) as usize);
+                        break;
+                    }
+                    let c = self.changes.pop_front().expect("front exists");
+                    self.apply(&c);
+                }
+            }
+            let piece: Vec<HotpageEvent> = std::mem::take(&mut self.events);
+            self.feed(&piece[i..end], feeder, workers);
+            self.events = piece;
+            i = end;
+        }
+    }
+
+    fn apply(&mut self, c: &MapChange) {
+        if let MapChange::Taken { pfn, .. } = c
+            && let Some(f) = self.map.peek(*pfn)
+            && f.ready
+        {
+            self.taken_pages += 1;
+        }
+        self.map.apply(c);
+    }
+
+    fn feed(&mut self, events: &[HotpageEvent], feeder: &mut HotMapFeeder, workers: &mut [SimWorker]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        {
+            let sim = self.sim.sim();
+            for e in events {
+                if !sim.promoted.is_empty() && sim.promoted.contains(&e.pfn) {
+                    self.dropped += 1;
+                } else {
+                    scratch.push(*e);
+                }
+            }
+        }
+        let (sim, processes) = (self.sim, &mut self.processes);
+        let mut ready = 0;
+        let simulate = !self.opts.as_recorded;
+        feeder.feed(&scratch, |ev, result| {
+            let p = processes
+                .entry(ev.pid)
+                .or_insert_with(|| ProcessReplay { pid: ev.pid, ..Default::default() });
+            p.events += 1;
+            if let Ok(Recorded::Updated { ready: true, newly_ready }) = result {
+                if *newly_ready {
+                    ready += 1;
+                    p.ready += 1;
+                }
+                // The simulated system knows where a READY page is mapped,
+                // as pagemap would.
+                if simulate {
+                    sim.sim().mapped.insert((ev.pid, ev.vaddr >> 12), (ev.pfn, ev.order));
+                }
+            }
+        });
+        self.ready += ready;
+        self.fed += scratch.len() as u64;
+        if let Some(last) = scratch.last() {
+            self.now_ms = self.now_ms.max(ns_to_tick(last.time_ns));
+        }
+        self.scratch = scratch;
+        self.run_workers(workers, false);
+        self.step(false);
+    }
+
+    /// Runs each worker whose flag is up (and is not backing off) or whose
+    /// sleep is over, at the current recorded time.
+    fn run_workers(&mut self, workers: &mut [SimWorker], last: bool) {
+        self.sim.sim().now_ms = self.now_ms;
+        for w in workers.iter_mut() {
+            let due = self.now_ms >= w.next_round_ms;
+            let activated = (!w.backoff || due) && self.map.take_activate(w.nid);
+            if !(activated || due || last) {
+                continue;
+            }
+            let end = w.worker.round(activated);
+            w.backoff = end.limited;
+            w.next_round_ms = self.now_ms + self.opts.promoter.sleep_ms;
+        }
+    }
+
+    /// Adds timeline steps up to now.
+    fn step(&mut self, last: bool) {
+        while self.now_ms >= self.next_step_ms || last {
+            let t_ms = if last { self.now_ms } else { self.next_step_ms };
+            let promoted = self.promoted_pages();
+            let hot = (!self.truth.is_empty()).then(|| self.hot_promoted(t_ms));
+            self.timeline.push(Step {
+                t_s: t_ms.saturating_sub(self.start_ms) as f64 / 1000.0,
+                events: self.fed + self.dropped,
+                ready: self.ready,
+                promoted_pages: promoted,
+                hot_promoted_pages: hot,
+            });
+            if last {
+                break;
+            }
+            self.next_step_ms += self.opts.step_ms;
+        }
+    }
+
+    fn promoted_pages(&self) -> u64 {
+        if self.opts.as_recorded {
+            return self.taken_pages;
+        }
+        self.sim.sim().moves.iter().map(|m| m.3).sum()
+    }
+
+    fn hot_promoted(&self, until_ms: u64) -> u64 {
+        let sim = self.sim.sim();
+        sim.moves
+            .iter()
+            .filter(|m| m.0 <= until_ms)
+            .map(|&(_, pid, vaddr, pages)| Truth::hot_pages_of(self.truth, pid, vaddr, pages))
+            .sum()
+    }
+
+    fn report(
+        mut self,
+        header: &Header,
+        trailer: Trailer,
+        feed: FeedStats,
+        hotmap: HotMapCounters,
+        workers: &[SimWorker],
+    ) -> ReplayReport {
+        let promoter = (!workers.is_empty()).then(|| {
+            let mut sum = CounterSnapshot::default();
+            for w in workers {
+                let s = w.worker.stats().snapshot();
+                sum = CounterSnapshot::from_fn(|id| sum.get(id) + s.get(id));
+            }
+            sum
+        });
+        let moves = self.sim.sim().moves.clone();
+        for &(_, pid, _, pages) in &moves {
+            self.processes
+                .entry(pid)
+                .or_insert_with(|| ProcessReplay { pid, ..Default::default() })
+                .promoted_pages += pages;
+        }
+        let mut processes: Vec<ProcessReplay> = self.processes.into_values().collect();
+        processes.sort_by(|a, b| (b.promoted_pages, b.ready, a.pid).cmp(&(a.promoted_pages, a.ready, b.pid)));
+        let matches_live = match (self.opts.as_recorded, trailer.feed) {
+            (true, Some(live)) => Some(live == feed && trailer.hotmap.is_none_or(|h| h == hotmap)),
+            _ => None,
+        };
+        let truth = (!self.truth.is_empty()).then(|| TruthScore::score(self.truth, &moves, self.start_ms));
+        let end_ms = self.now_ms.max(self.start_ms);
+        ReplayReport {
+            mode: if self.opts.as_recorded { "as recorded" } else { "simulated promoter" },
+            kernel: header.kernel.clone(),
+            events: self.fed + self.dropped,
+            dropped_after_promotion: self.dropped,
+            duration_s: (end_ms - self.start_ms) as f64 / 1000.0,
+            feed,
+            hotmap,
+            promoter,
+            promoted_pages: if self.opts.as_recorded {
+                self.taken_pages
+            } else {
+                moves.iter().map(|m| m.3).sum()
+            },
+            timeline: self.timeline,
+            processes,
+            live_feed: trailer.feed,
+            live_hotmap: trailer.hotmap,
+            matches_live,
+            truth,
+            trailer,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use hotpage_common::source;
+
+    use super::*;
+    use crate::{
+        collector::EventConsumer,
+        hotmap::WalkControl,
+        recording::{NodeMemoryAtStart, PromoterKnobs, Recorder, Trailer},
+        sys::topology::TierTopology,
+        test_fixtures::cxl_box,
+    };
+
+    fn header(topology: TierTopology) -> Header {
+        Header {
+            hotpage: "test".into(),
+            kernel: "6.12".into(),
+            topology,
+            memory: vec![NodeMemoryAtStart { node: 0, total: 262_144, free: 200_000, low: 3000 }],
+            hotmap: HotMapConfig::default(),
+            hint_capacity: 1 << 16,
+            promoter: PromoterKnobs { rate_limit_mbps: Some(1024), ..PromoterKnobs::default() },
+            pid: None,
+            changes: true,
+            start_ns: 1_000_000_000,
+            sources_at_start: Vec::new(),
+        }
+    }
+
+    fn options(h: &Header) -> ReplayOptions {
+        let cfg =
+            crate::daemon::config::FileConfig::of_recording(h).resolve(std::path::Path::new("test")).unwrap();
+        ReplayOptions::new(&cfg)
+    }
+
+    /// A GUPS-like stream on node 1: 10% of 4096 pages take 90% of the accesses.
+    fn events(first_pfn: u64, n: u64) -> Vec<HotpageEvent> {
+        let mut x = 0x5eed_u64;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let page = if x % 10 < 9 { x % 410 } else { x % 4096 };
+                HotpageEvent {
+                    pfn: first_pfn + page,
+                    vaddr: 0x7f00_0000_0000 + page * 4096,
+                    time_ns: 1_000_000_000 + i * 400_000,
+                    pid: 42,
+                    nid: 0,
+                    page_nid: 1,
+                    source: source::HINT_FAULT,
+                    ..HotpageEvent::default()
+                }
+            })
+            .collect()
+    }
+
+    /// Feeds a stream through a recorder into a live map while a "worker"
+    /// takes READY records (and puts some back) between batches, as the
+    /// daemon's threads do; returns the recording and what the live map decided.
+    fn record_live(path: &std::path::Path) -> (FeedStats, HotMapCounters) {
+        let topology = TierTopology::read(&cxl_box()).unwrap();
+        let first = topology.lower_tier_ranges().unwrap()[0].start_pfn;
+        let h = header(topology.clone());
+        let map = Arc::new(HotMap::new(&MemoryLayout::from(&topology), h.hotmap, h.hint_capacity).unwrap());
+        map.start();
+        let (tx, rx) = mpsc::channel();
+        assert!(map.log_changes(tx));
+        let mut rec = Recorder::to_file(HotMapFeeder::new(map.clone()), path, &h, Some(rx)).unwrap();
+        for (b, batch) in events(first, 20_000).chunks(97).enumerate() {
+            rec.consume_batch(batch);
+            if b % 3 == 0 {
+                let mut k = 0;
+                map.walk_node(1, |p| {
+                    k += 1;
+                    if k % 7 == 0 {
+                        map.rearm(&p);
+                    }
+                    WalkControl::Continue
+                });
+            }
+        }
+        let (feed, counters) = (rec.next().stats(), map.counters());
+        let trailer = Trailer { feed: Some(feed), hotmap: Some(counters), ..Trailer::default() };
+        rec.finish(trailer).unwrap();
+        (feed, counters)
+    }
+
+    #[test]
+    fn as_recorded_the_replay_makes_the_live_maps_ready_decisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.hprec");
+        let (live, counters) = record_live(&path);
+        assert!(live.newly_ready > 100, "{live:?}");
+        let data = std::fs::read(&path).unwrap();
+        let h = Reader::new(&data).unwrap().header().clone();
+        let opts = ReplayOptions { as_recorded: true, ..options(&h) };
+        let r = replay(&data, &opts, &[]).unwrap();
+        assert_eq!(r.feed, live, "field by field");
+        assert_eq!(r.hotmap, counters);
+        assert_eq!(r.matches_live, Some(true));
+        assert_eq!(r.events, 20_000);
+        // Without the recorded takes the same stream decides differently: the
+        // takes are what makes the match.
+        let sim = replay(&data, &ReplayOptions { as_recorded: false, ..opts }, &[]).unwrap();
+        assert_ne!(sim.feed.newly_ready, live.newly_ready);
+    }
+
+    #[test]
+    fn the_simulated_promoter_moves_the_hot_pages_and_scores_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.hprec");
+        record_live(&path);
+        let data = std::fs::read(&path).unwrap();
+        let h = Reader::new(&data).unwrap().header().clone();
+        let truth = vec![Truth {
+            pid: 42,
+            region: (0x7f00_0000_0000, 0x7f00_0000_0000 + 4096 * 4096),
+            hot: vec![(0x7f00_0000_0000, 0x7f00_0000_0000 + 410 * 4096)],
+        }];
+        let r = replay(&data, &options(&h), &truth).unwrap();
+        let score = r.truth.unwrap();
+        assert!(score.recall > 0.9, "{score:?}");
+        assert!(
+            r.promoted_pages >= score.hot_promoted_pages && r.promoter.unwrap().moved == r.promoted_pages
+        );
+        assert!(r.dropped_after_promotion > 0, "promoted pages leave the lower tier");
+        assert!(score.t90_s.is_some() && r.timeline.last().unwrap().promoted_pages == r.promoted_pages);
+        // A tight target takes fewer pages.
+        let tight = ReplayOptions { top_tier_free_pages: Some(3000 + 16384 + 100), ..options(&h) };
+        let t = replay(&data, &tight, &truth).unwrap();
+        assert!(t.promoted_pages <= 100, "{}", t.promoted_pages);
+    }
+}

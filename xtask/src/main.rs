@@ -106,6 +106,8 @@ enum HostBench {
     Hotmap,
     /// The sample source's CPU share at 1k, 10k and 100k samples/s against its budget.
     Samples,
+    /// A recording's bytes per event and how fast it replays through the hot map.
+    Replay,
 }
 
 pub fn is_root() -> bool {
@@ -150,6 +152,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Bench { bench: HostBench::Ring } => host_bench("ring", true),
         Cmd::Bench { bench: HostBench::Hotmap } => host_bench("hotmap", false),
         Cmd::Bench { bench: HostBench::Samples } => host_bench("samples", true),
+        Cmd::Bench { bench: HostBench::Replay } => host_bench("replay", false),
     }
 }
 

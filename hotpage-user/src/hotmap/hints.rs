@@ -39,7 +39,10 @@ const SHARDS: usize = 64;
 /// pfns are already well spread; one multiply mixes them enough, where
 /// SipHash would cost more than the rest of a lookup.
 #[derive(Default)]
-struct PfnHasher(u64);
+pub struct PfnHasher(u64);
+
+/// A map keyed by a pfn (or another well-spread u64), hashed by [`PfnHasher`].
+pub type PfnMap<V> = HashMap<u64, V, BuildHasherDefault<PfnHasher>>;
 
 impl Hasher for PfnHasher {
     fn finish(&self) -> u64 {

@@ -50,7 +50,7 @@ pub use census::{HotMapCounters, MapMemory};
 pub use changes::MapChange;
 pub use config::{ConfigError, HotMapConfig, KNOWN_SOURCES, SOURCE_HINT_FAULTS, SOURCE_HW_HINTS};
 use directory::Directory;
-pub use hints::{Hint, HintTable};
+pub use hints::{Hint, HintTable, PfnMap};
 pub use layout::{LayoutNode, MemoryLayout, Segment};
 pub use record::{NUMA_NO_NODE, RecordFields, RecordMode, UpdateParams};
 use section::{Section, Slot, slot_of};

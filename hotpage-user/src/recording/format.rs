@@ -317,6 +317,26 @@ pub struct Reader<'a> {
     changes: u64,
 }
 
+/// A varint at `d[*i]`, where the caller left room for the longest one;
+/// None for one longer than 9 bytes.
+#[inline(always)]
+fn fast_varint(d: &[u8], i: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let b = *d.get(*i)?;
+        *i += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+        shift += 7;
+        if shift > 56 {
+            return None;
+        }
+    }
+}
+
 fn malformed(what: impl Into<String>) -> FormatError {
     FormatError::Malformed(what.into())
 }
@@ -496,6 +516,72 @@ impl<'a> Reader<'a> {
             source,
             order,
             flags: flags | lat_flag,
+            latency_ms,
+            reserved: 0,
+        })
+    }
+
+    /// Decodes records into `events` (and the changes into `changes`) until
+    /// `events` has `max` more or the stream ends; false once it has ended.
+    /// The common event (no rare fields) is decoded without per-field error
+    /// handling; anything unusual goes through `next_record()`.
+    pub fn next_events(
+        &mut self,
+        events: &mut Vec<HotpageEvent>,
+        changes: &mut impl Extend<MapChange>,
+        max: usize,
+    ) -> Result<bool, FormatError> {
+        let target = events.len() + max;
+        while events.len() < target {
+            if let Some(e) = self.fast_event() {
+                events.push(e);
+                continue;
+            }
+            match self.next_record()? {
+                Some(Record::Event(e)) => events.push(e),
+                Some(Record::Change(c)) => changes.extend([c]),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// An event without rare fields, with a margin of bytes left so that no
+    /// field can run past the end; None for anything else (the caller then
+    /// takes the careful path, which also names what is wrong).
+    #[inline]
+    fn fast_event(&mut self) -> Option<HotpageEvent> {
+        const MARGIN: usize = 64;
+        let d = self.data.get(self.pos..self.pos + MARGIN)?;
+        let t = d[0];
+        if t & (0x80 | tag::EXT | 1) != 0 || t >> tag::SOURCE_SHIFT == 3 {
+            return None;
+        }
+        let mut i = 1;
+        let b = self.base;
+        let time_ns = b.time_ns.wrapping_add(unzigzag(fast_varint(d, &mut i)?) as u64);
+        let pid = if t & tag::PID != 0 { u32::try_from(fast_varint(d, &mut i)?).ok()? } else { b.pid };
+        let pfn = b.pfn.wrapping_add(unzigzag(fast_varint(d, &mut i)?) as u64);
+        let vpage = b.vpage.wrapping_add(unzigzag(fast_varint(d, &mut i)?) as u64);
+        let offset = if t & tag::OFFSET != 0 { fast_varint(d, &mut i)? } else { 0 };
+        let latency_ms =
+            if t & tag::LATENCY != 0 { u32::try_from(fast_varint(d, &mut i)?).ok()? } else { 0 };
+        if offset > 0xfff || vpage >> 52 != 0 {
+            return None;
+        }
+        self.pos += i;
+        self.base = Base { time_ns, pid, pfn, vpage, ..b };
+        self.events += 1;
+        Some(HotpageEvent {
+            pfn,
+            vaddr: (vpage << 12) | offset,
+            time_ns,
+            pid,
+            nid: b.nid,
+            page_nid: b.page_nid,
+            source: u16::from((t >> tag::SOURCE_SHIFT) & 3),
+            order: b.order,
+            flags: b.flags | if t & tag::LATENCY != 0 { event_flags::LATENCY } else { 0 },
             latency_ms,
             reserved: 0,
         })

@@ -13,7 +13,7 @@
 //! observe-only daemon, or `hotpage record`).
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     io,
     sync::{Arc, Mutex},
 };
@@ -23,13 +23,13 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::{
-    format::{FormatError, Header, Reader, Record, Trailer},
+    format::{FormatError, Header, Reader, Trailer},
     truth::{Truth, TruthScore},
 };
 use crate::{
     collector::{FeedStats, HotMapFeeder},
     daemon::config::RunConfig,
-    hotmap::{ConfigError, HotMap, HotMapConfig, HotMapCounters, MapChange, MemoryLayout, Recorded},
+    hotmap::{ConfigError, HotMap, HotMapConfig, HotMapCounters, MapChange, MemoryLayout, PfnMap, Recorded},
     promoter::{
         CounterSnapshot, Mapping, NodeMemory, NodeStats, NodeWorker, PromoterConfig, PromoterError,
         PromoterSystem, TargetLedger, Targets,
@@ -39,9 +39,12 @@ use crate::{
 
 /// Events fed to the map at once.
 const BATCH: usize = 256;
-/// Events held back so that a change written after later events (the
-/// recorder writes changes at its next batch) still lands at its place.
-const LOOKAHEAD: usize = 1 << 16;
+/// Events decoded at once.
+const CHUNK: usize = 4 * LOOKAHEAD;
+/// Events held back so that a change written after later events still lands
+/// at its place: the recorder writes the changes of one collector batch (at
+/// most 256 events) before the next batch's events.
+const LOOKAHEAD: usize = 4096;
 
 #[derive(Debug, Error)]
 pub enum ReplayError {
@@ -141,13 +144,19 @@ pub struct ReplayReport {
 #[derive(Default)]
 struct Sim {
     now_ms: u64,
-    /// Where a READY page is mapped: (pid, page of vaddr) → (pfn, order).
-    mapped: HashMap<(u32, u64), (u64, u8)>,
+    /// Where a READY page is mapped: [`page_key`] → (pfn, order).
+    mapped: PfnMap<(u64, u8)>,
     memory: HashMap<u32, NodeMemory>,
     /// pfns of promoted folios (their first pfn).
-    promoted: HashSet<u64>,
+    promoted: PfnMap<()>,
     /// (ms, pid, vaddr, base pages) of each promotion.
     moves: Vec<(u64, u32, u64, u64)>,
+}
+
+/// A process's virtual page as one well-spread u64: the pid above 36 bits of
+/// page number (48-bit user addresses).
+fn page_key(pid: u32, vaddr: u64) -> u64 {
+    (u64::from(pid) << 36) | ((vaddr >> 12) & ((1 << 36) - 1))
 }
 
 #[derive(Clone)]
@@ -163,7 +172,7 @@ impl PromoterSystem for SimSystem {
     fn mapping(&mut self, pid: u32, vaddr: u64) -> Mapping {
         self.sim()
             .mapped
-            .get(&(pid, vaddr >> 12))
+            .get(&page_key(pid, vaddr))
             .map_or(Mapping::NotPresent, |&(pfn, _)| Mapping::Present(pfn))
     }
 
@@ -191,9 +200,9 @@ impl PromoterSystem for SimSystem {
         let now = sim.now_ms;
         for ((&vaddr, &node), st) in pages.iter().zip(nodes).zip(status.iter_mut()) {
             *st = node;
-            let Some((pfn, order)) = sim.mapped.remove(&(pid, vaddr >> 12)) else { continue };
+            let Some((pfn, order)) = sim.mapped.remove(&page_key(pid, vaddr)) else { continue };
             let n = folio_pages(order);
-            sim.promoted.insert(pfn);
+            sim.promoted.insert(pfn, ());
             sim.moves.push((now, pid, vaddr, n));
             if let Some(m) = sim.memory.get_mut(&(node as u32)) {
                 m.free = m.free.saturating_sub(n);
@@ -266,31 +275,35 @@ pub fn replay(data: &[u8], opts: &ReplayOptions, truth: &[Truth]) -> Result<Repl
         map: &map,
         sim: &sim,
         start_ms,
-        events: Vec::with_capacity(LOOKAHEAD + BATCH),
         changes: VecDeque::new(),
         fed: 0,
         dropped: 0,
         ready: 0,
         taken_pages: 0,
-        processes: HashMap::new(),
+        processes: Vec::new(),
+        newly_mapped: Vec::new(),
         timeline: Vec::new(),
         next_step_ms: start_ms + opts.step_ms,
         now_ms: start_ms,
         scratch: Vec::with_capacity(BATCH),
     };
-    let mut pending = VecDeque::with_capacity(LOOKAHEAD + BATCH);
-    while let Some(rec) = reader.next_record()? {
-        match rec {
-            Record::Event(e) => pending.push_back(e),
-            Record::Change(c) => state.changes.push_back(c),
+    // Events are decoded a chunk at a time into a window and fed a batch at
+    // a time, always LOOKAHEAD ahead of the feeding while the stream lasts.
+    let mut window: Vec<HotpageEvent> = Vec::with_capacity(CHUNK + LOOKAHEAD + BATCH);
+    let (mut start, mut more) = (0, true);
+    loop {
+        if more && window.len() - start < LOOKAHEAD + BATCH {
+            window.drain(..start);
+            start = 0;
+            more = reader.next_events(&mut window, &mut state.changes, CHUNK)?;
         }
-        if pending.len() >= LOOKAHEAD + BATCH {
-            state.feed_front(&mut pending, BATCH, &mut feeder, &mut workers);
+        let unfed = window.len() - start;
+        if unfed == 0 {
+            break;
         }
-    }
-    while !pending.is_empty() {
-        let n = pending.len().min(BATCH);
-        state.feed_front(&mut pending, n, &mut feeder, &mut workers);
+        let n = if more { BATCH.min(unfed) } else { unfed.min(BATCH) };
+        state.feed_front(&window[start..start + n], &mut feeder, &mut workers);
+        start += n;
     }
     // The changes logged after the last event, then one last round.
     if opts.as_recorded {
@@ -311,7 +324,6 @@ struct State<'a> {
     map: &'a HotMap,
     sim: &'a SimSystem,
     start_ms: u64,
-    events: Vec<HotpageEvent>,
     changes: VecDeque<MapChange>,
     /// Events fed to the map (its accesses handled).
     fed: u64,
@@ -319,7 +331,10 @@ struct State<'a> {
     ready: u64,
     /// Base pages the recorded takes took (as recorded).
     taken_pages: u64,
-    processes: HashMap<u32, ProcessReplay>,
+    /// Per process, the last one used first.
+    processes: Vec<ProcessReplay>,
+    /// READY pages of the current piece, for the simulated system.
+    newly_mapped: Vec<(u64, (u64, u8))>,
     timeline: Vec<Step>,
     next_step_ms: u64,
     now_ms: u64,
@@ -327,20 +342,11 @@ struct State<'a> {
 }
 
 impl State<'_> {
-    /// Feeds the first `n` pending events, in pieces that end where a
-    /// recorded change must go.
-    fn feed_front(
-        &mut self,
-        pending: &mut VecDeque<HotpageEvent>,
-        n: usize,
-        feeder: &mut HotMapFeeder,
-        workers: &mut [SimWorker],
-    ) {
-        self.events.clear();
-        self.events.extend(pending.drain(..n));
+    /// Feeds `events` in pieces that end where a recorded change must go.
+    fn feed_front(&mut self, events: &[HotpageEvent], feeder: &mut HotMapFeeder, workers: &mut [SimWorker]) {
         let mut i = 0;
-        while i < self.events.len() {
-            let mut end = self.events.len();
+        while i < events.len() {
+            let mut end = events.len();
             if self.opts.as_recorded {
                 while let Some(c) = self.changes.front() {
                     if c.seq() > self.fed {
@@ -351,11 +357,25 @@ impl State<'_> {
                     self.apply(&c);
                 }
             }
-            let piece: Vec<HotpageEvent> = std::mem::take(&mut self.events);
-            self.feed(&piece[i..end], feeder, workers);
-            self.events = piece;
+            self.feed(&events[i..end], feeder, workers);
             i = end;
         }
+    }
+
+    /// The process's tally, kept last: the next events are likely its own.
+    fn process(&mut self, pid: u32) -> &mut ProcessReplay {
+        let processes = &mut self.processes;
+        if processes.last().is_none_or(|p| p.pid != pid) {
+            match processes.iter().position(|p| p.pid == pid) {
+                Some(i) => {
+                    let p = processes.swap_remove(i);
+                    processes.push(p);
+                }
+                None => processes.push(ProcessReplay { pid, ..Default::default() }),
+            }
+        }
+        let last = processes.len() - 1;
+        &mut processes[last]
     }
 
     fn apply(&mut self, c: &MapChange) {
@@ -372,41 +392,49 @@ impl State<'_> {
         if events.is_empty() {
             return;
         }
+        // Events on promoted pages are dropped: copied only when there are any.
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        {
+        let kept: &[HotpageEvent] = {
             let sim = self.sim.sim();
-            for e in events {
-                if !sim.promoted.is_empty() && sim.promoted.contains(&e.pfn) {
-                    self.dropped += 1;
-                } else {
-                    scratch.push(*e);
-                }
+            if sim.promoted.is_empty() {
+                events
+            } else {
+                scratch.extend(events.iter().filter(|e| !sim.promoted.contains_key(&e.pfn)));
+                self.dropped += (events.len() - scratch.len()) as u64;
+                &scratch
+            }
+        };
+        // Events per process, counted by runs (one process's events come together).
+        let mut run_start = 0;
+        for i in 1..=kept.len() {
+            if i == kept.len() || kept[i].pid != kept[run_start].pid {
+                self.process(kept[run_start].pid).events += (i - run_start) as u64;
+                run_start = i;
             }
         }
-        let (sim, processes) = (self.sim, &mut self.processes);
+        let (processes, mapped) = (&mut self.processes, &mut self.newly_mapped);
         let mut ready = 0;
         let simulate = !self.opts.as_recorded;
-        feeder.feed(&scratch, |ev, result| {
-            let p = processes
-                .entry(ev.pid)
-                .or_insert_with(|| ProcessReplay { pid: ev.pid, ..Default::default() });
-            p.events += 1;
-            if let Ok(Recorded::Updated { ready: true, newly_ready }) = result {
-                if *newly_ready {
-                    ready += 1;
+        feeder.feed(kept, |ev, result| {
+            let Ok(Recorded::Updated { ready: true, newly_ready }) = result else { return };
+            if *newly_ready {
+                ready += 1;
+                if let Some(p) = processes.iter_mut().rev().find(|p| p.pid == ev.pid) {
                     p.ready += 1;
                 }
-                // The simulated system knows where a READY page is mapped,
-                // as pagemap would.
-                if simulate {
-                    sim.sim().mapped.insert((ev.pid, ev.vaddr >> 12), (ev.pfn, ev.order));
-                }
+            }
+            // The simulated system knows where a READY page is mapped, as pagemap would.
+            if simulate {
+                mapped.push((page_key(ev.pid, ev.vaddr), (ev.pfn, ev.order)));
             }
         });
+        if !self.newly_mapped.is_empty() {
+            self.sim.sim().mapped.extend(self.newly_mapped.drain(..));
+        }
         self.ready += ready;
-        self.fed += scratch.len() as u64;
-        if let Some(last) = scratch.last() {
+        self.fed += kept.len() as u64;
+        if let Some(last) = kept.last() {
             self.now_ms = self.now_ms.max(ns_to_tick(last.time_ns));
         }
         self.scratch = scratch;
@@ -483,13 +511,13 @@ impl State<'_> {
             sum
         });
         let moves = self.sim.sim().moves.clone();
+        let mut processes = std::mem::take(&mut self.processes);
         for &(_, pid, _, pages) in &moves {
-            self.processes
-                .entry(pid)
-                .or_insert_with(|| ProcessReplay { pid, ..Default::default() })
-                .promoted_pages += pages;
+            match processes.iter_mut().find(|p| p.pid == pid) {
+                Some(p) => p.promoted_pages += pages,
+                None => processes.push(ProcessReplay { pid, promoted_pages: pages, ..Default::default() }),
+            }
         }
-        let mut processes: Vec<ProcessReplay> = self.processes.into_values().collect();
         processes.sort_by(|a, b| (b.promoted_pages, b.ready, a.pid).cmp(&(a.promoted_pages, a.ready, b.pid)));
         let matches_live = match (self.opts.as_recorded, trailer.feed) {
             (true, Some(live)) => Some(live == feed && trailer.hotmap.is_none_or(|h| h == hotmap)),

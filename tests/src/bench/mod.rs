@@ -5,6 +5,7 @@
 pub mod e2e;
 pub mod hotmap;
 pub mod promote;
+pub mod replay;
 pub mod ring;
 pub mod samples;
 

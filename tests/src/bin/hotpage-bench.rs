@@ -63,6 +63,13 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// A recording's size per event and how fast it replays through the hot map.
+    Replay {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -97,6 +104,13 @@ fn main() -> Result<()> {
             let report = bench::samples::run(&rates, seconds, rounds)?;
             bench::samples::print(&report);
             let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/samples.json"));
+            bench::write_json(&out, &report)?;
+            println!("results: {}", out.display());
+        }
+        Bench::Replay { events, rounds } => {
+            let report = bench::replay::run(events, rounds)?;
+            bench::replay::print(&report);
+            let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/replay.json"));
             bench::write_json(&out, &report)?;
             println!("results: {}", out.display());
         }

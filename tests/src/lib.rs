@@ -2,6 +2,7 @@
 //! on a node, and checks against the kernel's own view (pagemap, vmstat).
 
 pub mod bench;
+pub mod box_results;
 pub mod daemon;
 pub mod host_tier;
 pub mod memory;

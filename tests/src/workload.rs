@@ -40,11 +40,19 @@ fn mbind(region: &Region, mode: i32, nodes: &[u32]) -> io::Result<()> {
 /// `MPOL_BIND`, then drops the policy: the kernel never scans memory under a
 /// bind policy, so without this the pages would get no hint faults.
 pub fn place_on_node(region: &Region, node: u32) -> io::Result<()> {
+    bind_to_node(region, node)?;
+    mbind(region, MPOL_DEFAULT, &[])
+}
+
+/// Places the region on `node` and leaves it bound there (MPOL_BIND): NUMA
+/// balancing never scans such memory, so it takes no hint faults and no
+/// tiering moves it.
+pub fn bind_to_node(region: &Region, node: u32) -> io::Result<()> {
     mbind(region, MPOL_BIND, &[node])?;
     for i in 0..region.pages() {
         region.touch(i, 1);
     }
-    mbind(region, MPOL_DEFAULT, &[])
+    Ok(())
 }
 
 /// Node of every page of the region (negative errno for pages not present).

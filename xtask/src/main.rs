@@ -175,6 +175,14 @@ fn test_all(spec: &BoxSpec) -> Result<()> {
     let live = cargo::target_dir().join("vm/test/results/live-metrics.prom");
     anyhow::ensure!(live.exists(), "the box tests returned no {}", live.display());
     python_tools::check_prometheus(&[&live])?;
+    // And the daemon's recording, replayed here: the same READY decisions.
+    let recording = cargo::target_dir().join("vm/test/results/daemon.hprec");
+    anyhow::ensure!(recording.exists(), "the box tests returned no {}", recording.display());
+    let hotpage = build_bins("hotpage-user", &["hotpage"], false)?.remove(0);
+    run(std::process::Command::new(hotpage)
+        .arg("replay")
+        .arg(&recording)
+        .args(["--as-recorded", "--expect-live"]))?;
     // The end-to-end benchmark in its short form: correctness facts only
     // (hotpage brings the hot set to node 0; observe-only moves nothing).
     vm_bench(spec, "e2e", &["--short", "--fast-scan"])
@@ -314,6 +322,19 @@ fn vm_bench(spec: &BoxSpec, name: &str, args: &[&str]) -> Result<()> {
     }
     std::fs::write(&out, data)?;
     eprintln!("xtask: results in {}", out.display());
+    // What else the bench sent (the e2e runs' recordings and ground truths).
+    let others: Vec<_> = outcome.results.iter().filter(|(n, _)| n != &format!("{name}.json")).collect();
+    if !others.is_empty() {
+        let dir = cargo::target_dir().join("bench").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        for (n, data) in &others {
+            let safe: String =
+                n.chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).collect();
+            std::fs::write(dir.join(safe), data)?;
+        }
+        eprintln!("xtask: {} more files (recordings, ground truths) in {}", others.len(), dir.display());
+    }
     Ok(())
 }
 

@@ -141,7 +141,8 @@ fn render(r: &ReplayReport, file: &Path) -> String {
     }
     s += "\n";
     let with_truth = r.timeline.iter().any(|t| t.hot_promoted_pages.is_some());
-    let mut header = vec!["TIME s", "EVENTS", "READY", "PROMOTED pages"];
+    let moved = if r.promoter.is_some() { "PROMOTED pages" } else { "TAKEN pages" };
+    let mut header = vec!["TIME s", "EVENTS", "READY", moved];
     if with_truth {
         header.push("HOT PROMOTED pages");
     }

@@ -434,7 +434,8 @@ impl State<'_> {
         }
         self.ready += ready;
         self.fed += kept.len() as u64;
-        if let Some(last) = kept.last() {
+        // The clock is the recording's, dropped events included.
+        if let Some(last) = events.last() {
             self.now_ms = self.now_ms.max(ns_to_tick(last.time_ns));
         }
         self.scratch = scratch;

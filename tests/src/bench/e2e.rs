@@ -126,6 +126,10 @@ pub struct RunResult {
     pub workload_sys_cpu_s: f64,
     pub numa_hint_faults: u64,
     pub kernel_promoted_pages: u64,
+    /// The run's recording and its workloads' ground truths, sent out of the
+    /// box beside the results (`hotpage replay FILE --truth T…`).
+    pub recording: Option<String>,
+    pub truths: Vec<String>,
     pub timeline: Vec<Sample>,
 }
 
@@ -158,7 +162,7 @@ fn cpu_seconds(pid: u32, system_only: bool) -> f64 {
     if system_only { stime as f64 / hz } else { (utime + stime) as f64 / hz }
 }
 
-fn start_workload(sc: &Scenario, i: usize) -> Result<(Child, PathBuf)> {
+fn start_workload(sc: &Scenario, i: usize, system: System) -> Result<(Child, PathBuf)> {
     let truth = PathBuf::from(format!("/tmp/e2e-truth-{i}.json"));
     let _ = std::fs::remove_file(&truth);
     let region = sc.region_mib / sc.procs as u64;
@@ -170,6 +174,9 @@ fn start_workload(sc: &Scenario, i: usize) -> Result<(Child, PathBuf)> {
         .stdout(Stdio::null());
     if let Some(t) = sc.move_at {
         cmd.args(["--move-at", &t.to_string()]);
+    }
+    if system == System::NoMigration {
+        cmd.arg("--keep-bound");
     }
     Ok((cmd.spawn().context("starting the workload")?, truth))
 }
@@ -232,7 +239,13 @@ fn sample(truths: &[Truth], t: f64, moved: bool) -> Sample {
 fn kernel_for(system: System, fast_scan: bool) -> Result<SettingsGuard> {
     let (mut g, _) = SettingsGuard::acquire(Path::new("/"), Path::new(RUN_DIR))?;
     match system {
-        System::NoMigration => g.set(NUMA_BALANCING, "0")?,
+        // NUMA balancing stays on (turning it off and on again live-patches
+        // the scheduler, which multi-threaded TCG does not survive): the
+        // workload keeps its memory bound to node 1, which is never scanned.
+        System::NoMigration => {
+            g.set(NUMA_BALANCING, "2")?;
+            g.set(PROMOTE_RATE_LIMIT, "0")?;
+        }
         // Mode 2 at the kernel's default promotion rate limit.
         System::Numab2 => {
             g.set(NUMA_BALANCING, "2")?;
@@ -262,8 +275,12 @@ fn first_time(timeline: &[Sample], from: f64, share: f64) -> Option<f64> {
 
 pub fn run_one(system: System, sc: &Scenario, fast_scan: bool) -> Result<RunResult> {
     let kernel = kernel_for(system, fast_scan)?;
+    let recording = Path::new("/tmp/e2e.hprec");
     let hotpage = match system.hotpage_args() {
-        Some(args) => Some(Daemon::start(&bin("HOTPAGE_BIN", "/bin/hotpage"), args)?),
+        Some(args) => {
+            let args: Vec<&str> = args.iter().copied().chain(["--record", "/tmp/e2e.hprec"]).collect();
+            Some(Daemon::start(&bin("HOTPAGE_BIN", "/bin/hotpage"), &args)?)
+        }
         None => None,
     };
     let (migrated0, promoted0, faults0) =
@@ -271,7 +288,7 @@ pub fn run_one(system: System, sc: &Scenario, fast_scan: bool) -> Result<RunResu
     let mut children = Vec::new();
     let mut truths = Vec::new();
     for i in 0..sc.procs {
-        children.push(start_workload(sc, i)?);
+        children.push(start_workload(sc, i, system)?);
     }
     for (_, path) in &children {
         truths.push(read_truth(path, Duration::from_secs(120))?);
@@ -293,15 +310,18 @@ pub fn run_one(system: System, sc: &Scenario, fast_scan: bool) -> Result<RunResu
     let migrated = vmstat("pgmigrate_success") - migrated0;
     let kernel_promoted = vmstat("pgpromote_success") - promoted0;
     let faults = vmstat("numa_hint_faults") - faults0;
+    let truth_paths: Vec<PathBuf> = children.iter().map(|(_, p)| p.clone()).collect();
     for (mut c, _) in children {
         let _ = c.kill();
         let _ = c.wait();
     }
+    let mut sent = (None, Vec::new());
     if let Some(d) = hotpage {
         let out = d.stop()?;
         if !out.status.success() {
             bail!("hotpage run failed: {}", out.status);
         }
+        sent = send_recording(recording, &truth_paths, &sc.name, system);
     }
     drop(kernel);
 
@@ -327,8 +347,44 @@ pub fn run_one(system: System, sc: &Scenario, fast_scan: bool) -> Result<RunResu
         workload_sys_cpu_s: workload_sys,
         numa_hint_faults: faults,
         kernel_promoted_pages: kernel_promoted,
+        recording: sent.0,
+        truths: sent.1,
         timeline,
     })
+}
+
+/// A file name's safe form of `s`: lower case, words joined by '-'.
+fn slug(s: &str) -> String {
+    let words: Vec<String> = s
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    words.join("-")
+}
+
+/// Sends a hotpage run's recording and its ground truths out of the box (and
+/// deletes them here, so they take no memory from the next runs). Returns
+/// their names; none when this is not the box.
+fn send_recording(
+    recording: &Path,
+    truths: &[PathBuf],
+    scenario: &str,
+    system: System,
+) -> (Option<String>, Vec<String>) {
+    let stem = format!("e2e-{}-{}", slug(scenario), slug(system.label()));
+    let send = |path: &Path, name: String| match crate::box_results::send(path, &name) {
+        Ok(()) => Some(name),
+        Err(e) => {
+            eprintln!("e2e: {} not sent: {e}", path.display());
+            None
+        }
+    };
+    let rec = send(recording, format!("{stem}.hprec"));
+    let _ = std::fs::remove_file(recording);
+    let truths =
+        truths.iter().enumerate().filter_map(|(i, t)| send(t, format!("{stem}-truth{i}.json"))).collect();
+    (rec, truths)
 }
 
 pub fn scenarios(short: bool) -> Vec<Scenario> {

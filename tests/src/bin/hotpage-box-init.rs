@@ -51,29 +51,18 @@ fn exit_code(status: std::io::Result<ExitStatus>) -> i32 {
     }
 }
 
-/// Frames every regular file of /results onto /dev/ttyS1 as hex lines.
+/// Sends every regular file left in /results out of the box.
 fn send_results() {
     let Ok(entries) = fs::read_dir("/results") else { return };
-    let Ok(mut port) = fs::OpenOptions::new().write(true).open("/dev/ttyS1") else {
-        eprintln!("box-init: /dev/ttyS1 missing; results not sent");
-        return;
-    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let (Some(name), Ok(data)) = (path.file_name().and_then(|n| n.to_str()), fs::read(&path)) else {
-            continue;
-        };
-        let mut text = format!("HOTPAGE-FILE {name} {}\n", data.len());
-        for chunk in data.chunks(64) {
-            for b in chunk {
-                text.push_str(&format!("{b:02x}"));
-            }
-            text.push('\n');
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        if path.is_file()
+            && let Err(e) = hotpage_tests::box_results::send(&path, name)
+        {
+            eprintln!("box-init: sending {name}: {e}");
         }
-        text.push_str("HOTPAGE-END\n");
-        let _ = port.write_all(text.as_bytes());
     }
-    let _ = port.flush();
 }
 
 fn power_off(rc: i32) -> ! {

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hotpage_tests::{
     memory::{PAGE, Region},
-    workload::{HotSet, Rng, gups, nodes_of, place_on_node, share_on},
+    workload::{HotSet, Rng, bind_to_node, gups, nodes_of, place_on_node, share_on},
 };
 
 #[derive(Parser)]
@@ -46,6 +46,11 @@ enum Cmd {
         /// of the region (its new range is in the ground truth too).
         #[arg(long, value_name = "SECONDS")]
         move_at: Option<f64>,
+        /// Leave the region bound to its node: NUMA balancing never scans it
+        /// (no hint faults, nothing moves it). The no-migration baseline,
+        /// without turning NUMA balancing off (which live-patches the kernel).
+        #[arg(long)]
+        keep_bound: bool,
     },
     /// Fill a node with anonymous memory until it has this many free pages
     /// left, print "filled", then hold the memory until killed.
@@ -82,7 +87,7 @@ fn main() -> Result<()> {
                 std::thread::park();
             }
         }
-        Cmd::HotSet { node, size_mib, hot_mib, hot_percent, seconds, thp, truth, move_at } => {
+        Cmd::HotSet { node, size_mib, hot_mib, hot_percent, seconds, thp, truth, move_at, keep_bound } => {
             if hot_mib == 0 || hot_mib > size_mib || hot_percent > 100 {
                 bail!("need 0 < --hot-mib <= --size-mib and --hot-percent <= 100");
             }
@@ -90,7 +95,8 @@ fn main() -> Result<()> {
             if !thp {
                 region.no_huge_pages()?;
             }
-            place_on_node(&region, node).with_context(|| format!("placing the region on node {node}"))?;
+            if keep_bound { bind_to_node(&region, node) } else { place_on_node(&region, node) }
+                .with_context(|| format!("placing the region on node {node}"))?;
             let placed = share_on(&nodes_of(&region)?, node as i32);
             // The hot set sits in the middle of the region, page aligned.
             let hot = HotSet { first_page: (region.pages() - hot_mib * 256) / 2, pages: hot_mib * 256 };

@@ -292,3 +292,24 @@ fn the_sample_source_alone_promotes_the_hot_set() {
     assert!(daemon.stop().unwrap().status.success());
     assert!(!loaded_program_names().iter().any(|n| n == "hw_sample"), "the sample program is gone");
 }
+
+#[test]
+fn the_daemon_records_what_its_hot_map_received_and_a_replay_decides_the_same() {
+    in_the_box();
+    let _mode = pure_tiering_mode();
+    let path = Path::new("/results/daemon.hprec");
+    let daemon = start_daemon(&["--samples", "off", "--record", path.to_str().unwrap()]);
+    let w = Workload::start(32, 8, 300);
+    let snap = w.stats_when_promoted(w.hot_pages() / 2, Duration::from_secs(120));
+    let live_ready = snap["hotmap"]["feed"]["newly_ready"].as_u64().unwrap();
+    assert!(live_ready > 0, "{snap}");
+    assert!(daemon.stop().unwrap().status.success());
+    // Replayed here as well; `cargo xtask test` replays the same file on the host.
+    let out = hotpage_cli(&["replay", path.to_str().unwrap(), "--as-recorded", "--expect-live", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["matches_live"], true);
+    assert!(r["feed"]["newly_ready"].as_u64().unwrap() >= live_ready, "{r}");
+    assert!(r["events"].as_u64().unwrap() > 0 && r["trailer"]["events"] == r["events"]);
+    assert!(r["processes"].as_array().unwrap().iter().any(|p| p["pid"] == w.pid), "{r}");
+}

@@ -52,7 +52,7 @@ pub struct BoxOutcome {
     pub elapsed: Duration,
 }
 
-fn qemu_command(kernel: &Path, initrd: &Path, serial1: &Path, spec: &BoxSpec) -> Command {
+fn qemu_command(kernel: &Path, initrd: &Path, results_port: &Path, spec: &BoxSpec) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
         .args(["-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35,hmat=on"])
@@ -65,9 +65,12 @@ fn qemu_command(kernel: &Path, initrd: &Path, serial1: &Path, spec: &BoxSpec) ->
     for h in HMAT {
         c.args(["-numa", h]);
     }
+    // Results leave through a virtio-serial port (binary, fast), not a UART.
     c.args(["-serial", "stdio"])
-        .arg("-serial")
-        .arg(format!("file:{}", serial1.display()))
+        .args(["-device", "virtio-serial-pci,id=vser"])
+        .arg("-chardev")
+        .arg(format!("file,id=results,path={}", results_port.display()))
+        .args(["-device", "virtserialport,bus=vser.0,chardev=results,name=hotpage-results"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-kernel")
         .arg(kernel)
@@ -87,11 +90,11 @@ pub fn boot(kernel: &Path, initramfs: Vec<u8>, spec: &BoxSpec, work: &Path) -> R
     fs::create_dir_all(work)?;
     let initrd = work.join("initramfs.cpio");
     fs::write(&initrd, initramfs)?;
-    let serial1 = work.join("serial1.out");
-    let _ = fs::remove_file(&serial1);
+    let results_port = work.join("results_port.out");
+    let _ = fs::remove_file(&results_port);
 
     let start = Instant::now();
-    let mut child = qemu_command(kernel, &initrd, &serial1, spec)
+    let mut child = qemu_command(kernel, &initrd, &results_port, spec)
         .spawn()
         .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
     let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
@@ -162,31 +165,28 @@ pub fn boot(kernel: &Path, initramfs: Vec<u8>, spec: &BoxSpec, work: &Path) -> R
             "QEMU exit {other:?} disagrees with the guest status {rc}. Last console lines:\n{tail_text}"
         ),
     }
-    let results = parse_results(&fs::read(&serial1).unwrap_or_default());
+    let results = parse_results(&fs::read(&results_port).unwrap_or_default());
     Ok(BoxOutcome { rc, results, elapsed })
 }
 
-/// Decodes the framed hex files the guest init wrote to its second serial port.
+/// Decodes what the guest sent through its results port: each file framed
+/// as `HOTPAGE-FILE <name> <length>\n` and its bytes (tests/src/box_results.rs).
 pub fn parse_results(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let text = String::from_utf8_lossy(raw);
     let mut out = Vec::new();
-    let mut current: Option<(String, Vec<u8>)> = None;
-    for line in text.lines().map(|l| l.trim_end_matches('\r')) {
-        if let Some(rest) = line.strip_prefix("HOTPAGE-FILE ") {
-            let name = rest.split_whitespace().next().unwrap_or("unnamed").to_owned();
-            current = Some((name, Vec::new()));
-        } else if line == "HOTPAGE-END" {
-            if let Some(f) = current.take() {
-                out.push(f);
-            }
-        } else if let Some((_, data)) = current.as_mut() {
-            let bytes = line.as_bytes();
-            for pair in bytes.chunks_exact(2) {
-                if let Ok(b) = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("00"), 16) {
-                    data.push(b);
-                }
-            }
+    let mut rest = raw;
+    while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+        let head = String::from_utf8_lossy(&rest[..nl]).into_owned();
+        let mut words = head.split_whitespace();
+        let (Some("HOTPAGE-FILE"), Some(name), Some(len)) = (words.next(), words.next(), words.next()) else {
+            break;
+        };
+        let Ok(len) = len.parse::<usize>() else { break };
+        let body = &rest[nl + 1..];
+        if body.len() < len {
+            break;
         }
+        out.push((name.to_owned(), body[..len].to_vec()));
+        rest = &body[len..];
     }
     out
 }
@@ -210,8 +210,13 @@ mod tests {
 
     #[test]
     fn decodes_framed_results() {
-        let raw = b"HOTPAGE-FILE a.json 3\r\n616263\r\nHOTPAGE-END\r\nnoise\nHOTPAGE-FILE b 0\nHOTPAGE-END\n";
-        let r = parse_results(raw);
-        assert_eq!(r, vec![("a.json".to_owned(), b"abc".to_vec()), ("b".to_owned(), vec![])]);
+        let mut raw = b"HOTPAGE-FILE a.json 3\nabcHOTPAGE-FILE b.bin 4\n\x00\n\xff\x01".to_vec();
+        let r = parse_results(&raw);
+        assert_eq!(
+            r,
+            vec![("a.json".to_owned(), b"abc".to_vec()), ("b.bin".to_owned(), vec![0, 10, 255, 1])]
+        );
+        raw.extend_from_slice(b"HOTPAGE-FILE c 10\nshort");
+        assert_eq!(parse_results(&raw).len(), 2, "a file cut short is left out");
     }
 }

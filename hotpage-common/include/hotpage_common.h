@@ -47,7 +47,27 @@ _Static_assert(sizeof(struct hotpage_event) == 48, "hotpage_event size");
 #define HOTPAGE_CNT_EMITTED	3	/* events written to the ring */
 #define HOTPAGE_CNT_DROPPED	4	/* ring full: event lost */
 #define HOTPAGE_CNT_WAKEUPS	5	/* forced consumer wake-ups */
-#define HOTPAGE_NR_COUNTERS	6
+#define HOTPAGE_CNT_STAMP_UNSET	6	/* folio carried no scan stamp */
+#define HOTPAGE_CNT_STAMP_MISMATCH 7	/* flags word failed the layout self-check */
+#define HOTPAGE_NR_COUNTERS	8
+
+/* hotpage_stamp_layout.word: where the kernel keeps the scan stamp. */
+#define HOTPAGE_STAMP_NONE		0	/* unknown: no latency */
+#define HOTPAGE_STAMP_FLAGS		1	/* folio->flags, LAST_CPUPID bits */
+#define HOTPAGE_STAMP_LAST_CPUPID	2	/* folio->_last_cpupid */
+
+/* How to read a lower-tier folio's scan stamp (userspace derives it from BTF). */
+struct hotpage_stamp_layout {
+	__u32 word;		/* HOTPAGE_STAMP_* */
+	__u32 shift;		/* LAST_CPUPID_PGSHIFT */
+	__u32 bits;		/* LAST_CPUPID_SHIFT */
+	__u32 buckets;		/* PAGE_ACCESS_TIME_BUCKETS */
+	__u32 node_shift;	/* NODES_PGSHIFT, for the self-check */
+	__u32 node_bits;	/* NODES_WIDTH; 0 skips the self-check */
+	__u32 hz;		/* the kernel's HZ */
+	__u32 reserved;
+};
+_Static_assert(sizeof(struct hotpage_stamp_layout) == 32, "hotpage_stamp_layout size");
 
 /* Lower-tier memory, as pfn ranges sorted by start_pfn. */
 #define HOTPAGE_MAX_RANGES	64

@@ -117,9 +117,93 @@ pub mod counter {
     pub const DROPPED: u32 = 4;
     /// Forced consumer wake-ups.
     pub const WAKEUPS: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// Hint faults whose folio carried no scan stamp (fresh or just migrated).
+    pub const STAMP_UNSET: u32 = 6;
+    /// Hint faults whose `flags` word failed the layout self-check (its node
+    /// bits are not the page's node): the latency was not trusted.
+    pub const STAMP_MISMATCH: u32 = 7;
+    pub const COUNT: u32 = 8;
     /// Names in index order, for display and metrics.
-    pub const NAMES: [&str; COUNT as usize] = ["seen", "no_pfn", "filtered", "emitted", "dropped", "wakeups"];
+    pub const NAMES: [&str; COUNT as usize] =
+        ["seen", "no_pfn", "filtered", "emitted", "dropped", "wakeups", "stamp_unset", "stamp_mismatch"];
+}
+
+/// Where a kernel keeps a lower-tier folio's scan stamp (`StampLayout::word`).
+pub mod stamp_word {
+    /// Unknown: hint faults carry no latency.
+    pub const NONE: u32 = 0;
+    /// In `folio->flags`, in the `LAST_CPUPID` bits.
+    pub const FLAGS: u32 = 1;
+    /// In `folio->_last_cpupid` (`LAST_CPUPID_NOT_IN_PAGE_FLAGS` kernels).
+    pub const LAST_CPUPID: u32 = 2;
+}
+
+/// How the hint-fault program turns a folio's scan stamp into a scan-to-fault
+/// latency (`struct hotpage_stamp_layout`, a `.rodata` constant of the
+/// program). In NUMA balancing's tiering mode the kernel stamps each
+/// lower-tier folio with `jiffies_to_msecs(jiffies) >> buckets` when a scan
+/// makes its entry PROT_NONE, in the `LAST_CPUPID` bits (`folio_xchg_access_time()`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StampLayout {
+    /// One of [`stamp_word`].
+    pub word: u32,
+    /// `LAST_CPUPID_PGSHIFT` (0 when the stamp has its own field).
+    pub shift: u32,
+    /// `LAST_CPUPID_SHIFT`: the stamp's width in bits.
+    pub bits: u32,
+    /// `PAGE_ACCESS_TIME_BUCKETS`: the stamp holds milliseconds >> buckets.
+    pub buckets: u32,
+    /// Self-check: the `NODES_PGSHIFT` and `NODES_WIDTH` of `folio->flags`
+    /// (width 0 skips the check).
+    pub node_shift: u32,
+    pub node_bits: u32,
+    /// The kernel's `HZ`, to turn jiffies into the stamp's milliseconds.
+    pub hz: u32,
+    pub reserved: u32,
+}
+
+const _: () = assert!(size_of::<StampLayout>() == 32);
+
+/// What a stamp says at a hint fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StampReading {
+    /// Milliseconds from the scan to the fault.
+    Latency(u32),
+    /// All ones: the kernel has not stamped the folio since it was allocated or migrated.
+    Unset,
+    /// The word's node bits name another node: the layout is wrong for this kernel.
+    Mismatch,
+    /// No layout known.
+    Unknown,
+}
+
+impl StampLayout {
+    /// The reference for the decoding the hint-fault program does in C
+    /// (`scan_latency()` in `hint_fault.bpf.c`): `word` is `folio->flags`
+    /// (or `_last_cpupid`), `page_nid` the folio's node, `jiffies` the
+    /// kernel's 64-bit jiffies at the fault.
+    pub const fn read(&self, word: u64, page_nid: u32, jiffies: u64) -> StampReading {
+        if self.word == stamp_word::NONE || self.hz == 0 || self.bits == 0 || self.bits > 32 {
+            return StampReading::Unknown;
+        }
+        if self.word == stamp_word::FLAGS && self.node_bits > 0 && self.node_bits < 32 {
+            let node = (word >> (self.node_shift & 63)) & ((1 << self.node_bits) - 1);
+            if node != page_nid as u64 {
+                return StampReading::Mismatch;
+            }
+        }
+        let mask = (1u64 << self.bits) - 1;
+        let shift = if self.word == stamp_word::FLAGS { self.shift & 63 } else { 0 };
+        let stamp = (word >> shift) & mask;
+        if stamp == mask {
+            return StampReading::Unset;
+        }
+        let buckets = self.buckets & 31;
+        // jiffies_to_msecs() returns an unsigned int: the stamp is the low bits of that.
+        let now_ms = (jiffies.wrapping_mul(1000) / self.hz as u64) as u32 as u64;
+        StampReading::Latency((now_ms.wrapping_sub(stamp << buckets) & (mask << buckets)) as u32)
+    }
 }
 
 /// Maximum number of lower-tier pfn ranges the BPF filter holds.

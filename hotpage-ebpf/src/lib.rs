@@ -43,6 +43,9 @@ pub mod global {
     pub const WAKEUP_EVERY: &str = "wakeup_every";
     /// Sample object only: read the sample's physical address (`u32`, 0 or 1).
     pub const WANT_PHYS_ADDR: &str = "want_phys_addr";
+    /// Hint-fault object only: where the kernel keeps the scan stamp
+    /// (`hotpage_common::StampLayout`).
+    pub const STAMP_LAYOUT: &str = "stamp_layout";
 }
 
 /// Every source's object, by the name userspace and tests use for them.

@@ -43,11 +43,55 @@ static __always_inline __u8 folio_order_of(struct folio *folio)
 	return order <= HOTPAGE_MAX_FOLIO_ORDER ? order : 0;
 }
 
+/* Where this kernel keeps the scan stamp; userspace fills it from BTF (word NONE: no latency). */
+const volatile struct hotpage_stamp_layout stamp_layout = {};
+
+/*
+ * Scan-to-fault latency in ms, or -1. In tiering mode the kernel stamps a
+ * lower-tier folio with jiffies_to_msecs(jiffies) >> buckets when a scan makes
+ * its entry PROT_NONE; at this hook (before numa_hint_fault_latency() rewrites
+ * it) the stamp is still the scan's. Mirrors StampLayout::read() in
+ * hotpage-common, which the unit tests exercise on recorded words.
+ */
+static __always_inline __s64 scan_latency(struct folio *folio, int page_nid)
+{
+	__u32 bits = stamp_layout.bits, buckets = stamp_layout.buckets & 31;
+	__u64 word, mask, stamp, now_ms;
+
+	if (stamp_layout.word == HOTPAGE_STAMP_NONE || !stamp_layout.hz || !bits || bits > 32)
+		return -1;
+	word = folio->flags;
+	/* Self-check: a wrong layout shows as node bits that are not the page's node. */
+	if (stamp_layout.word == HOTPAGE_STAMP_FLAGS && stamp_layout.node_bits &&
+	    stamp_layout.node_bits < 32 &&
+	    ((word >> (stamp_layout.node_shift & 63)) & ((1ULL << stamp_layout.node_bits) - 1)) !=
+		    (__u64)page_nid) {
+		count(HOTPAGE_CNT_STAMP_MISMATCH);
+		return -1;
+	}
+	mask = (1ULL << bits) - 1;
+	if (stamp_layout.word == HOTPAGE_STAMP_FLAGS) {
+		stamp = (word >> (stamp_layout.shift & 63)) & mask;
+	} else {
+		if (!bpf_core_field_exists(folio->_last_cpupid))
+			return -1;
+		stamp = (__u32)folio->_last_cpupid & mask;
+	}
+	if (stamp == mask) {
+		count(HOTPAGE_CNT_STAMP_UNSET);
+		return -1;
+	}
+	/* jiffies_to_msecs() is an unsigned int: the stamp holds its low bits. */
+	now_ms = (__u32)(bpf_jiffies64() * 1000 / stamp_layout.hz);
+	return (now_ms - (stamp << buckets)) & (mask << buckets);
+}
+
 SEC("fentry/numa_migrate_check")
 int BPF_PROG(hint_fault, struct folio *folio, struct vm_fault *vmf, unsigned long addr)
 {
 	__u8 order, flags = 0;
 	__u64 pfn, page_pfn;
+	__s64 latency;
 	int nid;
 
 	count(HOTPAGE_CNT_SEEN);
@@ -81,6 +125,10 @@ int BPF_PROG(hint_fault, struct folio *folio, struct vm_fault *vmf, unsigned lon
 
 	if (vmf->flags & bpf_core_enum_value(enum fault_flag, FAULT_FLAG_WRITE))
 		flags |= HOTPAGE_EV_WRITE;
-	emit(pfn, addr, bpf_get_current_pid_tgid() >> 32, nid, order, flags, 0);
+	latency = scan_latency(folio, nid);
+	if (latency >= 0)
+		flags |= HOTPAGE_EV_LATENCY;
+	emit(pfn, addr, bpf_get_current_pid_tgid() >> 32, nid, order, flags,
+	     latency >= 0 ? (__u32)latency : 0);
 	return 0;
 }

@@ -31,6 +31,7 @@ struct folio {
 	unsigned long flags;
 	unsigned long _flags_1;		/* 6.8+: low byte is the folio order */
 	unsigned char _folio_order;	/* before 6.8 */
+	int _last_cpupid;		/* only with LAST_CPUPID_NOT_IN_PAGE_FLAGS */
 } __attribute__((preserve_access_index));
 
 struct vm_fault {

@@ -78,8 +78,8 @@ async fn trace(root: &Path, run_dir: &Path, args: TraceArgs) -> Result<()> {
     };
 
     let opts = LoadOptions { wakeup_every: args.wakeup_every, ..LoadOptions::default() };
-    let (src, ring, counters) = LoadedSource::hint_faults(&opts, &ranges, hook)?;
-    tracing::info!(hook, ranges = ranges.len(), "hint-fault program attached");
+    let (src, ring, counters) = LoadedSource::hint_faults(&opts, &ranges, &hook)?;
+    tracing::info!(hook = hook.function, ranges = ranges.len(), "hint-fault program attached");
 
     // The events also feed a hot map, as in `hotpage run`, so its counters show
     // what the promoter would see. Nothing walks it here.

@@ -320,7 +320,7 @@ impl FileConfig {
             load: LoadOptions {
                 wakeup_every: c.wakeup_every,
                 ring_bytes: c.ring_mib << 20,
-                sample_phys_addr: false,
+                ..LoadOptions::default()
             },
             drain_interval_ms: c.drain_interval_ms,
             textfile_dir: self.metrics.textfile_dir.clone().filter(|d| !d.as_os_str().is_empty()),

@@ -18,7 +18,7 @@ pub struct Preflight {
     pub ranges: Vec<PfnRange>,
     pub release: String,
     /// The hint-fault hook, when hint faults are wanted.
-    pub hook: Option<&'static str>,
+    pub hook: Option<kernel::HintFaultHook>,
 }
 
 /// Checks in the order an operator fixes them: what the machine lacks is
@@ -30,9 +30,14 @@ pub fn preflight(root: &Path, what: &str, hint_faults: bool) -> Result<Preflight
     let release = kernel::release(root);
     // Both programs are CO-RE: BTF is needed even without the hint-fault hook.
     let btf = kernel::kernel_btf(root)?;
-    let hook = if hint_faults { Some(kernel::hint_fault_hook(&btf, &release)?) } else { None };
+    let hook = if hint_faults { Some(kernel::HintFaultHook::probe(&btf, root, &release)?) } else { None };
     drop(btf);
     require_root(what)?;
+    if let Some(Err(e)) = hook.as_ref().map(|h| &h.stamp) {
+        tracing::warn!(
+            "hint faults carry no scan-to-fault latency: {e}; the latency rule falls back to pghot's"
+        );
+    }
     Ok(Preflight { topo, ranges, release, hook })
 }
 

@@ -62,7 +62,7 @@ async fn record_until_stopped(
         recover_only(root, run_dir);
         None
     };
-    let mut sources = Sources::attach(root, &cfg, hook, sampler, &ranges)?;
+    let mut sources = Sources::attach(root, &cfg, hook.as_ref(), sampler, &ranges)?;
     let knobs = RunKnobs {
         hotmap: cfg.hotmap,
         hint_capacity: cfg.hint_capacity,

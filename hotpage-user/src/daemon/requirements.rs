@@ -86,6 +86,16 @@ pub fn requirements(root: &Path, run_dir: &Path, euid: u32) -> Vec<Requirement> 
                 Ok(hook) => ok("hint-fault hook", format!("Linux {release}: fentry/{hook}")),
                 Err(e) => fail("hint-fault hook", e.to_string(), "upgrade to Linux 6.9 or later"),
             });
+            v.push(match kernel::stamp::stamp_layout(&btf, root, &release) {
+                Ok(layout) => ok(
+                    "scan-to-fault latency",
+                    format!("the scan stamp is in {}", kernel::stamp::describe(&layout)),
+                ),
+                Err(e) => info(
+                    "scan-to-fault latency",
+                    format!("unavailable: {e}; the latency rule falls back to pghot's (policy = \"pghot\")"),
+                ),
+            });
         }
     }
     match TierTopology::read(root) {

@@ -100,7 +100,7 @@ async fn daemon(
     for node in movers::kernel_promotes_freely(root, &top) {
         tracing::warn!("{node}");
     }
-    let mut sources = Sources::attach(root, &cfg, hook, sampler, &ranges)?;
+    let mut sources = Sources::attach(root, &cfg, hook.as_ref(), sampler, &ranges)?;
 
     let map = Arc::new(HotMap::new(&MemoryLayout::from(&topo), cfg.hotmap, cfg.hint_capacity)?);
     let feeder = HotMapFeeder::new(map.clone());

@@ -10,6 +10,7 @@ use hotpage_common::PfnRange;
 
 use super::config::RunConfig;
 use crate::{
+    kernel::HintFaultHook,
     report::AttachedSource,
     sources::{
         LoadedSource, SourceCounters, SourceKind,
@@ -32,7 +33,7 @@ impl Sources {
     pub fn attach(
         root: &Path,
         cfg: &RunConfig,
-        hook: Option<&str>,
+        hook: Option<&HintFaultHook>,
         sampler: Option<Sampler>,
         ranges: &[PfnRange],
     ) -> Result<Self> {
@@ -44,7 +45,7 @@ impl Sources {
                 rings.push(ring);
                 attached.push(AttachedSource {
                     name: SourceKind::HintFault.name().into(),
-                    attached_to: format!("fentry/{hook}"),
+                    attached_to: format!("fentry/{}", hook.function),
                     counters: Arc::new(counters),
                     id: SourceKind::HintFault.id(),
                 });

@@ -6,7 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, BtfType, Type};
+use hotpage_common::StampLayout;
 use thiserror::Error;
+
+use super::stamp::{StampError, stamp_layout};
 
 /// Candidates, newest first: `numa_migrate_check` (6.10+), `numa_migrate_prep` (6.9).
 pub const HINT_FAULT_HOOKS: [&str; 2] = ["numa_migrate_check", "numa_migrate_prep"];
@@ -38,6 +41,28 @@ pub fn kernel_btf(root: &Path) -> Result<Btf, HookError> {
         return Err(HookError::NoBtf(path));
     }
     Btf::from_file(&path).map_err(|e| HookError::BadBtf { path, detail: e.to_string() })
+}
+
+/// Where the hint-fault program attaches and what it can read there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HintFaultHook {
+    /// The kernel function (`fentry/<function>`).
+    pub function: &'static str,
+    /// Where the folio's scan stamp is, or why the events carry no latency.
+    pub stamp: Result<StampLayout, StampError>,
+}
+
+impl HintFaultHook {
+    /// Probes the kernel under `root` whose BTF is `btf`.
+    pub fn probe(btf: &Btf, root: &Path, release: &str) -> Result<Self, HookError> {
+        let function = hint_fault_hook(btf, release)?;
+        Ok(Self { function, stamp: stamp_layout(btf, root, release) })
+    }
+
+    /// The layout the program is loaded with (`word` NONE: no latency).
+    pub fn stamp_layout(&self) -> StampLayout {
+        self.stamp.as_ref().copied().unwrap_or_default()
+    }
 }
 
 /// The hook to attach the hint-fault program to, for a kernel whose BTF is `btf`.
@@ -94,64 +119,7 @@ fn type_spelling(btf: &Btf, ty: &dyn BtfType) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Encodes just enough BTF (INT, PTR, STRUCT, FUNC_PROTO, FUNC) for the probe.
-    #[derive(Default)]
-    struct BtfWriter {
-        types: Vec<u8>,
-        strings: Vec<u8>,
-        next_id: u32,
-    }
-
-    impl BtfWriter {
-        fn new() -> Self {
-            Self { types: Vec::new(), strings: vec![0], next_id: 1 }
-        }
-        fn str(&mut self, s: &str) -> u32 {
-            let off = self.strings.len() as u32;
-            self.strings.extend_from_slice(s.as_bytes());
-            self.strings.push(0);
-            off
-        }
-        fn ty(&mut self, name: &str, kind: u32, vlen: u32, size_or_type: u32, extra: &[u32]) -> u32 {
-            let name = if name.is_empty() { 0 } else { self.str(name) };
-            for w in [name, (kind << 24) | vlen, size_or_type].iter().chain(extra) {
-                self.types.extend_from_slice(&w.to_le_bytes());
-            }
-            self.next_id += 1;
-            self.next_id - 1
-        }
-        fn int(&mut self, name: &str, size: u32) -> u32 {
-            self.ty(name, 1, 0, size, &[size * 8])
-        }
-        fn ptr(&mut self, to: u32) -> u32 {
-            self.ty("", 2, 0, to, &[])
-        }
-        fn strukt(&mut self, name: &str) -> u32 {
-            self.ty(name, 4, 0, 8, &[])
-        }
-        fn func(&mut self, name: &str, params: &[(&str, u32)], ret: u32) -> u32 {
-            let mut extra = Vec::new();
-            for (pname, pty) in params {
-                extra.push(self.str(pname));
-                extra.push(*pty);
-            }
-            let proto = self.ty("", 13, params.len() as u32, ret, &extra);
-            self.ty(name, 12, 1, proto, &[])
-        }
-        fn finish(self) -> Vec<u8> {
-            let mut out = Vec::new();
-            out.extend_from_slice(&0xeb9f_u16.to_le_bytes());
-            out.extend_from_slice(&[1, 0]);
-            let tl = self.types.len() as u32;
-            for w in [24u32, 0, tl, tl, self.strings.len() as u32] {
-                out.extend_from_slice(&w.to_le_bytes());
-            }
-            out.extend_from_slice(&self.types);
-            out.extend_from_slice(&self.strings);
-            out
-        }
-    }
+    use crate::kernel::btf_writer::BtfWriter;
 
     /// BTF with a hint-fault function named `name` taking `(first *, second *, unsigned long, ...)`.
     fn kernel_with(name: &str, first: &str, second: &str) -> Btf {

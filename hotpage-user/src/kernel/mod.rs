@@ -2,13 +2,17 @@
 //! the settings hotpage changes (saved and restored), and the other movers
 //! of pages hotpage must not fight.
 
+#[cfg(test)]
+mod btf_writer;
 mod hook;
+pub mod hz;
 pub mod movers;
 pub mod settings;
+pub mod stamp;
 
 use std::path::Path;
 
-pub use hook::{HINT_FAULT_HOOKS, HookError, hint_fault_hook, kernel_btf};
+pub use hook::{HINT_FAULT_HOOKS, HintFaultHook, HookError, hint_fault_hook, kernel_btf};
 
 use crate::sys::sysfs::read_text;
 

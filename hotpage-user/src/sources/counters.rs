@@ -14,6 +14,8 @@ crate::counter_set! {
         emitted: "events written to the ring",
         dropped: "ring full: event lost",
         wakeups: "forced consumer wake-ups",
+        stamp_unset: "hint faults on a folio without a scan stamp (fresh or just migrated)",
+        stamp_mismatch: "hint faults whose flags word failed the stamp layout's node self-check",
     }
 }
 

@@ -7,10 +7,11 @@ use aya::{
     maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
     programs::{FEntry, PerfEvent, ProgramError},
 };
-use hotpage_common::{PfnRange, TierMap, source};
+use hotpage_common::{PfnRange, StampLayout, TierMap, source};
 use thiserror::Error;
 
 use super::SourceCounters;
+use crate::kernel::HintFaultHook;
 
 /// The sources hotpage can load, one object each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,6 +79,9 @@ pub struct LoadOptions {
     /// Sample source only: the perf events request PERF_SAMPLE_PHYS_ADDR, so
     /// the program reads the physical address (two probe reads per sample).
     pub sample_phys_addr: bool,
+    /// Hint-fault source only: where the kernel keeps the scan stamp
+    /// (`word` NONE: events carry no latency).
+    pub stamp: StampLayout,
 }
 
 impl LoadOptions {
@@ -94,6 +98,7 @@ impl Default for LoadOptions {
             wakeup_every: Self::DEFAULT_WAKEUP_EVERY,
             ring_bytes: Self::DEFAULT_RING_BYTES,
             sample_phys_addr: false,
+            stamp: StampLayout::default(),
         }
     }
 }
@@ -104,6 +109,12 @@ impl Default for LoadOptions {
 struct PodTierMap(TierMap);
 // SAFETY: TierMap is #[repr(C)] plain integers without padding (sizes asserted in hotpage-common).
 unsafe impl Pod for PodTierMap {}
+
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct PodStampLayout(StampLayout);
+// SAFETY: StampLayout is #[repr(C)] u32s without padding (size asserted in hotpage-common).
+unsafe impl Pod for PodStampLayout {}
 
 /// An object loaded into the kernel. Dropping it detaches its programs.
 pub struct LoadedSource {
@@ -121,8 +132,14 @@ impl LoadedSource {
         loader
             .override_global(hotpage_ebpf::global::WAKEUP_EVERY, &wakeup, true)
             .map_max_entries(hotpage_ebpf::map::EVENTS, ring);
-        if kind == SourceKind::HwSample {
-            loader.override_global(hotpage_ebpf::global::WANT_PHYS_ADDR, &want_phys, true);
+        let stamp = PodStampLayout(opts.stamp);
+        match kind {
+            SourceKind::HwSample => {
+                loader.override_global(hotpage_ebpf::global::WANT_PHYS_ADDR, &want_phys, true);
+            }
+            SourceKind::HintFault => {
+                loader.override_global(hotpage_ebpf::global::STAMP_LAYOUT, &stamp, true);
+            }
         }
         let ebpf = loader
             .load(kind.object())
@@ -148,20 +165,21 @@ impl LoadedSource {
         array.set(0, PodTierMap(map), 0).map_err(BpfError::Map)
     }
 
-    /// The hint-fault source as every user runs it: loaded with `opts`,
-    /// filtered to the lower-tier `ranges`, attached (fentry) to `hook`. The
-    /// object (which detaches the program when dropped), its ring for the
-    /// collector and its counters.
+    /// The hint-fault source as every user runs it: loaded with `opts` and
+    /// the hook's stamp layout, filtered to the lower-tier `ranges`, attached
+    /// (fentry) to the hook. The object (which detaches the program when
+    /// dropped), its ring for the collector and its counters.
     pub fn hint_faults(
         opts: &LoadOptions,
         ranges: &[PfnRange],
-        hook: &str,
+        hook: &HintFaultHook,
     ) -> Result<(Self, RingBuf<MapData>, SourceCounters), BpfError> {
-        let mut src = Self::load(SourceKind::HintFault, opts)?;
+        let opts = LoadOptions { stamp: hook.stamp_layout(), ..*opts };
+        let mut src = Self::load(SourceKind::HintFault, &opts)?;
         src.set_lower_tier(ranges)?;
         let ring = src.take_ring()?;
         let counters = src.take_counters()?;
-        src.attach_fentry(hook)?;
+        src.attach_fentry(hook.function)?;
         Ok((src, ring, counters))
     }
 

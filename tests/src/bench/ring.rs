@@ -168,7 +168,7 @@ fn run_round(variant: Variant, pages: usize) -> anyhow::Result<RoundResult> {
             })
         }
         Variant::Hotpage { wakeup_every } => {
-            let opts = LoadOptions { wakeup_every, ring_bytes: 64 << 20, sample_phys_addr: false };
+            let opts = LoadOptions { wakeup_every, ring_bytes: 64 << 20, ..LoadOptions::default() };
             let mut src = LoadedSource::load(SourceKind::HwSample, &opts)?;
             let prog = src.load_perf_program()?;
             let perf = PerfEventFd::open(&page_fault_attr(), 0, -1)?;

@@ -76,10 +76,11 @@ pub struct HintFaults {
 impl HintFaults {
     pub fn attach(topo: &TierTopology) -> Self {
         let btf = kernel::kernel_btf(root()).expect("kernel BTF");
-        let hook = kernel::hint_fault_hook(&btf, &kernel::release(root())).expect("a hint-fault hook");
-        assert_eq!(hook, "numa_migrate_check", "Linux 6.12 has numa_migrate_check");
+        let hook =
+            kernel::HintFaultHook::probe(&btf, root(), &kernel::release(root())).expect("a hint-fault hook");
+        assert_eq!(hook.function, "numa_migrate_check", "Linux 6.12 has numa_migrate_check");
         let ranges = topo.lower_tier_ranges().unwrap();
-        let (src, ring, counters) = LoadedSource::hint_faults(&LoadOptions::default(), &ranges, hook)
+        let (src, ring, counters) = LoadedSource::hint_faults(&LoadOptions::default(), &ranges, &hook)
             .expect("fentry attaches in the box");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let collector = {

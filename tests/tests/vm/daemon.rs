@@ -313,3 +313,17 @@ fn the_daemon_records_what_its_hot_map_received_and_a_replay_decides_the_same() 
     assert!(r["events"].as_u64().unwrap() > 0 && r["trailer"]["events"] == r["events"]);
     assert!(r["processes"].as_array().unwrap().iter().any(|p| p["pid"] == w.pid), "{r}");
 }
+
+#[test]
+fn check_places_the_scan_stamp_of_the_box_kernel_from_its_btf() {
+    in_the_box();
+    let out = hotpage_cli(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Debian 6.12 cloud: NR_CPUS 8192, NODES_SHIFT 10, vmemmap, LRU_GEN; HZ from /proc/timer_list.
+    assert!(
+        text.contains(
+            "the scan stamp is in folio->flags bits 30..50 (1 ms buckets), node bits 54..63, HZ 250"
+        ),
+        "{text}"
+    );
+}

@@ -218,3 +218,83 @@ fn hint_faults_feed_the_hot_map_and_repeatedly_faulted_pages_become_ready() {
     assert_eq!(ours, in_region);
     assert_eq!(map.ready_pages(1), 0, "the walk took them all");
 }
+
+/// Every event of this process in one region, in the order they came.
+struct InRegion {
+    range: std::ops::Range<u64>,
+    events: Vec<HotpageEvent>,
+}
+
+impl EventConsumer for InRegion {
+    fn consume(&mut self, ev: &HotpageEvent) {
+        if ev.pid == std::process::id() && self.range.contains(&ev.vaddr) {
+            self.events.push(*ev);
+        }
+    }
+}
+
+fn median(mut v: Vec<u32>) -> u32 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+#[test]
+fn hint_faults_carry_the_scan_to_fault_latency_and_hot_pages_fault_sooner() {
+    let topo = in_the_box();
+    let _k = tiering_session();
+    let mut faults = HintFaults::attach(&topo);
+    let region = region_on_node1(16, false);
+    let pages = region.pages();
+    // The first eighth is read on every pass, each other page on every eighth pass.
+    let hot = pages / 8;
+    let range = region.addr()..region.addr() + region.len() as u64;
+    let mut seen = InRegion { range, events: Vec::new() };
+    let read = |i: usize| {
+        std::hint::black_box(region.read(i));
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_micros(20) {}
+    };
+    let start = Instant::now();
+    let mut pass = 0;
+    while start.elapsed() < Duration::from_secs(30) && seen.events.len() < 4 * pages {
+        (0..hot).for_each(read);
+        (hot + pass % 8..pages).step_by(8).for_each(read);
+        pass += 1;
+        faults.collector.drain(&mut seen);
+    }
+    let c = faults.counters.read().unwrap();
+    assert_eq!(c.stamp_mismatch, 0, "the node bits of every flags word name node 1: {c:?}");
+    let with = seen.events.iter().filter(|e| e.flags & event_flags::LATENCY != 0).count();
+    assert!(seen.events.len() > pages, "only {} events in {pass} passes", seen.events.len());
+    assert!(
+        with * 10 >= seen.events.len() * 9,
+        "{with} of {} events carry a latency ({c:?})",
+        seen.events.len()
+    );
+
+    // A page is stamped by a scan after its previous fault, so a fault's
+    // latency cannot exceed the time since that page's previous fault (one
+    // jiffy of slack: 4 ms at HZ 250).
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    let (mut hot_lat, mut cold_lat, mut pairs) = (Vec::new(), Vec::new(), 0);
+    for ev in seen.events.iter().filter(|e| e.flags & event_flags::LATENCY != 0) {
+        if let Some(prev) = last.insert(ev.vaddr, ev.time_ns) {
+            let gap_ms = (ev.time_ns - prev) / 1_000_000;
+            assert!(
+                u64::from(ev.latency_ms) <= gap_ms + 4,
+                "latency {} ms after a {gap_ms} ms gap",
+                ev.latency_ms
+            );
+            pairs += 1;
+        }
+        let page = ((ev.vaddr - region.addr()) >> 12) as usize;
+        if page < hot { hot_lat.push(ev.latency_ms) } else { cold_lat.push(ev.latency_ms) }
+    }
+    assert!(pairs >= pages, "{pairs} repeated faults");
+    let (h, cold) = (median(hot_lat), median(cold_lat));
+    println!(
+        "median scan-to-fault latency: hot pages {h} ms, cold pages {cold} ms ({pass} passes, {} events)",
+        seen.events.len()
+    );
+    assert!(h * 2 < cold, "hot pages' median latency {h} ms, cold pages' {cold} ms");
+}

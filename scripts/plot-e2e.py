@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Draws `cargo xtask vm bench e2e`'s results: the share of the hot set on
-node 0 over time, one panel per scenario, one line per system.
+node 0 over time, one panel per scenario, one line per system (its first
+repetition; the legend gives the median precision over the repetitions).
 
 Usage: plot-e2e.py E2E_JSON OUT_PNG
 """
@@ -23,13 +24,15 @@ def main():
         if run["scenario"] not in scenarios:
             scenarios.append(run["scenario"])
     fig, axes = plt.subplots(len(scenarios), 1, figsize=(9, 3.2 * len(scenarios)), squeeze=False)
+    median_precision = {(c["scenario"], c["system"]): c["precision"] for c in report.get("cells", [])}
     for ax, sc in zip(axes[:, 0], scenarios):
         for run in report["runs"]:
-            if run["scenario"] != sc:
+            if run["scenario"] != sc or run.get("rep", 0) != 0:
                 continue
             t = [s["t"] for s in run["timeline"]]
             hot = [100.0 * s["hot_on_node0"] for s in run["timeline"]]
-            label = f'{run["label"]} (precision {100.0 * run["precision"]:.0f}%)'
+            precision = median_precision.get((sc, run["system"]), run["precision"])
+            label = f'{run["label"]} (precision {100.0 * precision:.0f}%)'
             ax.plot(t, hot, label=label, linewidth=1.6)
         ax.set_title(sc, fontsize=10)
         ax.set_ylabel("hot set on node 0 (%)")

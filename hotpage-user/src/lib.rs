@@ -26,6 +26,7 @@ pub mod kernel;
 pub mod promoter;
 pub mod recording;
 pub mod report;
+pub mod rule;
 pub mod sources;
 pub mod sys;
 

@@ -380,6 +380,7 @@ mod replay {
             changes: false,
             start_ns: 5_000_000_000,
             sources_at_start: Vec::new(),
+            policy: None,
         };
         let mut w = Writer::new(Vec::new(), &header).unwrap();
         for i in 0..events {

@@ -95,6 +95,15 @@ enum BoxBench {
         /// Lower the NUMA-balancing scan knobs for every system, as the box tests do.
         #[arg(long)]
         fast_scan: bool,
+        /// Only these systems (JSON names, comma-separated).
+        #[arg(long)]
+        systems: Option<String>,
+        /// Only scenarios whose name contains one of these (comma-separated).
+        #[arg(long)]
+        scenarios: Option<String>,
+        /// Repetitions of every cell.
+        #[arg(long)]
+        reps: Option<usize>,
     },
 }
 
@@ -135,14 +144,24 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Vm { cmd: VmCmd::Test { spec, filter } } => vm_test(&spec, &filter),
         Cmd::Vm { cmd: VmCmd::Demo { spec, seconds } } => vm_demo(&spec, seconds),
         Cmd::Vm { cmd: VmCmd::Bench { spec, bench: BoxBench::Promote } } => vm_bench(&spec, "promote", &[]),
-        Cmd::Vm { cmd: VmCmd::Bench { spec, bench: BoxBench::E2e { short, fast_scan } } } => {
-            let mut args = Vec::new();
+        Cmd::Vm {
+            cmd: VmCmd::Bench { spec, bench: BoxBench::E2e { short, fast_scan, systems, scenarios, reps } },
+        } => {
+            let mut args: Vec<String> = Vec::new();
             if short {
-                args.push("--short");
+                args.push("--short".into());
             }
             if fast_scan {
-                args.push("--fast-scan");
+                args.push("--fast-scan".into());
             }
+            for (flag, v) in
+                [("--systems", systems), ("--scenarios", scenarios), ("--reps", reps.map(|r| r.to_string()))]
+            {
+                if let Some(v) = v {
+                    args.extend([flag.to_owned(), v]);
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             vm_bench(&spec, "e2e", &args)?;
             e2e_plot::plot(
                 &cargo::target_dir().join("bench/e2e.json"),

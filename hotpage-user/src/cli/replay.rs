@@ -14,6 +14,7 @@ use crate::{
     daemon::config::FileConfig,
     recording::{FormatError, Reader, ReplayOptions, ReplayReport, Truth, replay},
     report::table::{mib, table},
+    rule::latency::LatencyHistogram,
 };
 
 #[derive(Debug, Args)]
@@ -92,6 +93,32 @@ pub fn run(_root: &Path, args: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
+/// Quartiles of each latency distribution (bucket bounds, ms).
+fn latency_lines(l: &crate::recording::LatencyReport) -> String {
+    let q = |h: &LatencyHistogram| {
+        let b = |q| h.quantile_bound(q).map_or("-".into(), |ms| format!("≤{ms}"));
+        format!(
+            "{} events, p10 {} ms, p25 {}, p50 {}, p75 {}, p90 {}",
+            h.count,
+            b(0.1),
+            b(0.25),
+            b(0.5),
+            b(0.75),
+            b(0.9)
+        )
+    };
+    if l.all.count == 0 {
+        return format!("scan-to-fault latency: none of the events carries one ({} without)\n", l.without);
+    }
+    let mut s = format!("scan-to-fault latency: {}; {} events without\n", q(&l.all), l.without);
+    for (name, h) in [("hot pages", &l.hot), ("cold pages", &l.cold)] {
+        if let Some(h) = h {
+            s += &format!("  {name}: {}\n", q(h));
+        }
+    }
+    s
+}
+
 fn render(r: &ReplayReport, file: &Path) -> String {
     let mut s = format!(
         "replay of {} ({}, Linux {}): {} events over {:.1} s\n",
@@ -139,6 +166,8 @@ fn render(r: &ReplayReport, file: &Path) -> String {
             secs(t.t90_s)
         );
     }
+    s += &latency_lines(&r.latency);
+    s += &r.rule.summary();
     s += "\n";
     let with_truth = r.timeline.iter().any(|t| t.hot_promoted_pages.is_some());
     let moved = if r.promoter.is_some() { "PROMOTED pages" } else { "TAKEN pages" };

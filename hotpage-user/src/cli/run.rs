@@ -13,6 +13,7 @@ use crate::{
     },
     hotmap::RecordMode,
     promoter::RateLimit,
+    rule::Policy,
 };
 
 #[derive(Debug, Args)]
@@ -109,6 +110,10 @@ pub struct RuleArgs {
     /// The promotion target of every page (default: each lower-tier node's nearest top-tier node).
     #[arg(long, value_name = "NODE")]
     target_nid: Option<u32>,
+    /// Which hint faults count: "latency" (the page's scan-to-fault latencies
+    /// are consistently fast; the default) or "pghot" (every fault).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Policy::NAMES))]
+    policy: Option<String>,
 }
 
 impl RuleArgs {
@@ -121,6 +126,11 @@ impl RuleArgs {
         h.freq_threshold = self.freq_threshold.or(h.freq_threshold);
         h.freq_window_ms = self.freq_window_ms.or(h.freq_window_ms);
         h.target_nid = self.target_nid.or(h.target_nid);
+        if let Some(p) = &self.policy {
+            h.policy = p.parse().ok();
+            // The policy's own threshold, unless given (a recording's is its policy's).
+            h.freq_threshold = self.freq_threshold;
+        }
         let p = &mut file.promoter;
         if let Some(r) = &self.rate_limit {
             p.rate_limit = Some(r.clone());

@@ -8,6 +8,7 @@ use hotpage_common::{HotpageEvent, event_flags};
 use super::EventConsumer;
 use crate::{
     hotmap::{Access, HotMap, RecordError, Recorded},
+    rule::{HotnessRule, Verdict},
     sys::clock::ns_to_tick,
 };
 
@@ -26,11 +27,14 @@ crate::counter_set! {
         invalid_node: "refused: the accessing node is not valid",
         unknown_source: "refused: not a source pghot knows",
         unresolved: "events still without a pfn (a resolver should have handled them)",
+        not_hot: "ignored: the hotness rule found the page's latencies slow",
     }
 }
 
 pub struct HotMapFeeder {
     map: Arc<HotMap>,
+    /// Which events count as accesses; None records every event (pghot).
+    rule: Option<HotnessRule>,
     stats: FeedStats,
     published: Arc<FeedCounters>,
     /// Reused per batch: the accesses and the events they came from.
@@ -39,9 +43,16 @@ pub struct HotMapFeeder {
 }
 
 impl HotMapFeeder {
+    /// A feeder that records every event, as pghot does.
     pub fn new(map: Arc<HotMap>) -> Self {
+        Self::with_rule(map, None)
+    }
+
+    /// A feeder that records the events `rule` lets through.
+    pub fn with_rule(map: Arc<HotMap>, rule: Option<HotnessRule>) -> Self {
         Self {
             map,
+            rule,
             stats: FeedStats::default(),
             published: Arc::default(),
             accesses: Vec::new(),
@@ -60,6 +71,20 @@ impl HotMapFeeder {
     pub fn map(&self) -> &Arc<HotMap> {
         &self.map
     }
+
+    pub fn rule(&self) -> Option<&HotnessRule> {
+        self.rule.as_ref()
+    }
+
+    /// Whether the rule lets the event through to the hot map.
+    fn counts(&mut self, ev: &HotpageEvent) -> bool {
+        let Some(rule) = &mut self.rule else { return true };
+        if rule.judge(ev) == Verdict::Rejected {
+            self.stats.not_hot += 1;
+            return false;
+        }
+        true
+    }
 }
 
 impl HotMapFeeder {
@@ -77,6 +102,9 @@ impl HotMapFeeder {
             self.stats.events += 1;
             if ev.flags & event_flags::NEED_PFN != 0 {
                 self.stats.unresolved += 1;
+                continue;
+            }
+            if !self.counts(ev) {
                 continue;
             }
             self.accesses.push(access_of(ev));
@@ -126,6 +154,9 @@ impl EventConsumer for HotMapFeeder {
             self.stats.unresolved += 1;
             return;
         }
+        if !self.counts(ev) {
+            return;
+        }
         let result = self.map.record(&access_of(ev));
         self.outcome(result);
     }
@@ -136,6 +167,9 @@ impl EventConsumer for HotMapFeeder {
 
     fn drained(&mut self) {
         self.published.publish(&self.stats);
+        if let Some(rule) = &self.rule {
+            rule.publish();
+        }
     }
 }
 
@@ -237,6 +271,40 @@ mod tests {
         assert_eq!(pfn, S + 5);
         let hint = hint.expect("the hint is in the table before the record turns READY");
         assert_eq!((hint.pid, hint.vaddr), (42, 0x7000_0000 + ((S + 5) << 12)));
+    }
+
+    /// With the latency rule, slow hint faults never reach the hot map; fast
+    /// ones, once the node's threshold is drawn, make the page READY.
+    #[test]
+    fn the_rule_keeps_slow_faults_from_the_hot_map() {
+        use crate::rule::{HotnessRule, Policy};
+
+        let f = feeder();
+        let layout = MemoryLayout {
+            nodes: vec![
+                LayoutNode { id: 0, top_tier: true, ranges: vec![(0, S)] },
+                LayoutNode { id: 1, top_tier: false, ranges: vec![(S, 2 * S)] },
+            ],
+        };
+        let map = f.map().clone();
+        let mut f = HotMapFeeder::with_rule(map, Some(HotnessRule::new(Policy::Latency, &layout)));
+        let fault = |pfn: u64, ms: u64, latency_ms: u32| HotpageEvent {
+            flags: event_flags::LATENCY,
+            latency_ms,
+            ..ev(pfn, 0, ms)
+        };
+        // Scans a second apart: 200 pages fault after 20 ms, 1800 after 800 ms.
+        for scan in 0..6u64 {
+            let batch: Vec<HotpageEvent> = (0..2000u64)
+                .map(|p| fault(S + p, 1000 * scan + p / 100, if p < 200 { 20 } else { 800 }))
+                .collect();
+            f.consume_batch(&batch);
+        }
+        let s = f.stats();
+        assert!(s.not_hot > 0 && s.newly_ready > 0, "{s:?}");
+        assert_eq!(s.newly_ready, 200, "exactly the fast pages became READY");
+        assert!(f.map().hints().get(S + 10).is_some() && f.map().hints().get(S + 500).is_none());
+        assert_eq!(s.events, s.not_hot + s.updated + s.same_node + s.top_tier);
     }
 
     #[test]

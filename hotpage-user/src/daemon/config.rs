@@ -14,6 +14,7 @@ use crate::{
     },
     promoter::{PromoterConfig, PromoterError, RateLimit},
     recording::Header,
+    rule::Policy,
     sources::LoadOptions,
     sources::samples::SamplesMode,
 };
@@ -85,6 +86,9 @@ pub struct HotMapFile {
     pub target_nid: Option<u32>,
     /// Most (pid, vaddr) hints kept.
     pub hint_capacity: Option<usize>,
+    /// Which hint faults count: "latency" (consistently fast scan-to-fault
+    /// latencies; the default) or "pghot" (every fault).
+    pub policy: Option<Policy>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -108,19 +112,28 @@ pub struct KernelFile {
     /// Turn on NUMA balancing's memory-tiering mode and set the kernel's own
     /// promotion rate limit to 0 while hotpage runs (restored afterwards).
     pub manage_numa_balancing: bool,
-    /// Optional NUMA-balancing scan knobs (debugfs), ms; unset = leave alone.
+    /// NUMA-balancing scan knobs (debugfs), ms, set while hotpage runs and
+    /// restored after. With the kernel's promotion held back its own period
+    /// adaptation never runs (the period stays at its start), so hotpage sets
+    /// the pace its rule needs: several scans of each page. 0 (or unset, for
+    /// the delay) = leave the kernel's value alone.
     pub scan_delay_ms: Option<u64>,
     pub scan_period_min_ms: Option<u64>,
     pub scan_period_max_ms: Option<u64>,
 }
+
+/// hotpage's scan period defaults, ms: what the box tests and `bench e2e
+/// --fast-scan` use (about 3× the kernel's default fault rate).
+pub const SCAN_PERIOD_MIN_MS: u64 = 100;
+pub const SCAN_PERIOD_MAX_MS: u64 = 1000;
 
 impl Default for KernelFile {
     fn default() -> Self {
         Self {
             manage_numa_balancing: true,
             scan_delay_ms: None,
-            scan_period_min_ms: None,
-            scan_period_max_ms: None,
+            scan_period_min_ms: Some(SCAN_PERIOD_MIN_MS),
+            scan_period_max_ms: Some(SCAN_PERIOD_MAX_MS),
         }
     }
 }
@@ -175,6 +188,7 @@ pub struct RunConfig {
     /// The operator's promotion target, when set (see [`HotMapFile::target_nid`]).
     pub target_nid: Option<u32>,
     pub hint_capacity: usize,
+    pub policy: Policy,
     pub promoter: PromoterConfig,
     pub manage_numa_balancing: bool,
     pub scan: [(&'static str, Option<u64>); 3],
@@ -199,6 +213,8 @@ impl FileConfig {
             freq_window_ms: Some(h.hotmap.freq_window_ms),
             target_nid: h.promoter.target_nid,
             hint_capacity: Some(h.hint_capacity),
+            // Recordings from before the rule ran pghot's.
+            policy: Some(h.policy.unwrap_or(Policy::Pghot)),
         };
         let p = &h.promoter;
         let nonzero = |v: usize| (v > 0).then_some(v);
@@ -234,9 +250,15 @@ impl FileConfig {
         let invalid = |what: String| ConfigFileError::Invalid { path: path.to_owned(), what };
         let mode = self.hotmap.mode.unwrap_or(RecordMode::Default);
         let mut hotmap = HotMapConfig::defaults(mode);
-        if let Some(t) = self.hotmap.freq_threshold {
-            hotmap.freq_threshold = t;
-        }
+        let policy = self.hotmap.policy.unwrap_or_default();
+        // The latency rule lets a fault through only on several scans' worth
+        // of evidence, and a page faults once per scan (seconds apart, more
+        // than pghot's window): one counted access is enough.
+        hotmap.freq_threshold = match (self.hotmap.freq_threshold, policy) {
+            (Some(t), _) => t,
+            (None, Policy::Latency) => 1,
+            (None, Policy::Pghot) => hotmap.freq_threshold,
+        };
         if let Some(w) = self.hotmap.freq_window_ms {
             hotmap.freq_window_ms = w;
         }
@@ -310,12 +332,13 @@ impl FileConfig {
             hotmap,
             target_nid: self.hotmap.target_nid,
             hint_capacity: self.hotmap.hint_capacity.unwrap_or(DEFAULT_HINT_CAPACITY).max(64),
+            policy,
             promoter,
             manage_numa_balancing: k.manage_numa_balancing,
             scan: [
                 (crate::kernel::settings::SCAN_DELAY_MS, k.scan_delay_ms),
-                (crate::kernel::settings::SCAN_PERIOD_MIN_MS, k.scan_period_min_ms),
-                (crate::kernel::settings::SCAN_PERIOD_MAX_MS, k.scan_period_max_ms),
+                (crate::kernel::settings::SCAN_PERIOD_MIN_MS, k.scan_period_min_ms.filter(|&v| v > 0)),
+                (crate::kernel::settings::SCAN_PERIOD_MAX_MS, k.scan_period_max_ms.filter(|&v| v > 0)),
             ],
             load: LoadOptions {
                 wakeup_every: c.wakeup_every,
@@ -344,7 +367,17 @@ mod tests {
         assert!(c.hint_faults);
         assert_eq!(c.samples, SamplesMode::Auto);
         assert_eq!(c.cpu_budget, 0.03);
-        assert_eq!(c.hotmap, HotMapConfig::default(), "both sources enabled in the hot map");
+        assert_eq!(c.policy, Policy::Latency);
+        assert_eq!(
+            c.hotmap,
+            HotMapConfig { freq_threshold: 1, ..HotMapConfig::default() },
+            "both sources enabled in the hot map; one access counts under the latency rule"
+        );
+        let pghot = parse("[hotmap]\npolicy = \"pghot\"").unwrap().resolve(Path::new("t")).unwrap();
+        assert_eq!(pghot.hotmap, HotMapConfig::default(), "pghot's own threshold");
+        assert_eq!(c.scan[1].1, Some(SCAN_PERIOD_MIN_MS), "hotpage paces the scans");
+        let off = parse("[kernel]\nscan_period_min_ms = 0").unwrap().resolve(Path::new("t")).unwrap();
+        assert_eq!(off.scan[1].1, None, "0 leaves the kernel's value");
         assert_eq!(c.promoter, PromoterConfig::default());
         assert!(c.manage_numa_balancing);
         assert_eq!(c.load.wakeup_every, 512);

@@ -68,6 +68,7 @@ async fn record_until_stopped(
         hint_capacity: cfg.hint_capacity,
         promoter: &cfg.promoter,
         target_nid: cfg.target_nid,
+        policy: None,
     };
     let header = recording::header(root, &topo, &release, knobs, req.pid, false, &sources.attached);
     let recorder = Recorder::to_file(Discard, req.output, &header, None)

@@ -37,6 +37,8 @@ pub struct RunKnobs<'a> {
     pub hint_capacity: usize,
     pub promoter: &'a PromoterConfig,
     pub target_nid: Option<u32>,
+    /// The hotness rule's policy; None for a recording of raw events.
+    pub policy: Option<crate::rule::Policy>,
 }
 
 /// A recording's header for a run on the machine under `root`, starting now.
@@ -73,5 +75,6 @@ pub fn header(
         changes,
         start_ns: monotonic_ns(),
         sources_at_start: source_counts(sources),
+        policy: knobs.policy,
     }
 }

@@ -26,6 +26,7 @@ use crate::{
     promoter::{LiveSystem, Promoter, RateLimit, Targets},
     recording::{Recorder, Trailer},
     report::{SnapshotBuilder, SnapshotSource},
+    rule::HotnessRule,
     sources::{AddressResolver, samples::SampleSource},
     sys::{clock::monotonic_ns, vmstat},
 };
@@ -102,8 +103,11 @@ async fn daemon(
     }
     let mut sources = Sources::attach(root, &cfg, hook.as_ref(), sampler, &ranges)?;
 
-    let map = Arc::new(HotMap::new(&MemoryLayout::from(&topo), cfg.hotmap, cfg.hint_capacity)?);
-    let feeder = HotMapFeeder::new(map.clone());
+    let layout = MemoryLayout::from(&topo);
+    let map = Arc::new(HotMap::new(&layout, cfg.hotmap, cfg.hint_capacity)?);
+    let rule = HotnessRule::new(cfg.policy, &layout);
+    let (scores, rule_report) = (rule.scores(), rule.reports());
+    let feeder = HotMapFeeder::with_rule(map.clone(), Some(rule));
     let feed_counters = feeder.counters();
     // The recorder, between the resolver and the hot map, sees what the map sees.
     let recorder = match record {
@@ -115,6 +119,7 @@ async fn daemon(
                 hint_capacity: cfg.hint_capacity,
                 promoter: &cfg.promoter,
                 target_nid: cfg.target_nid,
+                policy: Some(cfg.policy),
             };
             let header = recording::header(root, &topo, &release, knobs, None, true, &sources.attached);
             Recorder::to_file(feeder, path, &header, Some(rx))
@@ -134,7 +139,8 @@ async fn daemon(
             )
         })
         .collect();
-    let promoter = Promoter::start(map.clone(), targets, cfg.promoter, |_| LiveSystem::new(root))?;
+    let promoter =
+        Promoter::start_ranked(map.clone(), targets, cfg.promoter, Some(scores), |_| LiveSystem::new(root))?;
     let names: Vec<&str> = sources.attached.iter().map(|a| a.attached_to.as_str()).collect();
     tracing::info!(
         rate_limit = %cfg.promoter.rate_limit,
@@ -153,6 +159,7 @@ async fn daemon(
         sources: sources.attached.clone(),
         map: map.clone(),
         feed: feed_counters,
+        rule: rule_report,
         resolve: consumer.counters(),
         sampler: sample_status,
         promoter: promoter.reporter(),

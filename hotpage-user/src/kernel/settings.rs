@@ -30,6 +30,11 @@ pub const PROMOTE_RATE_LIMIT: &str = "proc/sys/kernel/numa_balancing_promote_rat
 pub const SCAN_DELAY_MS: &str = "sys/kernel/debug/sched/numa_balancing/scan_delay_ms";
 pub const SCAN_PERIOD_MIN_MS: &str = "sys/kernel/debug/sched/numa_balancing/scan_period_min_ms";
 pub const SCAN_PERIOD_MAX_MS: &str = "sys/kernel/debug/sched/numa_balancing/scan_period_max_ms";
+pub const SCAN_SIZE_MB: &str = "sys/kernel/debug/sched/numa_balancing/scan_size_mb";
+/// NUMA balancing's promotion threshold in tiering mode (debugfs).
+pub const HOT_THRESHOLD_MS: &str = "sys/kernel/debug/sched/numa_balancing/hot_threshold_ms";
+/// Reclaim demotes to a lower tier instead of discarding (`true`/`false`).
+pub const DEMOTION_ENABLED: &str = "sys/kernel/mm/numa/demotion_enabled";
 
 /// `numa_balancing` mode bits.
 pub const NUMA_BALANCING_NORMAL: u64 = 1;

@@ -11,7 +11,12 @@ use std::{
 
 use hotpage_common::PAGE_SIZE;
 
-use super::{PromoterConfig, rate::TokenBucket, stats::Counter, system::NodeMemory};
+use super::{
+    PromoterConfig,
+    rate::{RateLimit, TokenBucket},
+    stats::Counter,
+    system::NodeMemory,
+};
 
 /// How long a reading of a target's free memory stays good, in ms ticks: the
 /// workers subtract their own reservations, and others' allocations in this
@@ -64,8 +69,7 @@ impl TargetLedger {
             read_at: None,
         });
         if account.read_at.is_none_or(|t| now.saturating_sub(t) >= FREE_MEMORY_TTL_MS || now < t) {
-            account.room = read()
-                .map(|m| m.free.saturating_sub(m.low.saturating_add(self.config.headroom_pages(m.total))));
+            account.room = read().map(|m| m.free.saturating_sub(self.config.floor_pages(&m)));
             account.read_at = Some(now);
         }
         Some(f(account))
@@ -77,6 +81,23 @@ impl TargetLedger {
             a.room.is_none_or(|r| r > 0) && a.bucket.available(PAGE_SIZE, PAGE_SIZE, now) > 0
         })
         .unwrap_or(false)
+    }
+
+    /// Base pages the target could take now (rate limit and headroom),
+    /// without reserving them; None when its memory is unknown and the rate
+    /// is unlimited.
+    pub fn available(&self, target: u32, now: u64, read: impl FnOnce() -> Option<NodeMemory>) -> Option<u64> {
+        self.with_account(target, now, read, |a| {
+            let by_rate = match self.config.rate_limit {
+                RateLimit::Unlimited => None,
+                _ => Some(a.bucket.available(u64::MAX / 2, PAGE_SIZE, now) / PAGE_SIZE),
+            };
+            match (a.room, by_rate) {
+                (Some(r), Some(b)) => Some(r.min(b)),
+                (r, b) => r.or(b),
+            }
+        })
+        .unwrap_or(Some(0))
     }
 
     /// Reserves up to `want` base pages on the target: what its rate limit and
@@ -128,7 +149,9 @@ mod tests {
 
     fn memory(free_above: u64) -> impl Fn() -> Option<NodeMemory> {
         // 1 GiB node: headroom 64 MiB = 16384 pages, low 1000.
-        move || Some(NodeMemory { total: 262_144, free: 1000 + 16_384 + free_above, low: 1000 })
+        move || {
+            Some(NodeMemory { total: 262_144, free: 1000 + 16_384 + free_above, low: 1000, demotes: false })
+        }
     }
 
     fn unlimited() -> TargetLedger {

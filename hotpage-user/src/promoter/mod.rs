@@ -36,7 +36,7 @@ pub use system::{LiveSystem, Mapping, NodeMemory, PromoterSystem};
 pub use targets::Targets;
 pub use worker::{NodeWorker, RoundEnd};
 
-use crate::hotmap::HotMap;
+use crate::{hotmap::HotMap, rule::PageScores};
 
 /// The promoter's knobs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +98,18 @@ impl PromoterConfig {
             return Err(PromoterError::Batch(self.batch_pages));
         }
         Ok(())
+    }
+
+    /// Free pages a promotion must leave on a target: its low watermark plus
+    /// the headroom; when the kernel demotes (`demotion_enabled`) and no
+    /// headroom was asked for, a little under the low watermark, as the
+    /// kernel's own promotion does: the allocation wakes kswapd, which demotes
+    /// the node's coldest pages to make the room (the "tight" case).
+    pub fn floor_pages(&self, m: &NodeMemory) -> u64 {
+        if m.demotes && self.headroom_mib.is_none() {
+            return m.low - m.low / 8;
+        }
+        m.low.saturating_add(self.headroom_pages(m.total))
     }
 
     /// Headroom in pages for a target node of `total` pages.
@@ -179,6 +191,18 @@ impl Promoter {
         config: PromoterConfig,
         make_env: impl Fn(u32) -> E,
     ) -> Result<Self, PromoterError> {
+        Self::start_ranked(map, targets, config, None, make_env)
+    }
+
+    /// `start()`, with the hotness rule's page scores: when a target cannot
+    /// take every READY page, the hottest go first.
+    pub fn start_ranked<E: PromoterSystem + 'static>(
+        map: Arc<HotMap>,
+        targets: Targets,
+        config: PromoterConfig,
+        scores: Option<Arc<PageScores>>,
+        make_env: impl Fn(u32) -> E,
+    ) -> Result<Self, PromoterError> {
         config.validate()?;
         let nodes = map.lower_tier_nodes();
         if nodes.is_empty() {
@@ -203,7 +227,8 @@ impl Promoter {
                 make_env(nid),
                 ledger.clone(),
                 node_stats,
-            );
+            )
+            .ranked_by(scores.clone());
             let (map, stop) = (map.clone(), stop.clone());
             let sleep = Duration::from_millis(config.sleep_ms);
             let handle = std::thread::Builder::new()

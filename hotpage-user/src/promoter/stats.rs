@@ -20,6 +20,7 @@ crate::counter_set! {
     would_promote: "pages observe-only mode would have moved",
     rate_limited: "pages deferred by the rate limit (their records re-armed)",
     watermark_limited: "pages deferred to keep the target above its low watermark plus headroom",
+    colder_deferred: "pages deferred because hotter ones took the room the target had",
     moved: "base pages promoted",
     moved_bytes: "bytes promoted",
     move_calls: "move_pages calls",

@@ -39,6 +39,9 @@ pub struct NodeMemory {
     pub free: u64,
     /// Sum of the node's zones' low watermarks.
     pub low: u64,
+    /// The kernel demotes this node's cold pages to a lower tier under
+    /// pressure (`/sys/kernel/mm/numa/demotion_enabled`).
+    pub demotes: bool,
 }
 
 pub trait PromoterSystem: Send {
@@ -100,6 +103,13 @@ impl LiveSystem {
             watermarks: HashMap::new(),
             watermarks_read: None,
         }
+    }
+
+    /// Whether the kernel demotes under pressure (a top-tier node then makes
+    /// room by demoting its coldest pages, as it does for its own promotions).
+    fn targets_demote(&self) -> bool {
+        std::fs::read_to_string(self.root.join(crate::kernel::settings::DEMOTION_ENABLED))
+            .is_ok_and(|s| matches!(s.trim(), "true" | "1"))
     }
 
     fn low_watermark(&mut self, nid: u32) -> u64 {
@@ -206,7 +216,8 @@ impl PromoterSystem for LiveSystem {
     fn node_memory(&mut self, nid: u32) -> Option<NodeMemory> {
         let m = read_node_meminfo(&self.root, nid).ok()?;
         let low = self.low_watermark(nid);
-        Some(NodeMemory { total: m.get("MemTotal")? / 4, free: m.get("MemFree")? / 4, low })
+        let demotes = self.targets_demote();
+        Some(NodeMemory { total: m.get("MemTotal")? / 4, free: m.get("MemFree")? / 4, low, demotes })
     }
 
     fn move_pages(

@@ -444,7 +444,10 @@ fn the_target_keeps_its_headroom_above_the_low_watermark() {
     let cfg = PromoterConfig { headroom_mib: Some(4), ..unlimited() };
     let env = FakeSystem::new(move_all());
     // low 2000 pages + headroom 1024 pages; 100 pages above that are free.
-    env.memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 2000 + 1024 + 100, low: 2000 });
+    env.memory
+        .lock()
+        .unwrap()
+        .insert(0, NodeMemory { total: 262_144, free: 2000 + 1024 + 100, low: 2000, demotes: false });
     let mut w = worker(&map, targets, cfg, env);
     let end = w.round(true);
     assert_eq!(end, RoundEnd { moved: 100, limited: true });
@@ -459,7 +462,10 @@ fn a_full_target_takes_nothing() {
         ready(&map, S + i, 7, 0);
     }
     let env = FakeSystem::new(move_all());
-    env.memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 3000, low: 2000 });
+    env.memory
+        .lock()
+        .unwrap()
+        .insert(0, NodeMemory { total: 262_144, free: 3000, low: 2000, demotes: false });
     let calls = env.calls.clone();
     let mut w = worker(&map, targets, unlimited(), env);
     assert_eq!(w.round(true), RoundEnd { moved: 0, limited: true });
@@ -581,7 +587,10 @@ fn workers_of_two_nodes_share_the_targets_headroom() {
     let memory = SharedMemory::default();
     // 1 GiB node 0: low 2000, headroom 64 MiB; 101 pages above that.
     let headroom = cfg.headroom_pages(262_144);
-    memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 2000 + headroom + 101, low: 2000 });
+    memory
+        .lock()
+        .unwrap()
+        .insert(0, NodeMemory { total: 262_144, free: 2000 + headroom + 101, low: 2000, demotes: false });
     let mut workers: Vec<NodeWorker<FakeSystem>> = [1, 3]
         .into_iter()
         .map(|nid| {
@@ -617,7 +626,7 @@ fn a_full_target_costs_a_bounded_number_of_rounds() {
         ready(&map, S + i, 7, 0);
     }
     let memory = SharedMemory::default();
-    memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 3000, low: 2000 });
+    memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 3000, low: 2000, demotes: false });
     let cfg = PromoterConfig { sleep_ms: 20, ..unlimited() };
     let lookups = Arc::new(AtomicU64::new(0));
     let (m, l) = (memory.clone(), lookups.clone());
@@ -644,7 +653,7 @@ fn a_full_target_costs_a_bounded_number_of_rounds() {
     assert_eq!(lookups.load(Ordering::Relaxed), 0, "no pagemap reads");
     assert!(c.limited_rounds >= 1);
     // Room again: the waiting pages move.
-    memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 200_000, low: 2000 });
+    memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 200_000, low: 2000, demotes: false });
     let t = Instant::now();
     while promoter.reports()[0].counters.moved < 2020 {
         assert!(t.elapsed() < Duration::from_secs(20), "{:?}", promoter.reports()[0].counters);
@@ -693,4 +702,52 @@ fn a_large_folio_moves_by_its_first_page_and_counts_all_its_pages() {
     assert_eq!(w.round(true).moved, 16);
     assert_eq!(calls.lock().unwrap()[0].pages, vec![vaddr_of(head)]);
     assert_eq!(w.stats().snapshot().moved_bytes, 16 * 4096);
+}
+
+/// The target has room for 100 of 1000 READY pages: the 100 with the lowest
+/// latency scores move, the rest wait READY for a later round.
+#[test]
+fn when_the_target_is_short_the_hottest_pages_go_first() {
+    let (map, targets) = topo_parts(RecordMode::Default);
+    let layout = MemoryLayout {
+        nodes: vec![
+            LayoutNode { id: 0, top_tier: true, ranges: vec![(0, S)] },
+            LayoutNode { id: 1, top_tier: false, ranges: vec![(S, 8 * S)] },
+        ],
+    };
+    let scores = Arc::new(crate::rule::PageScores::new(&layout));
+    for i in 0..1000 {
+        ready(&map, S + i, 7, 0);
+        // Every tenth page faults within ~20 ms of the scan, the rest after ~500.
+        let ms = if i % 10 == 3 { 20 } else { 500 };
+        scores.update(S + i, ms);
+    }
+    let cfg = PromoterConfig { headroom_mib: Some(4), ..unlimited() };
+    let env = FakeSystem::new(move_all());
+    env.memory
+        .lock()
+        .unwrap()
+        .insert(0, NodeMemory { total: 262_144, free: 2000 + 1024 + 100, low: 2000, demotes: false });
+    let calls = env.calls.clone();
+    let mut w = worker(&map, targets, cfg, env).ranked_by(Some(scores.clone()));
+    assert_eq!(w.round(true), RoundEnd { moved: 100, limited: true });
+    let moved: Vec<u64> =
+        calls.lock().unwrap().iter().flat_map(|c| c.pages.iter().map(|&v| pfn_of(v))).collect();
+    assert_eq!(moved.len(), 100);
+    assert!(moved.iter().all(|p| (p - S) % 10 == 3), "only the fast pages moved");
+    let s = w.stats().snapshot();
+    assert_eq!((s.moved, s.colder_deferred), (100, 900));
+    assert_eq!(map.ready_pages(1), 900, "the colder pages wait READY");
+    assert!(scores.get(S + 3).is_none(), "a promoted page's score is forgotten");
+}
+
+#[test]
+fn with_demotion_on_the_floor_drops_under_the_low_watermark() {
+    let m = NodeMemory { total: 262_144, free: 10_000, low: 2000, demotes: false };
+    let auto = PromoterConfig::default();
+    assert_eq!(auto.floor_pages(&m), 2000 + (64 << 8), "low watermark + 64 MiB");
+    let demotes = NodeMemory { demotes: true, ..m };
+    assert_eq!(auto.floor_pages(&demotes), 1750, "an allocation there wakes kswapd, which demotes");
+    let asked = PromoterConfig { headroom_mib: Some(4), ..auto };
+    assert_eq!(asked.floor_pages(&demotes), 2000 + 1024, "an operator's headroom stands");
 }

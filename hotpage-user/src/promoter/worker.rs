@@ -17,6 +17,7 @@ use super::{
 use crate::{
     hotmap::{Hint, HotMap, ReadyPage, WalkControl},
     promoter::move_pages::{MPOL_MF_MOVE, MPOL_MF_MOVE_ALL},
+    rule::PageScores,
 };
 
 /// A status the kernel never writes (it writes a node or a negative errno):
@@ -49,6 +50,8 @@ pub struct NodeWorker<E: PromoterSystem> {
     env: E,
     ledger: TargetLedger,
     stats: Arc<NodeStats>,
+    /// The hotness rule's page scores: the hottest go first when the room is short.
+    scores: Option<Arc<PageScores>>,
     candidates: Vec<ReadyPage>,
     pending: Vec<Pending>,
     addrs: Vec<u64>,
@@ -74,6 +77,7 @@ impl<E: PromoterSystem> NodeWorker<E> {
             env,
             ledger,
             stats,
+            scores: None,
             candidates: Vec::new(),
             pending: Vec::new(),
             addrs: Vec::new(),
@@ -84,6 +88,49 @@ impl<E: PromoterSystem> NodeWorker<E> {
 
     pub fn stats(&self) -> &Arc<NodeStats> {
         &self.stats
+    }
+
+    /// Sends the pages with the best (lowest latency) scores first.
+    pub fn ranked_by(mut self, scores: Option<Arc<PageScores>>) -> Self {
+        self.scores = scores;
+        self
+    }
+
+    /// Hottest first: when a target can take fewer pages now than are queued
+    /// for it, keeps the hottest that fit and puts the others back READY for
+    /// a later round. Pages without a score (no latency) rank after scored ones.
+    fn keep_hottest(&mut self, queued: &mut Vec<Pending>) -> bool {
+        let Some(scores) = &self.scores else { return false };
+        let now = self.env.now_tick();
+        let mut room: std::collections::HashMap<u32, Option<u64>> = std::collections::HashMap::new();
+        let mut want: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+        for p in queued.iter() {
+            *want.entry(p.target).or_default() += p.pages;
+        }
+        let (ledger, env) = (&self.ledger, &mut self.env);
+        for &t in want.keys() {
+            room.insert(t, ledger.available(t, now, || env.node_memory(t)));
+        }
+        if want.iter().all(|(t, w)| room[t].is_none_or(|r| r >= *w)) {
+            return false;
+        }
+        let rank = |p: &Pending| scores.get(p.page.pfn).map_or(u8::MAX, |s| s.class());
+        queued.sort_by_cached_key(rank);
+        let mut kept = Vec::with_capacity(queued.len());
+        let mut later = Vec::new();
+        for p in queued.drain(..) {
+            match room.get_mut(&p.target).and_then(|r| r.as_mut()) {
+                Some(r) if *r < p.pages => later.push(p),
+                Some(r) => {
+                    *r -= p.pages;
+                    kept.push(p);
+                }
+                None => kept.push(p),
+            }
+        }
+        self.defer(&later, Counter::colder_deferred);
+        *queued = kept;
+        !later.is_empty()
     }
 
     /// Whether some node this node promotes to can take a page now.
@@ -120,13 +167,14 @@ impl<E: PromoterSystem> NodeWorker<E> {
         let mut queued = std::mem::take(&mut self.pending);
         queued.clear();
         self.queue(&candidates, &mut queued);
+        let deferred = self.config.rate_limit != RateLimit::ObserveOnly && self.keep_hottest(&mut queued);
         // Candidates of one process come in address order often enough to check
         // first; sorting small (key, index) pairs beats moving whole entries.
         let key = |p: &Pending| (p.hint.pid, p.target, p.hint.vaddr);
         if !queued.is_sorted_by_key(key) {
             queued.sort_by_cached_key(key);
         }
-        let mut end = RoundEnd::default();
+        let mut end = RoundEnd { moved: 0, limited: deferred };
         let mut start = 0;
         while start < queued.len() {
             let key = (queued[start].hint.pid, queued[start].target);
@@ -311,6 +359,10 @@ impl<E: PromoterSystem> NodeWorker<E> {
         for (p, &st) in go.iter().zip(&self.status) {
             let retry = if st == target as i32 {
                 moved += p.pages;
+                // The page left the lower tier: a later page at this pfn starts afresh.
+                if let Some(s) = &self.scores {
+                    s.clear(p.page.pfn);
+                }
                 latencies.observe(now.saturating_sub(p.hint.tick));
                 false
             } else if st == NOT_WRITTEN {

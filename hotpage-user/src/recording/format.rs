@@ -19,6 +19,7 @@ use thiserror::Error;
 use crate::{
     collector::FeedStats,
     hotmap::{HotMapConfig, HotMapCounters, MapChange, ReadyPage, RecordFields},
+    rule::Policy,
     sources::CounterSnapshot,
     sys::topology::TierTopology,
 };
@@ -104,6 +105,9 @@ pub struct Header {
     /// CLOCK_MONOTONIC ns when recording started.
     pub start_ns: u64,
     pub sources_at_start: Vec<SourceCounts>,
+    /// The hotness rule's policy (absent in recordings made before it: pghot).
+    #[serde(default)]
+    pub policy: Option<Policy>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -607,6 +611,7 @@ impl Header {
             changes: false,
             start_ns: 0,
             sources_at_start: Vec::new(),
+            policy: None,
         }
     }
 }

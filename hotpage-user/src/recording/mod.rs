@@ -12,5 +12,5 @@ pub use format::{
     FormatError, Header, NodeMemoryAtStart, PromoterKnobs, Reader, Record, SourceCounts, Trailer, Writer,
 };
 pub use recorder::Recorder;
-pub use replay::{ReplayError, ReplayOptions, ReplayReport, replay};
+pub use replay::{LatencyReport, ReplayError, ReplayOptions, ReplayReport, replay};
 pub use truth::{Truth, TruthScore};

@@ -18,7 +18,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use hotpage_common::{HotpageEvent, folio_pages};
+use hotpage_common::{HotpageEvent, event_flags, folio_pages};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -34,6 +34,7 @@ use crate::{
         CounterSnapshot, Mapping, NodeMemory, NodeStats, NodeWorker, PromoterConfig, PromoterError,
         PromoterSystem, TargetLedger, Targets,
     },
+    rule::{HotnessRule, Policy, RuleReport, latency::LatencyHistogram},
     sys::clock::ns_to_tick,
 };
 
@@ -69,6 +70,8 @@ pub struct ReplayOptions {
     pub hint_capacity: usize,
     pub promoter: PromoterConfig,
     pub target_nid: Option<u32>,
+    /// Which hint faults count (the hotness rule).
+    pub policy: Policy,
     /// Free memory of every top-tier node at the start, pages (default: as recorded).
     pub top_tier_free_pages: Option<u64>,
     /// Put back the recorded takes and re-arms instead of simulating a promoter.
@@ -86,6 +89,7 @@ impl ReplayOptions {
             hint_capacity: cfg.hint_capacity,
             promoter: cfg.promoter,
             target_nid: cfg.target_nid,
+            policy: cfg.policy,
             top_tier_free_pages: None,
             as_recorded: false,
             step_ms: 1000,
@@ -137,7 +141,44 @@ pub struct ReplayReport {
     /// Whether this replay's READY decisions equal the live ones, field by field.
     pub matches_live: Option<bool>,
     pub truth: Option<TruthScore>,
+    /// Scan-to-fault latencies of the events that carry one.
+    pub latency: LatencyReport,
+    /// The hotness rule at the end: policy, verdicts, thresholds.
+    pub rule: RuleReport,
     pub trailer: Trailer,
+}
+
+/// Scan-to-fault latencies in the recording, and with a ground truth, those
+/// of hot and of cold pages apart (what a latency rule has to separate).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LatencyReport {
+    /// Events without a latency (other sources, unstamped folios).
+    pub without: u64,
+    pub all: LatencyHistogram,
+    /// Events on the truth's hot pages, and on the rest of its regions.
+    pub hot: Option<LatencyHistogram>,
+    pub cold: Option<LatencyHistogram>,
+}
+
+impl LatencyReport {
+    fn add(&mut self, ev: &HotpageEvent, truth: &[Truth]) {
+        if ev.flags & event_flags::LATENCY == 0 {
+            self.without += 1;
+            return;
+        }
+        self.all.add(ev.latency_ms);
+        if truth.is_empty() {
+            return;
+        }
+        let side = if Truth::hot_pages_of(truth, ev.pid, ev.vaddr, 1) > 0 {
+            &mut self.hot
+        } else if truth.iter().any(|t| t.pid == ev.pid && (t.region.0..t.region.1).contains(&ev.vaddr)) {
+            &mut self.cold
+        } else {
+            return;
+        };
+        side.get_or_insert_with(LatencyHistogram::new).add(ev.latency_ms);
+    }
 }
 
 /// The simulated machine behind the node workers.
@@ -238,7 +279,9 @@ pub fn replay(data: &[u8], opts: &ReplayOptions, truth: &[Truth]) -> Result<Repl
     let layout = MemoryLayout::from(&header.topology);
     let map = Arc::new(HotMap::new(&layout, opts.hotmap, opts.hint_capacity)?);
     map.start();
-    let mut feeder = HotMapFeeder::new(map.clone());
+    let rule = HotnessRule::new(opts.policy, &layout);
+    let scores = rule.scores();
+    let mut feeder = HotMapFeeder::with_rule(map.clone(), Some(rule));
 
     let sim = SimSystem(Arc::new(Mutex::new(Sim::default())));
     for m in &header.memory {
@@ -246,7 +289,7 @@ pub fn replay(data: &[u8], opts: &ReplayOptions, truth: &[Truth]) -> Result<Repl
             Some(f) if header.topology.node(m.node).is_some_and(|n| n.top_tier) => f,
             _ => m.free,
         };
-        sim.sim().memory.insert(m.node, NodeMemory { total: m.total, free, low: m.low });
+        sim.sim().memory.insert(m.node, NodeMemory { total: m.total, free, low: m.low, demotes: false });
     }
     let mut workers = Vec::new();
     if !opts.as_recorded {
@@ -263,7 +306,8 @@ pub fn replay(data: &[u8], opts: &ReplayOptions, truth: &[Truth]) -> Result<Repl
                 sim.clone(),
                 ledger.clone(),
                 stats,
-            );
+            )
+            .ranked_by(Some(scores.clone()));
             workers.push(SimWorker { nid, worker, next_round_ms: 0, backoff: false });
         }
     }
@@ -286,6 +330,7 @@ pub fn replay(data: &[u8], opts: &ReplayOptions, truth: &[Truth]) -> Result<Repl
         next_step_ms: start_ms + opts.step_ms,
         now_ms: start_ms,
         scratch: Vec::with_capacity(BATCH),
+        latency: LatencyReport { all: LatencyHistogram::new(), ..LatencyReport::default() },
     };
     // Events are decoded a chunk at a time into a window and fed a batch at
     // a time, always LOOKAHEAD ahead of the feeding while the stream lasts.
@@ -314,7 +359,8 @@ pub fn replay(data: &[u8], opts: &ReplayOptions, truth: &[Truth]) -> Result<Repl
     state.run_workers(&mut workers, true);
     state.step(true);
     let trailer = reader.trailer().cloned().unwrap_or_default();
-    Ok(state.report(&header, trailer, feeder.stats(), map.counters(), &workers))
+    let rule = feeder.rule().map(|r| r.report()).unwrap_or_default();
+    Ok(state.report(&header, trailer, feeder.stats(), map.counters(), rule, &workers))
 }
 
 /// The replay in progress.
@@ -339,6 +385,7 @@ struct State<'a> {
     next_step_ms: u64,
     now_ms: u64,
     scratch: Vec<HotpageEvent>,
+    latency: LatencyReport,
 }
 
 impl State<'_> {
@@ -405,6 +452,9 @@ impl State<'_> {
                 &scratch
             }
         };
+        for ev in kept {
+            self.latency.add(ev, self.truth);
+        }
         // Events per process, counted by runs (one process's events come together).
         let mut run_start = 0;
         for i in 1..=kept.len() {
@@ -501,6 +551,7 @@ impl State<'_> {
         trailer: Trailer,
         feed: FeedStats,
         hotmap: HotMapCounters,
+        rule: RuleReport,
         workers: &[SimWorker],
     ) -> ReplayReport {
         let promoter = (!workers.is_empty()).then(|| {
@@ -546,6 +597,8 @@ impl State<'_> {
             live_hotmap: trailer.hotmap,
             matches_live,
             truth,
+            latency: self.latency,
+            rule,
             trailer,
         }
     }
@@ -579,6 +632,7 @@ mod tests {
             changes: true,
             start_ns: 1_000_000_000,
             sources_at_start: Vec::new(),
+            policy: None,
         }
     }
 

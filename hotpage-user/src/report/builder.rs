@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Instant,
 };
 
@@ -16,6 +16,7 @@ use crate::{
     collector::FeedCounters,
     hotmap::{HotMap, RecordMode},
     promoter::{CounterSnapshot, PromoterReporter, RateLimit},
+    rule::RuleReport,
     sources::{ResolveCounters, SourceCounters, samples::SamplerStatus},
     sys::node_meminfo::read_node_meminfo,
     sys::topology::TierTopology,
@@ -44,6 +45,8 @@ pub struct SnapshotBuilder {
     pub sources: Vec<AttachedSource>,
     pub map: Arc<HotMap>,
     pub feed: Arc<FeedCounters>,
+    /// What the hotness rule last published.
+    pub rule: Arc<Mutex<RuleReport>>,
     /// pfn lookups of samples without a physical address.
     pub resolve: Arc<ResolveCounters>,
     pub sampler: Option<Arc<SamplerStatus>>,
@@ -184,6 +187,7 @@ impl SnapshotBuilder {
             processes: self.processes(),
             sampler: self.sampler.as_ref().map(|s| s.snapshot()),
             sample_pfn_lookups: self.resolve.snapshot(),
+            rule: self.rule.lock().map(|r| r.clone()).unwrap_or_default(),
         }
     }
 
@@ -259,6 +263,7 @@ mod tests {
             sources: Vec::new(),
             map,
             feed: Arc::default(),
+            rule: Arc::default(),
             resolve: Arc::default(),
             sampler: None,
             promoter: PromoterReporter::default(),

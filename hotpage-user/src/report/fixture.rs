@@ -6,6 +6,7 @@ use super::{HotMapRow, NodeRow, PromoterRow, Snapshot, SourceRow};
 use crate::{
     collector::FeedStats,
     promoter::{CounterSnapshot, LatencySnapshot, stats::LATENCY_BUCKETS_MS},
+    rule::{LatencyHistogram, NodeRuleReport, RuleReport, RuleStats},
     sources::{
         CounterSnapshot as Bpf, ResolveStats,
         samples::{SamplerKind, SamplerSnapshot},
@@ -130,6 +131,24 @@ pub fn snapshot() -> Snapshot {
             not_present: 7,
             process_gone: 1,
             large_folio: 12,
+        },
+        rule: RuleReport {
+            policy: "latency".into(),
+            counters: RuleStats { latencies: 52_000, qualified: 6_100, rejected: 45_900, no_latency: 900 },
+            nodes: vec![NodeRuleReport {
+                nid: 1,
+                threshold_ms: Some(180.0),
+                threshold_source: "split".into(),
+                latency: {
+                    let mut h = LatencyHistogram::new();
+                    for (ms, n) in [(20, 2_000), (60, 4_000), (100, 3_000), (400, 25_000), (1_500, 18_000)] {
+                        for _ in 0..n {
+                            h.add(ms);
+                        }
+                    }
+                    h
+                },
+            }],
         },
     }
 }

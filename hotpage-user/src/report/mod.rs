@@ -19,6 +19,7 @@ pub use table::{render_stats, render_top};
 use crate::{
     collector::FeedStats,
     promoter::NodeReport,
+    rule::RuleReport,
     sources::{CounterSnapshot as BpfCounters, ResolveStats, samples::SamplerSnapshot},
 };
 
@@ -59,6 +60,9 @@ pub struct Snapshot {
     /// pfn lookups in pagemap for samples without a physical address.
     #[serde(default)]
     pub sample_pfn_lookups: ResolveStats,
+    /// The hotness rule: policy, thresholds, latency distributions.
+    #[serde(default)]
+    pub rule: RuleReport,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,10 @@
 use std::fmt::Write;
 
 use super::Snapshot;
-use crate::promoter::{Counter, stats::LATENCY_BUCKETS_MS};
+use crate::{
+    promoter::{Counter, stats::LATENCY_BUCKETS_MS},
+    rule::{RuleReport, latency::BUCKET_BOUNDS_MS},
+};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -98,6 +101,65 @@ const UNMOVED: &[(Counter, &str)] = &[
     (Counter::on_other_node, "on_other_node"),
     (Counter::status_unknown, "status_unknown"),
 ];
+
+/// The hotness rule: its policy, its verdicts, each lower-tier node's
+/// threshold and distribution of scan-to-fault latencies.
+fn rule(o: &mut Out, r: &RuleReport) {
+    o.family("hotpage_rule_policy", "gauge", "The hotness rule's policy (1 for the one in use).");
+    for p in crate::rule::Policy::NAMES {
+        o.sample("hotpage_rule_policy", &[("policy", p)], f64::from(u8::from(r.policy == p)));
+    }
+    o.family(
+        "hotpage_rule_hint_faults_total",
+        "counter",
+        "Hint faults by the hotness rule's verdict (no_latency: counted as pghot would).",
+    );
+    let c = &r.counters;
+    for (verdict, v) in [("qualified", c.qualified), ("rejected", c.rejected), ("no_latency", c.no_latency)] {
+        o.sample("hotpage_rule_hint_faults_total", &[("verdict", verdict)], v as f64);
+    }
+    o.family(
+        "hotpage_rule_threshold_seconds",
+        "gauge",
+        "Scan-to-fault latency under which a page's faults count as fast (absent while learning).",
+    );
+    for n in &r.nodes {
+        if let Some(t) = n.threshold_ms {
+            let node = n.nid.to_string();
+            o.sample(
+                "hotpage_rule_threshold_seconds",
+                &[("node", &node), ("source", &n.threshold_source)],
+                t / 1e3,
+            );
+        }
+    }
+    o.family(
+        "hotpage_hint_fault_latency_seconds",
+        "histogram",
+        "Scan-to-fault latency of hint faults on each lower-tier node (the kernel's scan stamp).",
+    );
+    for n in &r.nodes {
+        let node = n.nid.to_string();
+        let h = &n.latency;
+        let mut cumulative = 0;
+        for (i, bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
+            cumulative += h.buckets.get(i).copied().unwrap_or(0);
+            let le = number(f64::from(*bound) / 1e3);
+            o.sample(
+                "hotpage_hint_fault_latency_seconds_bucket",
+                &[("node", &node), ("le", &le)],
+                cumulative as f64,
+            );
+        }
+        o.sample(
+            "hotpage_hint_fault_latency_seconds_bucket",
+            &[("node", &node), ("le", "+Inf")],
+            h.count as f64,
+        );
+        o.sample("hotpage_hint_fault_latency_seconds_sum", &[("node", &node)], h.sum_ms as f64 / 1e3);
+        o.sample("hotpage_hint_fault_latency_seconds_count", &[("node", &node)], h.count as f64);
+    }
+}
 
 pub fn render(s: &Snapshot) -> String {
     let mut o = Out(String::with_capacity(8192));
@@ -286,6 +348,7 @@ pub fn render(s: &Snapshot) -> String {
     o.sample("hotpage_hotmap_recorded_accesses_total", &[], s.hotmap.recorded_accesses as f64);
     o.family("hotpage_hotmap_ready_pages_total", "counter", "Accesses that made a page ready for promotion.");
     o.sample("hotpage_hotmap_ready_pages_total", &[], s.hotmap.feed.newly_ready as f64);
+    rule(&mut o, &s.rule);
     o.family("hotpage_hotmap_record_bytes", "gauge", "Memory held by hot-map records.");
     o.sample("hotpage_hotmap_record_bytes", &[], s.hotmap.record_bytes as f64);
     o.family("hotpage_hints", "gauge", "(pid, vaddr) hints held for ready pages.");

@@ -122,13 +122,28 @@ pub fn render_stats(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
     }
     let f = &s.hotmap.feed;
     out += &format!(
-        "\nhot map: {} accesses recorded, {} pages became ready; {} hints held (of {}), {} evicted\n\n",
+        "\nhot map: {} accesses recorded, {} pages became ready; {} hints held (of {}), {} evicted\n",
         s.hotmap.recorded_accesses,
         f.newly_ready,
         s.hotmap.hints,
         s.hotmap.hint_capacity,
         s.hotmap.hint_evictions
     );
+    if !s.rule.policy.is_empty() {
+        out += &s.rule.summary();
+        for n in s.rule.nodes.iter().filter(|n| n.latency.count > 0) {
+            let q = |q| n.latency.quantile_bound(q).map_or("-".into(), |ms| format!("≤{ms}"));
+            out += &format!(
+                "  node {} scan-to-fault latency: {} faults, p10 {} ms, p50 {}, p90 {}\n",
+                n.nid,
+                n.latency.count,
+                q(0.1),
+                q(0.5),
+                q(0.9)
+            );
+        }
+    }
+    out += "\n";
 
     let mut t = table(&[
         "PROMOTER",

@@ -59,6 +59,7 @@ fn header(changes: bool) -> Header {
         changes,
         start_ns: 1_000_000_000,
         sources_at_start: Vec::new(),
+        policy: None,
     }
 }
 

@@ -44,6 +44,15 @@ enum Bench {
         /// Lower the NUMA-balancing scan knobs for every system (as the box tests do).
         #[arg(long)]
         fast_scan: bool,
+        /// Only these systems (their JSON names, e.g. numab2,hotpage); all by default.
+        #[arg(long, value_delimiter = ',')]
+        systems: Vec<String>,
+        /// Only scenarios whose name contains one of these.
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<String>,
+        /// Repetitions of every cell (the table shows medians).
+        #[arg(long)]
+        reps: Option<usize>,
     },
     /// The sample source's CPU share at given sample rates, against its budget.
     Samples {
@@ -91,9 +100,10 @@ fn main() -> Result<()> {
             bench::write_json(&out, &report)?;
             println!("results: {}", out.display());
         }
-        Bench::E2e { short, fast_scan } => {
+        Bench::E2e { short, fast_scan, systems, scenarios, reps } => {
             hotpage_tests::require_root_or_exit();
-            let report = bench::e2e::run(short, fast_scan, &bench::e2e::System::ALL)?;
+            let plan = bench::e2e::Plan::new(short, fast_scan, &systems, &scenarios, reps)?;
+            let report = bench::e2e::run(&plan)?;
             bench::e2e::print(&report);
             let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/e2e.json"));
             bench::write_json(&out, &report)?;

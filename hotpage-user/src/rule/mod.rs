@@ -1,0 +1,391 @@
+//! Which accesses count: the hotness rule between the sources and the hot map.
+//!
+//! A hint fault says only "touched since the last scan"; under a busy
+//! workload every page says that. Its scan-to-fault latency says how soon:
+//! a page touched at rate λ faults about 1/λ after the scan. The latency rule
+//! keeps a running mean of each page's latencies (`scores`) and lets a hint
+//! fault through to the hot map only when this fault, the one before it and
+//! the page's mean are all in the fast mode of its node's pages (the
+//! threshold is found in the data, `threshold`). A page thus needs three
+//! faults, the last two fast. The hot map applies pghot's record semantics
+//! unchanged; since a page faults once per scan, seconds apart (more than
+//! pghot's window), and the rule already asked for consecutive evidence, the
+//! latency policy's default `freq_threshold` is 1. Events without a latency
+//! (samples, kernels whose stamp could not be placed) pass as under pghot's
+//! rule.
+
+pub mod latency;
+pub mod scores;
+pub mod threshold;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    str::FromStr,
+    sync::{Arc, Mutex},
+};
+
+use hotpage_common::{HotpageEvent, event_flags};
+use serde::{Deserialize, Serialize};
+
+pub use latency::LatencyHistogram;
+pub use scores::{PageScore, PageScores};
+pub use threshold::{ClassHistogram, Threshold, ThresholdSource};
+
+use crate::hotmap::MemoryLayout;
+
+/// Which hint faults count as accesses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Every event is an access, as in pghot.
+    Pghot,
+    /// Hint faults count when the page's latencies are consistently fast.
+    #[default]
+    Latency,
+}
+
+impl Policy {
+    pub const NAMES: [&'static str; 2] = ["pghot", "latency"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pghot => "pghot",
+            Self::Latency => "latency",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Policy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pghot" => Ok(Self::Pghot),
+            "latency" => Ok(Self::Latency),
+            _ => Err(format!("unknown policy {s:?}: use \"latency\" (the default) or \"pghot\"")),
+        }
+    }
+}
+
+/// What the rule says about one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No latency to judge: an access as under pghot's rule.
+    Pass,
+    Qualified,
+    Rejected,
+}
+
+crate::counter_set! {
+    /// What the latency rule decided.
+    pub struct RuleStats, ids RuleCounter {
+        latencies: "hint faults that carried a scan-to-fault latency",
+        qualified: "hint faults counted as accesses: the page's latencies are consistently fast",
+        rejected: "hint faults not counted: too few latencies yet, or a slow mean",
+        no_latency: "events without a latency, counted as pghot would",
+    }
+}
+
+/// The rule's state on one lower-tier node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeRuleReport {
+    pub nid: u32,
+    /// Latencies under this count as fast; None while learning.
+    pub threshold_ms: Option<f64>,
+    /// "learning", "split", "kept" or "quantile" (see `ThresholdSource`).
+    pub threshold_source: String,
+    /// Every latency seen on the node (per fault).
+    pub latency: LatencyHistogram,
+}
+
+/// The rule as `stats` and metrics show it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuleReport {
+    pub policy: String,
+    pub counters: RuleStats,
+    pub nodes: Vec<NodeRuleReport>,
+}
+
+impl RuleReport {
+    /// The verdicts and each node's threshold, one line.
+    pub fn summary(&self) -> String {
+        let c = &self.counters;
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| match n.threshold_ms {
+                Some(t) => format!("node {} under {t:.0} ms ({})", n.nid, n.threshold_source),
+                None => format!("node {} {}", n.nid, n.threshold_source),
+            })
+            .collect();
+        format!(
+            "rule {}: {} hint faults qualified, {} rejected, {} without a latency; fast: {}\n",
+            self.policy,
+            c.qualified,
+            c.rejected,
+            c.no_latency,
+            if nodes.is_empty() { "-".into() } else { nodes.join(", ") }
+        )
+    }
+}
+
+#[derive(Default)]
+struct NodeRule {
+    classes: ClassHistogram,
+    faults: LatencyHistogram,
+    since_refresh: u32,
+}
+
+/// Redraw a node's threshold every this many mean updates.
+const REFRESH_EVERY: u32 = 1024;
+/// Latencies a page must have shown before a fault of it can be fast.
+const MIN_SEEN: u8 = 2;
+
+pub struct HotnessRule {
+    policy: Policy,
+    scores: Arc<PageScores>,
+    nodes: BTreeMap<u32, NodeRule>,
+    stats: RuleStats,
+    published: Arc<Mutex<RuleReport>>,
+}
+
+impl HotnessRule {
+    pub fn new(policy: Policy, layout: &MemoryLayout) -> Self {
+        let nodes =
+            layout.nodes.iter().filter(|n| !n.top_tier).map(|n| (n.id, NodeRule::default())).collect();
+        Self {
+            policy,
+            scores: Arc::new(PageScores::new(layout)),
+            nodes,
+            stats: RuleStats::default(),
+            published: Arc::new(Mutex::new(RuleReport {
+                policy: policy.name().into(),
+                ..RuleReport::default()
+            })),
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The pages' scores, for the promoter to send the hottest first.
+    pub fn scores(&self) -> Arc<PageScores> {
+        self.scores.clone()
+    }
+
+    pub fn stats(&self) -> RuleStats {
+        self.stats
+    }
+
+    /// A node's histogram of page mean classes.
+    pub fn classes(&self, nid: u32) -> Option<&ClassHistogram> {
+        self.nodes.get(&nid).map(|n| &n.classes)
+    }
+
+    /// Where `publish()` puts the report for readers on other threads.
+    pub fn reports(&self) -> Arc<Mutex<RuleReport>> {
+        self.published.clone()
+    }
+
+    /// Judges one event. Every latency is scored and shown in the histograms,
+    /// whatever the policy; only the latency policy rejects.
+    pub fn judge(&mut self, ev: &HotpageEvent) -> Verdict {
+        if ev.flags & event_flags::LATENCY == 0 {
+            self.stats.no_latency += 1;
+            return Verdict::Pass;
+        }
+        let Some(nid) = self.scores.node_of(ev.pfn) else { return Verdict::Pass };
+        let Some(score) = self.scores.update(ev.pfn, ev.latency_ms) else {
+            return Verdict::Pass;
+        };
+        self.stats.latencies += 1;
+        let node = self.nodes.entry(nid).or_default();
+        node.faults.add(ev.latency_ms);
+        if score.seen() >= MIN_SEEN {
+            node.classes.add(score.class());
+            node.since_refresh += 1;
+            if node.since_refresh >= REFRESH_EVERY {
+                node.since_refresh = 0;
+                node.classes.refresh();
+            }
+        }
+        if self.policy == Policy::Pghot {
+            return Verdict::Pass;
+        }
+        // This fault is fast when it and the page's mean both are; it counts
+        // when the page's previous fault was fast too. A cold page's
+        // exponential latencies dip under the threshold now and then, but
+        // rarely twice in a row with the mean following.
+        let fast = score.seen() >= MIN_SEEN
+            && node
+                .classes
+                .threshold()
+                .class
+                .is_some_and(|t| score.class() <= t && latency::class_of(ev.latency_ms) <= t);
+        self.scores.set_armed(ev.pfn, fast);
+        if fast && score.armed() {
+            self.stats.qualified += 1;
+            Verdict::Qualified
+        } else {
+            self.stats.rejected += 1;
+            Verdict::Rejected
+        }
+    }
+
+    /// The report as of now.
+    pub fn report(&self) -> RuleReport {
+        RuleReport {
+            policy: self.policy.name().into(),
+            counters: self.stats,
+            nodes: self
+                .nodes
+                .iter()
+                .map(|(&nid, n)| {
+                    let t = n.classes.threshold();
+                    NodeRuleReport {
+                        nid,
+                        threshold_ms: t.class.map(|c| latency::class_floor_ms(c + 1)),
+                        threshold_source: t.source.name().into(),
+                        latency: n.faults.clone(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Hands the current report to the readers.
+    pub fn publish(&self) {
+        if let Ok(mut r) = self.published.lock() {
+            *r = self.report();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hotpage_common::{PAGES_PER_SECTION as S, source};
+
+    use super::*;
+    use crate::hotmap::LayoutNode;
+
+    fn layout() -> MemoryLayout {
+        MemoryLayout {
+            nodes: vec![
+                LayoutNode { id: 0, top_tier: true, ranges: vec![(0, S)] },
+                LayoutNode { id: 1, top_tier: false, ranges: vec![(S, 2 * S)] },
+            ],
+        }
+    }
+
+    fn fault(pfn: u64, latency_ms: u32) -> HotpageEvent {
+        HotpageEvent {
+            pfn,
+            nid: 0,
+            page_nid: 1,
+            source: source::HINT_FAULT,
+            flags: event_flags::LATENCY,
+            latency_ms,
+            ..HotpageEvent::default()
+        }
+    }
+
+    /// A small deterministic generator (xorshift), for exponential latencies.
+    struct Rng(u64);
+
+    impl Rng {
+        fn unit(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        /// The latency of a page touched at `per_s` accesses a second: the
+        /// first access after the scan, plus a fixed delay (the rest of the
+        /// scan chunk, other faults), in ms.
+        fn latency(&mut self, per_s: f64, delay_ms: f64) -> u32 {
+            let wait = -(1.0 - self.unit()).ln() / per_s * 1000.0;
+            (wait + delay_ms) as u32
+        }
+    }
+
+    /// 1024 pages at 50 accesses/s among 7168 at 2/s, faulting once per scan
+    /// for 30 scans: the pages the rule qualifies are the hot ones, and
+    /// nearly all of them.
+    #[test]
+    fn consistently_fast_pages_qualify_and_slow_ones_do_not() {
+        let mut rule = HotnessRule::new(Policy::Latency, &layout());
+        let (hot, all) = (1024u64, 8192u64);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        // With the latency policy the hot map takes one qualified fault as
+        // enough (freq_threshold 1): a page is READY once it qualifies.
+        let mut ready = vec![false; all as usize];
+        for _scan in 0..30 {
+            for p in 0..all {
+                let per_s = if p < hot { 50.0 } else { 2.0 };
+                let ev = fault(S + p, rng.latency(per_s, 20.0));
+                if rule.judge(&ev) == Verdict::Qualified {
+                    ready[p as usize] = true;
+                }
+            }
+        }
+        let ready = |range: std::ops::Range<u64>| range.filter(|&p| ready[p as usize]).count();
+        let (hot_ready, cold_ready) = (ready(0..hot), ready(hot..all));
+        assert!(hot_ready as f64 >= 0.95 * hot as f64, "hot pages ready: {hot_ready}");
+        let precision = hot_ready as f64 / (hot_ready + cold_ready) as f64;
+        assert!(precision >= 0.95, "precision {precision:.3} ({cold_ready} cold pages ready)");
+        let r = rule.report();
+        assert_eq!(r.nodes[0].threshold_source, "split");
+        let t = r.nodes[0].threshold_ms.unwrap();
+        assert!((40.0..500.0).contains(&t), "threshold {t} ms between 20+20 and 20+500");
+    }
+
+    /// The same stream under the pghot policy: every fault passes.
+    #[test]
+    fn the_pghot_policy_passes_everything_but_still_measures() {
+        let mut rule = HotnessRule::new(Policy::Pghot, &layout());
+        for p in 0..600 {
+            assert_eq!(rule.judge(&fault(S + p % 300, 5 + p as u32)), Verdict::Pass);
+        }
+        let s = rule.stats();
+        assert_eq!((s.latencies, s.qualified, s.rejected), (600, 0, 0));
+        assert_eq!(rule.report().nodes[0].latency.count, 600);
+    }
+
+    #[test]
+    fn events_without_a_latency_pass() {
+        let mut rule = HotnessRule::new(Policy::Latency, &layout());
+        let mut ev = fault(S + 1, 0);
+        ev.flags = 0;
+        assert_eq!(rule.judge(&ev), Verdict::Pass);
+        assert_eq!(rule.stats().no_latency, 1);
+        // A fault on a top-tier page is the hot map's to ignore.
+        assert_eq!(rule.judge(&fault(7, 10)), Verdict::Pass);
+    }
+
+    #[test]
+    fn nothing_qualifies_while_learning() {
+        let mut rule = HotnessRule::new(Policy::Latency, &layout());
+        for p in 0..100 {
+            assert_eq!(rule.judge(&fault(S + p % 10, 5)), Verdict::Rejected);
+        }
+        assert_eq!(rule.report().nodes[0].threshold_source, "learning");
+    }
+
+    #[test]
+    fn policies_parse_with_a_one_line_error() {
+        assert_eq!("pghot".parse::<Policy>(), Ok(Policy::Pghot));
+        let e = "fast".parse::<Policy>().unwrap_err();
+        assert!(e.contains("\"latency\"") && !e.contains('\n'), "{e}");
+    }
+}

@@ -1,0 +1,236 @@
+//! Where "fast" ends, per node: a decayed histogram of pages' mean latency
+//! classes, split in two by Otsu's method when it is clearly bimodal.
+//!
+//! Hot pages fault soon after each scan and cold ones late, so the pages' mean
+//! latencies form two modes whose positions depend on the machine (TCG slows
+//! everything 10-20×), the scan rate and the workload: a threshold found in
+//! the data travels where a fixed number does not.
+
+use super::latency::{CLASSES, class_of};
+
+/// Mean classes (weight) the histogram holds before it halves: the threshold
+/// follows the last few scans, not the whole run.
+const DECAY_AT: u64 = 1 << 16;
+/// Weight below which no threshold is drawn yet.
+const MIN_WEIGHT: u64 = 512;
+/// Each mode must hold at least 1/`MIN_MODE_SHARE` of the weight…
+const MIN_MODE_SHARE: u64 = 200;
+/// …and their means be this many classes (one octave) apart.
+const MIN_SEPARATION: f64 = 2.0;
+/// Without two modes yet, the fastest this share of pages counts as hot.
+const FALLBACK_QUANTILE: f64 = 0.1;
+/// Never hotter than the kernel's own default `hot_threshold_ms` allows.
+pub const CEILING_MS: u32 = 1000;
+
+/// How the current threshold was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThresholdSource {
+    /// Too few latencies yet: nothing qualifies.
+    Learning,
+    /// Two modes, split by Otsu's method.
+    Split,
+    /// A split found earlier, kept while the hot mode is away (promoted).
+    Kept,
+    /// No second mode seen yet: the fastest pages.
+    Quantile,
+}
+
+impl ThresholdSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Learning => "learning",
+            Self::Split => "split",
+            Self::Kept => "kept",
+            Self::Quantile => "quantile",
+        }
+    }
+}
+
+/// A node's threshold: pages whose mean class is at most `class` are fast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Threshold {
+    pub class: Option<u8>,
+    pub source: ThresholdSource,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClassHistogram {
+    weights: [u64; CLASSES],
+    total: u64,
+    threshold: Threshold,
+    last_split: Option<u8>,
+}
+
+impl Default for ClassHistogram {
+    fn default() -> Self {
+        Self {
+            weights: [0; CLASSES],
+            total: 0,
+            threshold: Threshold { class: None, source: ThresholdSource::Learning },
+            last_split: None,
+        }
+    }
+}
+
+impl ClassHistogram {
+    pub fn add(&mut self, class: u8) {
+        self.weights[usize::from(class).min(CLASSES - 1)] += 1;
+        self.total += 1;
+        if self.total >= DECAY_AT {
+            self.total = 0;
+            for w in &mut self.weights {
+                *w /= 2;
+                self.total += *w;
+            }
+        }
+    }
+
+    pub fn threshold(&self) -> Threshold {
+        self.threshold
+    }
+
+    /// The decayed weight of each mean class.
+    pub fn weights(&self) -> &[u64; CLASSES] {
+        &self.weights
+    }
+
+    /// Redraws the threshold from the histogram as it is now.
+    pub fn refresh(&mut self) {
+        self.threshold = self.compute();
+    }
+
+    fn compute(&mut self) -> Threshold {
+        if self.total < MIN_WEIGHT {
+            return Threshold { class: None, source: ThresholdSource::Learning };
+        }
+        let ceiling = class_of(CEILING_MS);
+        let capped = |c: u8| Some(c.min(ceiling));
+        if let Some(split) = otsu(&self.weights) {
+            self.last_split = Some(split);
+            return Threshold { class: capped(split), source: ThresholdSource::Split };
+        }
+        if let Some(c) = self.last_split {
+            return Threshold { class: capped(c), source: ThresholdSource::Kept };
+        }
+        let want = (self.total as f64 * FALLBACK_QUANTILE).ceil() as u64;
+        let mut seen = 0;
+        for (c, w) in self.weights.iter().enumerate() {
+            seen += w;
+            if seen >= want {
+                return Threshold { class: capped(c as u8), source: ThresholdSource::Quantile };
+            }
+        }
+        Threshold { class: None, source: ThresholdSource::Learning }
+    }
+}
+
+/// Otsu's split of a class histogram, moved to the valley between the two
+/// modes' peaks: the last class of the fast mode. None unless the modes are
+/// both substantial, at least an octave apart, and a real valley (at most
+/// half the smaller peak) lies between them: a wide single mode, which Otsu
+/// would happily cut in two, has none.
+fn otsu(w: &[u64; CLASSES]) -> Option<u8> {
+    let total: u64 = w.iter().sum();
+    let sum: f64 = w.iter().enumerate().map(|(c, &n)| c as f64 * n as f64).sum();
+    let (mut w0, mut s0) = (0u64, 0f64);
+    let mut best: Option<(f64, usize, f64, f64, u64)> = None;
+    for (t, &n) in w.iter().enumerate().take(CLASSES - 1) {
+        w0 += n;
+        s0 += t as f64 * n as f64;
+        let w1 = total - w0;
+        if w0 == 0 || w1 == 0 {
+            continue;
+        }
+        let (m0, m1) = (s0 / w0 as f64, (sum - s0) / w1 as f64);
+        let between = w0 as f64 * w1 as f64 * (m1 - m0) * (m1 - m0);
+        if best.is_none_or(|b| between > b.0) {
+            best = Some((between, t, m0, m1, w0.min(w1)));
+        }
+    }
+    let (_, t, m0, m1, smaller) = best?;
+    if smaller * MIN_MODE_SHARE < total || m1 - m0 < MIN_SEPARATION {
+        return None;
+    }
+    let peak = |r: std::ops::Range<usize>| r.max_by_key(|&c| (w[c], std::cmp::Reverse(c)));
+    let (p0, p1) = (peak(0..t + 1)?, peak(t + 1..CLASSES)?);
+    let valley = (p0..=p1).min_by_key(|&c| (w[c], c))?;
+    if w[valley] * 2 > w[p0].min(w[p1]) {
+        return None;
+    }
+    // Halfway from the fast peak to the valley: the cold mode's fast tail
+    // reaches into the valley, and there are many more cold pages than hot.
+    Some(((p0 + valley) / 2) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn histogram(parts: &[(u8, u64)]) -> ClassHistogram {
+        let mut h = ClassHistogram::default();
+        for &(c, n) in parts {
+            for _ in 0..n {
+                h.add(c);
+            }
+        }
+        h.refresh();
+        h
+    }
+
+    #[test]
+    fn two_modes_split_between_them() {
+        // Hot pages around class 11-12 (45-64 ms), cold ones at 17-19.
+        let h = histogram(&[(11, 300), (12, 500), (13, 20), (14, 60), (17, 2000), (18, 3000), (19, 2000)]);
+        let t = h.threshold();
+        assert_eq!(t.source, ThresholdSource::Split);
+        let c = t.class.unwrap();
+        assert!((12..17).contains(&c), "split at {c}");
+        assert_eq!(c, 13, "halfway from the fast peak (12) to the valley (15)");
+    }
+
+    #[test]
+    fn one_mode_takes_the_fastest_tenth_until_a_split_was_seen() {
+        let h = histogram(&[(15, 1000), (16, 3000), (17, 1000)]);
+        assert_eq!(h.threshold(), Threshold { class: Some(15), source: ThresholdSource::Quantile });
+        // A split, then the hot mode leaves (promoted): the split is kept.
+        let mut h = histogram(&[(11, 800), (18, 7000)]);
+        assert_eq!(h.threshold().source, ThresholdSource::Split);
+        let split = h.threshold().class;
+        for _ in 0..200_000 {
+            h.add(18);
+        }
+        h.refresh();
+        assert_eq!(h.threshold(), Threshold { class: split, source: ThresholdSource::Kept });
+    }
+
+    #[test]
+    fn one_wide_mode_has_no_valley_to_split_at() {
+        // Cold pages alone, once the hot ones were promoted (a recording's shape).
+        let h = histogram(&[(15, 20), (16, 400), (17, 3000), (18, 9000), (19, 11000), (20, 4000), (21, 500)]);
+        assert_ne!(h.threshold().source, ThresholdSource::Split);
+    }
+
+    #[test]
+    fn modes_closer_than_an_octave_or_a_tiny_one_do_not_split() {
+        assert_ne!(histogram(&[(14, 4000), (15, 4000)]).threshold().source, ThresholdSource::Split);
+        assert_ne!(histogram(&[(8, 10), (18, 8000)]).threshold().source, ThresholdSource::Split);
+        assert_eq!(histogram(&[(8, 100)]).threshold().source, ThresholdSource::Learning);
+    }
+
+    #[test]
+    fn the_threshold_never_passes_the_kernels_default() {
+        // Both modes slow: the split would sit above 1 s.
+        let h = histogram(&[(22, 3000), (30, 3000)]);
+        assert_eq!(h.threshold().class, Some(class_of(CEILING_MS)));
+    }
+
+    #[test]
+    fn old_weight_decays() {
+        let mut h = ClassHistogram::default();
+        for _ in 0..DECAY_AT - 1 {
+            h.add(10);
+        }
+        h.add(10);
+        assert_eq!(h.total, DECAY_AT / 2);
+    }
+}

@@ -114,16 +114,18 @@ pub struct KernelFile {
     pub manage_numa_balancing: bool,
     /// NUMA-balancing scan knobs (debugfs), ms, set while hotpage runs and
     /// restored after. With the kernel's promotion held back its own period
-    /// adaptation never runs (the period stays at its start), so hotpage sets
-    /// the pace its rule needs: several scans of each page. 0 (or unset, for
-    /// the delay) = leave the kernel's value alone.
+    /// adaptation rarely runs, so hotpage sets the pace its rule needs:
+    /// several scans of each page. A period of 0 leaves the kernel's value.
     pub scan_delay_ms: Option<u64>,
     pub scan_period_min_ms: Option<u64>,
     pub scan_period_max_ms: Option<u64>,
 }
 
-/// hotpage's scan period defaults, ms: what the box tests and `bench e2e
-/// --fast-scan` use (about 3× the kernel's default fault rate).
+/// hotpage's scan defaults, ms: what the box tests and `bench e2e
+/// --fast-scan` use (about 3× the kernel's default fault rate). The delay
+/// also sets a new task's first period (0: the period from `scan_period_min`;
+/// otherwise the delay itself, which in tiering mode then rarely adapts).
+pub const SCAN_DELAY_MS: u64 = 0;
 pub const SCAN_PERIOD_MIN_MS: u64 = 100;
 pub const SCAN_PERIOD_MAX_MS: u64 = 1000;
 
@@ -131,7 +133,7 @@ impl Default for KernelFile {
     fn default() -> Self {
         Self {
             manage_numa_balancing: true,
-            scan_delay_ms: None,
+            scan_delay_ms: Some(SCAN_DELAY_MS),
             scan_period_min_ms: Some(SCAN_PERIOD_MIN_MS),
             scan_period_max_ms: Some(SCAN_PERIOD_MAX_MS),
         }

@@ -715,12 +715,12 @@ fn when_the_target_is_short_the_hottest_pages_go_first() {
             LayoutNode { id: 1, top_tier: false, ranges: vec![(S, 8 * S)] },
         ],
     };
-    let scores = Arc::new(crate::rule::PageScores::new(&layout));
+    let scores = Arc::new(PageScores::new(&layout));
     for i in 0..1000 {
         ready(&map, S + i, 7, 0);
         // Every tenth page faults within ~20 ms of the scan, the rest after ~500.
         let ms = if i % 10 == 3 { 20 } else { 500 };
-        scores.update(S + i, ms);
+        scores.update(S + i, |s| s.after(ms).after(ms));
     }
     let cfg = PromoterConfig { headroom_mib: Some(4), ..unlimited() };
     let env = FakeSystem::new(move_all());

@@ -6,8 +6,8 @@
 //! keeps a running mean of each page's latencies (`scores`) and lets a hint
 //! fault through to the hot map only when this fault, the one before it and
 //! the page's mean are all in the fast mode of its node's pages (the
-//! threshold is found in the data, `threshold`). A page thus needs three
-//! faults, the last two fast. The hot map applies pghot's record semantics
+//! threshold is found in the data, `threshold`); three in a row once the
+//! node's fast mode has drained (promoted). The hot map applies pghot's record semantics
 //! unchanged; since a page faults once per scan, seconds apart (more than
 //! pghot's window), and the rule already asked for consecutive evidence, the
 //! latency policy's default `freq_threshold` is 1. Events without a latency
@@ -100,7 +100,7 @@ pub struct NodeRuleReport {
     pub nid: u32,
     /// Latencies under this count as fast; None while learning.
     pub threshold_ms: Option<f64>,
-    /// "learning", "split", "kept" or "quantile" (see `ThresholdSource`).
+    /// "learning", "split", "drained" or "quantile" (see `ThresholdSource`).
     pub threshold_source: String,
     /// Every latency seen on the node (per fault).
     pub latency: LatencyHistogram,
@@ -147,8 +147,6 @@ struct NodeRule {
 
 /// Redraw a node's threshold every this many mean updates.
 const REFRESH_EVERY: u32 = 1024;
-/// Latencies a page must have shown before a fault of it can be fast.
-const MIN_SEEN: u8 = 2;
 
 pub struct HotnessRule {
     policy: Policy,
@@ -205,13 +203,21 @@ impl HotnessRule {
             return Verdict::Pass;
         }
         let Some(nid) = self.scores.node_of(ev.pfn) else { return Verdict::Pass };
-        let Some(score) = self.scores.update(ev.pfn, ev.latency_ms) else {
+        let node = self.nodes.entry(nid).or_default();
+        let Threshold { class: threshold, source } = node.classes.threshold();
+        // Once the fast mode has drained, what passes is stragglers or luck:
+        // three fast faults in a row instead of two.
+        let needed = if source == ThresholdSource::Drained { 3 } else { 2 };
+        let ms = ev.latency_ms;
+        let fast = threshold.is_some_and(|t| latency::class_of(ms) <= t);
+        let Some(score) =
+            self.scores.update(ev.pfn, |s| s.after(ms).with_streak(if fast { s.streak() + 1 } else { 0 }))
+        else {
             return Verdict::Pass;
         };
         self.stats.latencies += 1;
-        let node = self.nodes.entry(nid).or_default();
-        node.faults.add(ev.latency_ms);
-        if score.seen() >= MIN_SEEN {
+        node.faults.add(ms);
+        if score.has_mean() {
             node.classes.add(score.class());
             node.since_refresh += 1;
             if node.since_refresh >= REFRESH_EVERY {
@@ -222,18 +228,10 @@ impl HotnessRule {
         if self.policy == Policy::Pghot {
             return Verdict::Pass;
         }
-        // This fault is fast when it and the page's mean both are; it counts
-        // when the page's previous fault was fast too. A cold page's
-        // exponential latencies dip under the threshold now and then, but
-        // rarely twice in a row with the mean following.
-        let fast = score.seen() >= MIN_SEEN
-            && node
-                .classes
-                .threshold()
-                .class
-                .is_some_and(|t| score.class() <= t && latency::class_of(ev.latency_ms) <= t);
-        self.scores.set_armed(ev.pfn, fast);
-        if fast && score.armed() {
+        // Fast faults in a row and a fast mean: a cold page's exponential
+        // latencies dip under the threshold now and then, rarely twice in a
+        // row with its mean following.
+        if score.streak() >= needed && threshold.is_some_and(|t| score.class() <= t) {
             self.stats.qualified += 1;
             Verdict::Qualified
         } else {
@@ -348,6 +346,33 @@ mod tests {
         assert_eq!(r.nodes[0].threshold_source, "split");
         let t = r.nodes[0].threshold_ms.unwrap();
         assert!((40.0..500.0).contains(&t), "threshold {t} ms between 20+20 and 20+500");
+    }
+
+    /// The hot set moves after 15 scans: within 8 scans most of the new hot
+    /// pages qualify, and the old ones, cold now, stop qualifying.
+    #[test]
+    fn a_hot_set_that_moves_is_followed_within_a_few_scans() {
+        let mut rule = HotnessRule::new(Policy::Latency, &layout());
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let all = 8192u64;
+        let hot_at = |scan: u32, p: u64| if scan < 15 { p < 1024 } else { (1024..2048).contains(&p) };
+        let mut new_qualified = std::collections::HashSet::new();
+        let mut old_after = 0;
+        for scan in 0..23 {
+            for p in 0..all {
+                let per_s = if hot_at(scan, p) { 50.0 } else { 2.0 };
+                if rule.judge(&fault(S + p, rng.latency(per_s, 20.0))) == Verdict::Qualified {
+                    if scan >= 15 && (1024..2048).contains(&p) {
+                        new_qualified.insert(p);
+                    }
+                    if scan >= 17 && p < 1024 {
+                        old_after += 1;
+                    }
+                }
+            }
+        }
+        assert!(new_qualified.len() >= 900, "{} of 1024 new hot pages qualified", new_qualified.len());
+        assert!(old_after < 20, "{old_after} faults of the old hot set qualified after it cooled");
     }
 
     /// The same stream under the pghot policy: every fault passes.

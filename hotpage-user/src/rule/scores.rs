@@ -12,55 +12,65 @@ use hotpage_common::{PAGES_PER_SECTION, PFN_SECTION_SHIFT};
 use super::latency::{class_mid_ms, class_of};
 use crate::hotmap::MemoryLayout;
 
-/// A page's state: the class of its running mean latency in the high five
-/// bits (up to class 31, about 46 s: far beyond any threshold), whether its
-/// last fault was fast in bit 2, how many latencies it has seen (saturating
-/// at 3) in the low two.
+/// A page's state in one byte: in the high five bits the class of its mean
+/// latency plus one (0: no latency yet; classes clamp at [`MAX_CLASS`], about
+/// 33 s, far beyond any threshold), in bit 2 whether the mean holds two
+/// latencies or more, in the low two how many fast faults it took in a row
+/// (saturating at 3).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PageScore(u8);
 
 /// The highest class a score keeps.
-pub const MAX_CLASS: u8 = 31;
-const ARMED: u8 = 1 << 2;
+pub const MAX_CLASS: u8 = 30;
+const HAS_MEAN: u8 = 1 << 2;
+const STREAK: u8 = 3;
 
 impl PageScore {
-    pub fn new(class: u8, seen: u8) -> Self {
-        Self((class.min(MAX_CLASS) << 3) | seen.min(3))
+    /// A score with mean class `class` (at least two latencies) and `streak`.
+    pub fn new(class: u8, streak: u8) -> Self {
+        Self(HAS_MEAN).with_class(class).with_streak(streak)
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 >> 3 == 0
     }
 
     /// The mean latency class: lower is hotter.
     pub const fn class(self) -> u8 {
-        self.0 >> 3
+        (self.0 >> 3).saturating_sub(1)
     }
 
-    /// Whether the page's last fault was judged fast.
-    pub const fn armed(self) -> bool {
-        self.0 & ARMED != 0
+    /// Whether the mean holds two latencies or more.
+    pub const fn has_mean(self) -> bool {
+        self.0 & HAS_MEAN != 0
     }
 
-    pub const fn with_armed(self, armed: bool) -> Self {
-        Self(if armed { self.0 | ARMED } else { self.0 & !ARMED })
+    /// Fast faults in a row, up to 3.
+    pub const fn streak(self) -> u8 {
+        self.0 & STREAK
     }
 
-    /// Latencies seen, up to 3.
-    pub const fn seen(self) -> u8 {
-        self.0 & 3
+    pub fn with_streak(self, streak: u8) -> Self {
+        Self((self.0 & !STREAK) | streak.min(STREAK))
     }
 
-    /// This state after one more latency of `ms`: the mean of the first four,
-    /// then a running mean with weight 1/4 on the newest. The mean is over
-    /// milliseconds, not classes: a page accessed at rate λ has exponential
-    /// latencies of mean 1/λ, whose long fast tail drags a mean of logarithms
-    /// down, while one lucky fast fault of a cold page moves a linear mean of
-    /// several little.
+    fn with_class(self, class: u8) -> Self {
+        Self(((class.min(MAX_CLASS) + 1) << 3) | (self.0 & 7))
+    }
+
+    /// This state after one more latency of `ms`: a running mean with
+    /// weight 1/2 on the newest (a hot set that moves is followed within a
+    /// few scans; the rule's streaks, not the mean, filter luck). The mean is
+    /// over milliseconds, not classes: a page accessed at rate λ has
+    /// exponential latencies of mean 1/λ, whose long fast tail would drag a
+    /// mean of logarithms down; one lucky fast fault of a cold page moves a
+    /// linear mean less.
     pub fn after(self, ms: u32) -> Self {
-        let seen = self.seen();
-        if seen == 0 {
-            return Self::new(class_of(ms), 1);
+        if self.is_empty() {
+            return self.with_class(class_of(ms));
         }
-        let old = class_mid_ms(self.class());
-        let mean = old + (f64::from(ms) - old) / f64::from(seen + 1);
-        Self::new(class_of(mean.clamp(0.0, f64::from(u32::MAX)) as u32), seen + 1).with_armed(self.armed())
+        let mean = (class_mid_ms(self.class()) + f64::from(ms)) / 2.0;
+        Self(self.0 | HAS_MEAN).with_class(class_of(mean.clamp(0.0, f64::from(u32::MAX)) as u32))
     }
 }
 
@@ -101,12 +111,12 @@ impl PageScores {
     pub fn get(&self, pfn: u64) -> Option<PageScore> {
         let sec = self.sections.get((pfn >> PFN_SECTION_SHIFT) as usize)?.get()?;
         let s = PageScore(sec[(pfn & (PAGES_PER_SECTION - 1)) as usize].load(Ordering::Relaxed));
-        (s.seen() > 0).then_some(s)
+        (!s.is_empty()).then_some(s)
     }
 
-    /// Folds one latency into the page's score and returns the new one; None
-    /// for a pfn outside the lower tier.
-    pub fn update(&self, pfn: u64, ms: u32) -> Option<PageScore> {
+    /// Replaces the page's score by `next(score)` and returns the new one;
+    /// None for a pfn outside the lower tier.
+    pub fn update(&self, pfn: u64, next: impl FnOnce(PageScore) -> PageScore) -> Option<PageScore> {
         let s = (pfn >> PFN_SECTION_SHIFT) as usize;
         if *self.section_node.get(s)? == u16::MAX {
             return None;
@@ -114,17 +124,9 @@ impl PageScores {
         let sec = self.sections[s].get_or_init(|| (0..PAGES_PER_SECTION).map(|_| AtomicU8::new(0)).collect());
         let cell = &sec[(pfn & (PAGES_PER_SECTION - 1)) as usize];
         // Only the collector thread writes: a plain load and store suffice.
-        let new = PageScore(cell.load(Ordering::Relaxed)).after(ms);
+        let new = next(PageScore(cell.load(Ordering::Relaxed)));
         cell.store(new.0, Ordering::Relaxed);
         Some(new)
-    }
-
-    /// Records whether the page's latest fault was fast.
-    pub fn set_armed(&self, pfn: u64, armed: bool) {
-        if let Some(sec) = self.sections.get((pfn >> PFN_SECTION_SHIFT) as usize).and_then(|s| s.get()) {
-            let cell = &sec[(pfn & (PAGES_PER_SECTION - 1)) as usize];
-            cell.store(PageScore(cell.load(Ordering::Relaxed)).with_armed(armed).0, Ordering::Relaxed);
-        }
     }
 
     /// Forgets the page (it left the lower tier): a pfn reused later starts fresh.
@@ -145,19 +147,17 @@ mod tests {
     #[test]
     fn the_mean_is_over_milliseconds_and_follows_the_newest() {
         let s = PageScore::default().after(40);
-        assert_eq!((s.class(), s.seen()), (class_of(40), 1));
+        assert_eq!((s.class(), s.has_mean(), s.is_empty()), (class_of(40), false, false));
         // Class 10 is 31..44 ms, its middle ~38 ms; (38 + 1000) / 2 = 519 ms.
         let s = s.after(1000);
-        assert_eq!((s.class(), s.seen()), (class_of(519), 2));
+        assert_eq!((s.class(), s.has_mean()), (class_of(519), true));
         let s = s.after(30);
-        assert_eq!(s.seen(), 3);
         assert!(s.class() < class_of(519) && s.class() > class_of(30), "a mean, not the last");
-        let s = s.after(30);
-        assert_eq!(s.seen(), 3, "the count saturates");
         assert_eq!(PageScore::default().after(u32::MAX).class(), MAX_CLASS);
-        let armed = s.with_armed(true);
-        assert!(armed.armed() && armed.after(5).armed(), "a new latency keeps the flag");
-        assert_eq!((armed.class(), armed.seen()), (s.class(), s.seen()));
+        assert!(!PageScore::default().after(0).is_empty(), "0 ms is a latency");
+        let s = s.with_streak(7);
+        assert_eq!((s.streak(), s.class()), (3, s.class()), "the streak saturates");
+        assert_eq!(s.after(5).streak(), 3, "a new latency keeps the streak (the rule sets it)");
     }
 
     #[test]
@@ -169,11 +169,13 @@ mod tests {
             ],
         };
         let scores = PageScores::new(&layout);
-        assert_eq!(scores.update(5, 20), None, "top tier");
-        assert_eq!(scores.update(3 * S, 20), None, "beyond the lower tier");
+        let first = |s: PageScore| s.after(20);
+        assert_eq!(scores.update(5, first), None, "top tier");
+        assert_eq!(scores.update(3 * S, first), None, "beyond the lower tier");
         assert_eq!(scores.get(S + 1), None);
-        assert_eq!(scores.update(S + 1, 20), Some(PageScore::new(8, 1)));
-        assert_eq!(scores.get(S + 1), Some(PageScore::new(8, 1)));
+        let s = scores.update(S + 1, first).unwrap();
+        assert_eq!((s.class(), s.has_mean()), (class_of(20), false));
+        assert_eq!(scores.get(S + 1), Some(s));
         assert_eq!((scores.node_of(S + 1), scores.node_of(1)), (Some(1), None));
         scores.clear(S + 1);
         assert_eq!(scores.get(S + 1), None);

@@ -29,8 +29,11 @@ pub enum ThresholdSource {
     Learning,
     /// Two modes, split by Otsu's method.
     Split,
-    /// A split found earlier, kept while the hot mode is away (promoted).
-    Kept,
+    /// Two modes were seen, and the fast one is gone now (mostly promoted):
+    /// the last split stands, but the rule asks for more evidence, since
+    /// what still passes is the hot set's stragglers or a cold page's luck,
+    /// and promoting the latter would make precision decay with time.
+    Drained,
     /// No second mode seen yet: the fastest pages.
     Quantile,
 }
@@ -40,7 +43,7 @@ impl ThresholdSource {
         match self {
             Self::Learning => "learning",
             Self::Split => "split",
-            Self::Kept => "kept",
+            Self::Drained => "drained",
             Self::Quantile => "quantile",
         }
     }
@@ -110,7 +113,7 @@ impl ClassHistogram {
             return Threshold { class: capped(split), source: ThresholdSource::Split };
         }
         if let Some(c) = self.last_split {
-            return Threshold { class: capped(c), source: ThresholdSource::Kept };
+            return Threshold { class: capped(c), source: ThresholdSource::Drained };
         }
         let want = (self.total as f64 * FALLBACK_QUANTILE).ceil() as u64;
         let mut seen = 0;
@@ -192,7 +195,7 @@ mod tests {
     fn one_mode_takes_the_fastest_tenth_until_a_split_was_seen() {
         let h = histogram(&[(15, 1000), (16, 3000), (17, 1000)]);
         assert_eq!(h.threshold(), Threshold { class: Some(15), source: ThresholdSource::Quantile });
-        // A split, then the hot mode leaves (promoted): the split is kept.
+        // A split, then the hot mode leaves (promoted): the split stands.
         let mut h = histogram(&[(11, 800), (18, 7000)]);
         assert_eq!(h.threshold().source, ThresholdSource::Split);
         let split = h.threshold().class;
@@ -200,7 +203,7 @@ mod tests {
             h.add(18);
         }
         h.refresh();
-        assert_eq!(h.threshold(), Threshold { class: split, source: ThresholdSource::Kept });
+        assert_eq!(h.threshold(), Threshold { class: split, source: ThresholdSource::Drained });
     }
 
     #[test]

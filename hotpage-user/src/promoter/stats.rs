@@ -101,18 +101,8 @@ impl LatencyHistogram {
 impl LatencySnapshot {
     /// The bucket bound below which `q` (0..=1) of the observations fall; None without any.
     pub fn quantile_ms(&self, q: f64) -> Option<u64> {
-        if self.count == 0 {
-            return None;
-        }
-        let want = (q * self.count as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= want {
-                return Some(LATENCY_BUCKETS_MS.get(i).copied().unwrap_or(u64::MAX));
-            }
-        }
-        None
+        crate::rule::latency::quantile_bucket(&self.buckets, self.count, q)
+            .map(|i| LATENCY_BUCKETS_MS.get(i).copied().unwrap_or(u64::MAX))
     }
 
     pub fn merge(&mut self, other: &Self) {

@@ -40,6 +40,29 @@ impl Out {
 }
 
 impl Out {
+    /// One node's samples of a histogram family: cumulative `_bucket`s at
+    /// `bounds` (seconds) from non-cumulative `buckets`, then +Inf, `_sum`
+    /// (from ms) and `_count`.
+    fn histogram(
+        &mut self,
+        name: &str,
+        node: &str,
+        bounds: impl Iterator<Item = f64>,
+        buckets: &[u64],
+        count: u64,
+        sum_ms: u64,
+    ) {
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (i, bound) in bounds.enumerate() {
+            cumulative += buckets.get(i).copied().unwrap_or(0);
+            self.sample(&bucket, &[("node", node), ("le", &number(bound))], cumulative as f64);
+        }
+        self.sample(&bucket, &[("node", node), ("le", "+Inf")], count as f64);
+        self.sample(&format!("{name}_sum"), &[("node", node)], sum_ms as f64 / 1e3);
+        self.sample(&format!("{name}_count"), &[("node", node)], count as f64);
+    }
+
     /// A counter family with one sample per promoter node and per `(counter,
     /// label value)` of `table`; an empty `label` adds no label but `node`.
     fn node_counters(
@@ -82,6 +105,7 @@ const OUTCOMES: &[(Counter, &str)] = &[
     (Counter::would_promote, "would_promote"),
     (Counter::rate_limited, "rate_limited"),
     (Counter::watermark_limited, "watermark_limited"),
+    (Counter::colder_deferred, "colder_deferred"),
 ];
 
 /// Per-page move_pages errors, as `errno` label values.
@@ -139,25 +163,16 @@ fn rule(o: &mut Out, r: &RuleReport) {
         "Scan-to-fault latency of hint faults on each lower-tier node (the kernel's scan stamp).",
     );
     for n in &r.nodes {
-        let node = n.nid.to_string();
         let h = &n.latency;
-        let mut cumulative = 0;
-        for (i, bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
-            cumulative += h.buckets.get(i).copied().unwrap_or(0);
-            let le = number(f64::from(*bound) / 1e3);
-            o.sample(
-                "hotpage_hint_fault_latency_seconds_bucket",
-                &[("node", &node), ("le", &le)],
-                cumulative as f64,
-            );
-        }
-        o.sample(
-            "hotpage_hint_fault_latency_seconds_bucket",
-            &[("node", &node), ("le", "+Inf")],
-            h.count as f64,
+        let bounds = BUCKET_BOUNDS_MS.iter().map(|&ms| f64::from(ms) / 1e3);
+        o.histogram(
+            "hotpage_hint_fault_latency_seconds",
+            &n.nid.to_string(),
+            bounds,
+            &h.buckets,
+            h.count,
+            h.sum_ms,
         );
-        o.sample("hotpage_hint_fault_latency_seconds_sum", &[("node", &node)], h.sum_ms as f64 / 1e3);
-        o.sample("hotpage_hint_fault_latency_seconds_count", &[("node", &node)], h.count as f64);
     }
 }
 
@@ -287,34 +302,23 @@ pub fn render(s: &Snapshot) -> String {
         "Time from a page becoming ready to its promotion.",
     );
     for p in &s.promoter {
-        let node = p.node.to_string();
-        let mut cumulative = 0;
-        for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
-            cumulative += p.latency.buckets.get(i).copied().unwrap_or(0);
-            let le = number(*bound as f64 / 1000.0);
-            o.sample(
-                "hotpage_promotion_latency_seconds_bucket",
-                &[("node", &node), ("le", &le)],
-                cumulative as f64,
-            );
-        }
-        o.sample(
-            "hotpage_promotion_latency_seconds_bucket",
-            &[("node", &node), ("le", "+Inf")],
-            p.latency.count as f64,
+        let l = &p.latency;
+        let bounds = LATENCY_BUCKETS_MS.iter().map(|&ms| ms as f64 / 1e3);
+        o.histogram(
+            "hotpage_promotion_latency_seconds",
+            &p.node.to_string(),
+            bounds,
+            &l.buckets,
+            l.count,
+            l.sum_ms,
         );
-        o.sample(
-            "hotpage_promotion_latency_seconds_sum",
-            &[("node", &node)],
-            p.latency.sum_ms as f64 / 1000.0,
-        );
-        o.sample("hotpage_promotion_latency_seconds_count", &[("node", &node)], p.latency.count as f64);
     }
 
     o.family(
         "hotpage_source_events_total",
         "counter",
-        "Events of each source's BPF program, by stage: seen, no_pfn, filtered (not lower tier), emitted, dropped (ring full).",
+        "Events of each source's BPF program, by stage: seen, no_pfn, filtered (not lower tier), emitted, dropped (ring full); \
+         hint faults emitted without a latency: stamp_unset (fresh or just migrated folio), stamp_mismatch (the stamp layout's node check failed).",
     );
     for src in &s.sources {
         let b = &src.bpf;
@@ -324,6 +328,8 @@ pub fn render(s: &Snapshot) -> String {
             ("filtered", b.filtered),
             ("emitted", b.emitted),
             ("dropped", b.dropped),
+            ("stamp_unset", b.stamp_unset),
+            ("stamp_mismatch", b.stamp_mismatch),
         ] {
             o.sample("hotpage_source_events_total", &[("source", &src.name), ("stage", stage)], v as f64);
         }

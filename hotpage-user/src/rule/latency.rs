@@ -80,19 +80,23 @@ impl LatencyHistogram {
 
     /// The upper bound (ms) of the bucket holding the `q` quantile; None if empty.
     pub fn quantile_bound(&self, q: f64) -> Option<u32> {
-        if self.count == 0 {
-            return None;
-        }
-        let want = (q * self.count as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= want {
-                return Some(BUCKET_BOUNDS_MS.get(i).copied().unwrap_or(u32::MAX));
-            }
-        }
-        None
+        quantile_bucket(&self.buckets, self.count, q)
+            .map(|i| BUCKET_BOUNDS_MS.get(i).copied().unwrap_or(u32::MAX))
     }
+}
+
+/// The index of the bucket holding the `q` (0..=1) quantile of `count`
+/// observations counted non-cumulatively in `buckets`; None without any.
+pub fn quantile_bucket(buckets: &[u64], count: u64, q: f64) -> Option<usize> {
+    if count == 0 {
+        return None;
+    }
+    let want = (q * count as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    buckets.iter().position(|n| {
+        seen += n;
+        seen >= want
+    })
 }
 
 #[cfg(test)]

@@ -122,9 +122,8 @@ pub struct KernelFile {
 }
 
 /// hotpage's scan defaults, ms: what the box tests and `bench e2e
-/// --fast-scan` use (about 3× the kernel's default fault rate). The delay
-/// also sets a new task's first period (0: the period from `scan_period_min`;
-/// otherwise the delay itself, which in tiering mode then rarely adapts).
+/// --fast-scan` use. Without the delay at 0 a new task's scans stayed
+/// seconds apart in the box whatever the periods (docs/rule.md).
 pub const SCAN_DELAY_MS: u64 = 0;
 pub const SCAN_PERIOD_MIN_MS: u64 = 100;
 pub const SCAN_PERIOD_MAX_MS: u64 = 1000;

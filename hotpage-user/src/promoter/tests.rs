@@ -435,19 +435,24 @@ fn observe_only_moves_nothing_and_counts_what_would_move() {
     assert!(calls.lock().unwrap().is_empty());
 }
 
+/// A 4 MiB headroom over a low watermark of 2000 pages, and 100 pages free above both.
+fn room_for_100_pages() -> (PromoterConfig, FakeSystem) {
+    let cfg = PromoterConfig { headroom_mib: Some(4), ..unlimited() };
+    let env = FakeSystem::new(move_all());
+    env.memory
+        .lock()
+        .unwrap()
+        .insert(0, NodeMemory { total: 262_144, free: 2000 + 1024 + 100, low: 2000, demotes: false });
+    (cfg, env)
+}
+
 #[test]
 fn the_target_keeps_its_headroom_above_the_low_watermark() {
     let (map, targets) = topo_parts(RecordMode::Default);
     for i in 0..1000 {
         ready(&map, S + i, 7, 0);
     }
-    let cfg = PromoterConfig { headroom_mib: Some(4), ..unlimited() };
-    let env = FakeSystem::new(move_all());
-    // low 2000 pages + headroom 1024 pages; 100 pages above that are free.
-    env.memory
-        .lock()
-        .unwrap()
-        .insert(0, NodeMemory { total: 262_144, free: 2000 + 1024 + 100, low: 2000, demotes: false });
+    let (cfg, env) = room_for_100_pages();
     let mut w = worker(&map, targets, cfg, env);
     let end = w.round(true);
     assert_eq!(end, RoundEnd { moved: 100, limited: true });
@@ -722,12 +727,7 @@ fn when_the_target_is_short_the_hottest_pages_go_first() {
         let ms = if i % 10 == 3 { 20 } else { 500 };
         scores.update(S + i, |s| s.after(ms).after(ms));
     }
-    let cfg = PromoterConfig { headroom_mib: Some(4), ..unlimited() };
-    let env = FakeSystem::new(move_all());
-    env.memory
-        .lock()
-        .unwrap()
-        .insert(0, NodeMemory { total: 262_144, free: 2000 + 1024 + 100, low: 2000, demotes: false });
+    let (cfg, env) = room_for_100_pages();
     let calls = env.calls.clone();
     let mut w = worker(&map, targets, cfg, env).ranked_by(Some(scores.clone()));
     assert_eq!(w.round(true), RoundEnd { moved: 100, limited: true });

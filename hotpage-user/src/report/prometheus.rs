@@ -253,6 +253,14 @@ pub fn render(s: &Snapshot) -> String {
             n.kernel_promoted_in_pages as f64 * PAGE,
         );
     }
+    o.family(
+        "hotpage_kernel_vmstat_total",
+        "counter",
+        "The kernel's own NUMA-balancing and tiering counters (/proc/vmstat); numa_hint_faults is what the scans cost the workloads.",
+    );
+    for (k, v) in &s.kernel_counters {
+        o.sample("hotpage_kernel_vmstat_total", &[("counter", k)], *v as f64);
+    }
     o.node_counters(
         s,
         "hotpage_promotion_failures_total",

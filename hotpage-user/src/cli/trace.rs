@@ -17,10 +17,9 @@ use crate::{
     collector::{Collector, EventConsumer, FeedStats, HotMapFeeder},
     daemon::{
         Shutdown,
-        preflight::{Preflight, preflight, recover_only, report_recovered, tokio_runtime},
+        preflight::{Preflight, kernel_settings, preflight, tokio_runtime},
     },
     hotmap::{DEFAULT_HINT_CAPACITY, HotMap, HotMapConfig, HotMapCounters, MemoryLayout},
-    kernel::settings::SettingsGuard,
     sources::{CounterSnapshot, LoadOptions, LoadedSource, SourceCounters, SourceKind},
 };
 
@@ -67,15 +66,7 @@ async fn trace(root: &Path, run_dir: &Path, args: TraceArgs) -> Result<()> {
     let hook = hook.context("no hint-fault hook")?;
 
     // Restored when `_settings` drops, after the programs are gone.
-    let _settings = if args.set_tiering {
-        let (mut guard, recovered) = SettingsGuard::acquire(root, run_dir)?;
-        report_recovered(&recovered);
-        guard.hint_faults_without_kernel_promotion()?;
-        Some(guard)
-    } else {
-        recover_only(root, run_dir);
-        None
-    };
+    let _settings = kernel_settings(root, run_dir, args.set_tiering)?;
 
     let opts = LoadOptions { wakeup_every: args.wakeup_every, ..LoadOptions::default() };
     let (src, ring, counters) = LoadedSource::hint_faults(&opts, &ranges, &hook)?;

@@ -8,7 +8,7 @@ use hotpage_common::PfnRange;
 
 use crate::{
     kernel,
-    kernel::settings::{self, SavedSetting},
+    kernel::settings::{self, SavedSetting, SettingsGuard},
     sys::{sysfs::read_u64, topology::TierTopology},
 };
 
@@ -39,6 +39,26 @@ pub fn preflight(root: &Path, what: &str, hint_faults: bool) -> Result<Preflight
         );
     }
     Ok(Preflight { topo, ranges, release, hook })
+}
+
+/// Takes the kernel settings (after putting back what a crashed run left)
+/// and switches to hint faults without the kernel's own promotion; restored
+/// when the guard drops.
+pub fn hold_kernel_promotion(root: &Path, run_dir: &Path) -> Result<SettingsGuard> {
+    let (mut guard, recovered) = SettingsGuard::acquire(root, run_dir)?;
+    report_recovered(&recovered);
+    guard.hint_faults_without_kernel_promotion()?;
+    Ok(guard)
+}
+
+/// `hold_kernel_promotion()` when `hold`, else only the recovery of a
+/// crashed run's settings.
+pub fn kernel_settings(root: &Path, run_dir: &Path, hold: bool) -> Result<Option<SettingsGuard>> {
+    if hold {
+        return hold_kernel_promotion(root, run_dir).map(Some);
+    }
+    recover_only(root, run_dir);
+    Ok(None)
 }
 
 /// Without changing settings: still put back what a crashed run left behind.

@@ -10,13 +10,12 @@ use anyhow::{Context, Result};
 use super::{
     Shutdown,
     config::RunConfig,
-    preflight::{Preflight, preflight, recover_only, report_recovered, tokio_runtime},
+    preflight::{Preflight, kernel_settings, preflight, tokio_runtime},
     recording::{self, RunKnobs},
     sources::Sources,
 };
 use crate::{
     collector::{Collector, EventConsumer},
-    kernel::settings::SettingsGuard,
     recording::{Recorder, Trailer},
     sources::AddressResolver,
     sys::clock::monotonic_ns,
@@ -53,15 +52,7 @@ async fn record_until_stopped(
     let Preflight { topo, ranges, release, hook } = preflight(root, "hotpage record", cfg.hint_faults)?;
     let sampler = cfg.samples.pick(root)?;
     // Restored when `_settings` drops, after the programs are gone.
-    let _settings = if req.set_tiering {
-        let (mut guard, recovered) = SettingsGuard::acquire(root, run_dir)?;
-        report_recovered(&recovered);
-        guard.hint_faults_without_kernel_promotion()?;
-        Some(guard)
-    } else {
-        recover_only(root, run_dir);
-        None
-    };
+    let _settings = kernel_settings(root, run_dir, req.set_tiering)?;
     let mut sources = Sources::attach(root, &cfg, hook.as_ref(), sampler, &ranges)?;
     let knobs = RunKnobs {
         hotmap: cfg.hotmap,

@@ -15,14 +15,14 @@ use super::{
     config::RunConfig,
     control::ControlServer,
     metrics,
-    preflight::{Preflight, preflight, recover_only, report_recovered, tokio_runtime},
+    preflight::{Preflight, hold_kernel_promotion, preflight, recover_only, tokio_runtime},
     recording::{self, RunKnobs},
     sources::Sources,
 };
 use crate::{
     collector::{Collector, HotMapFeeder},
     hotmap::{HotMap, MemoryLayout},
-    kernel::{movers, settings::SettingsGuard},
+    kernel::movers,
     promoter::{LiveSystem, Promoter, RateLimit, Targets},
     recording::{Recorder, Trailer},
     report::{SnapshotBuilder, SnapshotSource},
@@ -69,9 +69,7 @@ async fn daemon(
 
     let manage = cfg.manage_numa_balancing && !observe_only;
     let settings = if manage {
-        let (mut guard, recovered) = SettingsGuard::acquire(root, run_dir)?;
-        report_recovered(&recovered);
-        guard.hint_faults_without_kernel_promotion()?;
+        let mut guard = hold_kernel_promotion(root, run_dir)?;
         for (path, value) in cfg.scan {
             if let Some(v) = value {
                 guard

@@ -77,10 +77,7 @@ impl TargetLedger {
 
     /// Whether the target could take a page now, without reserving it.
     pub fn has_room(&self, target: u32, now: u64, read: impl FnOnce() -> Option<NodeMemory>) -> bool {
-        self.with_account(target, now, read, |a| {
-            a.room.is_none_or(|r| r > 0) && a.bucket.available(PAGE_SIZE, PAGE_SIZE, now) > 0
-        })
-        .unwrap_or(false)
+        self.available(target, now, read).is_none_or(|pages| pages > 0)
     }
 
     /// Base pages the target could take now (rate limit and headroom),

@@ -185,11 +185,6 @@ impl HotnessRule {
         self.stats
     }
 
-    /// A node's histogram of page mean classes.
-    pub fn classes(&self, nid: u32) -> Option<&ClassHistogram> {
-        self.nodes.get(&nid).map(|n| &n.classes)
-    }
-
     /// Where `publish()` puts the report for readers on other threads.
     pub fn reports(&self) -> Arc<Mutex<RuleReport>> {
         self.published.clone()

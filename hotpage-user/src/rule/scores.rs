@@ -26,11 +26,6 @@ const HAS_MEAN: u8 = 1 << 2;
 const STREAK: u8 = 3;
 
 impl PageScore {
-    /// A score with mean class `class` (at least two latencies) and `streak`.
-    pub fn new(class: u8, streak: u8) -> Self {
-        Self(HAS_MEAN).with_class(class).with_streak(streak)
-    }
-
     pub const fn is_empty(self) -> bool {
         self.0 >> 3 == 0
     }

@@ -92,11 +92,6 @@ impl ClassHistogram {
         self.threshold
     }
 
-    /// The decayed weight of each mean class.
-    pub fn weights(&self) -> &[u64; CLASSES] {
-        &self.weights
-    }
-
     /// Redraws the threshold from the histogram as it is now.
     pub fn refresh(&mut self) {
         self.threshold = self.compute();

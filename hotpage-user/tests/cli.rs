@@ -337,8 +337,16 @@ mod with_a_daemon {
     fn a_non_root_client_gets_a_permission_error() {
         // SAFETY: geteuid has no preconditions.
         let is_root = unsafe { libc::geteuid() } == 0;
-        // Unprivileged, the socket would be our own: `cargo xtask test` runs this as root.
-        assert!(is_root, "this test needs root to own the socket: run `sudo cargo xtask test`");
+        // Unprivileged, the socket would be our own: `cargo xtask test` runs
+        // this as root (and sets HOTPAGE_ROOT_TESTS so it cannot skip there).
+        if !is_root {
+            assert!(
+                std::env::var_os("HOTPAGE_ROOT_TESTS").is_none(),
+                "this test needs root to own the socket: run `sudo cargo xtask test`"
+            );
+            eprintln!("skipped a_non_root_client_gets_a_permission_error: it needs root to own the socket");
+            return;
+        }
         let (_rt, dir) = serve();
         let bin = assert_cmd::cargo::cargo_bin("hotpage");
         let o = Command::new("setpriv")

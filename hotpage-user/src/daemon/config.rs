@@ -472,4 +472,76 @@ mod tests {
         let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/hotpage.toml"));
         FileConfig::load(path).unwrap().resolve(path).unwrap();
     }
+
+    /// Every (section, key) of the shipped example, which lists them all.
+    fn shipped_keys() -> Vec<(String, String)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/hotpage.toml");
+        let mut section = String::new();
+        let mut keys = Vec::new();
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let line = line.trim_start_matches('#').trim();
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+            } else if let Some((key, _)) = line.split_once(" = ")
+                && !key.contains(' ')
+                && !section.is_empty()
+            {
+                keys.push((section.clone(), key.to_owned()));
+            }
+        }
+        keys
+    }
+
+    /// A TOML value of any type, in and out of every key's range.
+    fn toml_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<i64>().prop_map(|v| v.to_string()),
+            prop_oneof![Just(0i64), Just(1), Just(-1), Just(64), Just(1 << 20), Just(u32::MAX as i64 + 1)]
+                .prop_map(|v| v.to_string()),
+            any::<f64>().prop_map(|v| if v.is_finite() { format!("{v:?}") } else { "nan".into() }),
+            Just("inf".to_owned()),
+            any::<bool>().prop_map(|v| v.to_string()),
+            "[ -~]{0,12}".prop_map(|v| format!("{:?}", v)),
+            prop_oneof![
+                Just("auto"),
+                Just("off"),
+                Just("unlimited"),
+                Just("0"),
+                Just("pghot"),
+                Just("[::1]:80")
+            ]
+            .prop_map(|v| format!("{v:?}")),
+            proptest::collection::vec(any::<i8>(), 0..3).prop_map(|v| format!("{v:?}")),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any value for any key: a valid configuration or one line naming
+        /// the problem, never a panic.
+        #[test]
+        fn every_key_with_any_value_is_a_config_or_one_line(
+            picks in proptest::collection::vec((0usize..1000, toml_value()), 1..6)
+        ) {
+            let keys = shipped_keys();
+            proptest::prop_assert!(keys.len() >= 28, "the example lists every key");
+            let mut by_section: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+            for (i, value) in &picks {
+                let (section, key) = &keys[i % keys.len()];
+                by_section.entry(section).or_default().push(format!("{key} = {value}"));
+            }
+            let text: String = by_section.iter().map(|(s, lines)| format!("[{s}]\n{}\n", lines.join("\n"))).collect();
+            let path = Path::new("hotpage.toml");
+            match FileConfig::parse(&text, path).and_then(|c| c.resolve(path)) {
+                Ok(_) => {}
+                Err(e) => {
+                    let msg = e.to_string();
+                    proptest::prop_assert!(!msg.contains('\n'), "{text:?} → {msg:?}");
+                    proptest::prop_assert!(msg.starts_with("hotpage.toml"), "{msg}");
+                }
+            }
+        }
+    }
 }

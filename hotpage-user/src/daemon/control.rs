@@ -56,8 +56,13 @@ pub enum ControlError {
     BadReply(String),
     #[error("the daemon refused the request: {0}")]
     Refused(String),
-    #[error("another hotpage daemon (pid {0}) is already running: stop it first")]
-    AlreadyRunning(u32),
+    #[error("another hotpage daemon{} is already running: stop it first", .0.map_or(String::new(), |p| format!(" (pid {p})")))]
+    AlreadyRunning(Option<u32>),
+    #[error(
+        "the control socket {path} exists and did not answer as a hotpage daemon does ({detail}): if no \
+         hotpage runs (pgrep -x hotpage), remove it"
+    )]
+    SocketInUse { path: PathBuf, detail: String },
 }
 
 pub fn socket_path(run_dir: &Path) -> PathBuf {
@@ -93,15 +98,22 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Binds `<run_dir>/hotpage.sock`, mode 0600. A socket left by a dead
-    /// daemon is replaced; a live one means another daemon runs.
+    /// Binds `<run_dir>/hotpage.sock`, mode 0600. Only a dead socket (nothing
+    /// listens: connection refused) is replaced; one that answers a ping is
+    /// another daemon, and one that answers anything else, or not in time, is
+    /// left alone: it may be a busy or different hotpage.
     pub fn bind(run_dir: &Path) -> Result<Self, ControlError> {
         let path = socket_path(run_dir);
         let io_err = |source: io::Error| ControlError::Io { path: path.clone(), source };
         if path.exists() {
             match request(run_dir, &Request::Ping) {
-                Ok(Response::Pong { pid, .. }) => return Err(ControlError::AlreadyRunning(pid)),
-                _ => std::fs::remove_file(&path).map_err(io_err)?,
+                Ok(Response::Pong { pid, .. }) => return Err(ControlError::AlreadyRunning(Some(pid))),
+                Err(ControlError::NotRunning(_)) => std::fs::remove_file(&path).map_err(io_err)?,
+                Ok(other) => {
+                    let detail = format!("it replied {other:?}");
+                    return Err(ControlError::SocketInUse { path, detail });
+                }
+                Err(e) => return Err(ControlError::SocketInUse { path, detail: e.to_string() }),
             }
         }
         std::fs::create_dir_all(run_dir).map_err(io_err)?;
@@ -128,6 +140,11 @@ impl ControlServer {
     }
 }
 
+/// One request line, or why it is not one (a single line, for the reply).
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    serde_json::from_slice::<Request>(line).map_err(|e| format!("malformed request: {e}").replace('\n', " "))
+}
+
 async fn answer(stream: tokio::net::UnixStream, source: Arc<dyn SnapshotSource>) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
@@ -136,18 +153,20 @@ async fn answer(stream: tokio::net::UnixStream, source: Arc<dyn SnapshotSource>)
     {
         Err(_) => Response::Error("request not received within 5 s".into()),
         Ok(Err(e)) => Response::Error(format!("reading the request: {e}")),
-        Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
-            Err(e) => Response::Error(format!("malformed request: {e}")),
+        Ok(Ok(_)) => match parse_request(&line) {
+            Err(e) => Response::Error(e),
             Ok(Request::Ping) => {
                 Response::Pong { pid: std::process::id(), version: env!("CARGO_PKG_VERSION").into() }
             }
-            Ok(req) => {
-                let snap = tokio::task::spawn_blocking(move || source.snapshot()).await.unwrap_or_default();
-                match req {
+            // A snapshot that could not be built is an error, never an empty
+            // snapshot: Prometheus would take its zeros for counter resets.
+            Ok(req) => match tokio::task::spawn_blocking(move || source.snapshot()).await {
+                Err(e) => Response::Error(format!("building the snapshot failed: {e}")),
+                Ok(snap) => match req {
                     Request::Metrics => Response::Metrics(render_prometheus(&snap)),
                     _ => Response::Snapshot(Box::new(snap)),
-                }
-            }
+                },
+            },
         },
     };
     let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"error\":\"encoding\"}".to_vec());
@@ -187,7 +206,19 @@ mod tests {
         d
     }
 
+    struct Panicking;
+
+    impl SnapshotSource for Panicking {
+        fn snapshot(&self) -> Snapshot {
+            panic!("a bug while building the snapshot")
+        }
+    }
+
     fn with_server(test: impl FnOnce(&Path) + Send + 'static) {
+        with_source(Arc::new(Fixed), test)
+    }
+
+    fn with_source(source: Arc<dyn SnapshotSource>, test: impl FnOnce(&Path) + Send + 'static) {
         let dir = temp_dir();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let server = rt.block_on(async { ControlServer::bind(&dir) }).unwrap();
@@ -195,7 +226,7 @@ mod tests {
         assert_eq!(mode, 0o600);
         let server = Arc::new(server);
         let s2 = server.clone();
-        rt.spawn(async move { s2.serve(Arc::new(Fixed)).await });
+        rt.spawn(async move { s2.serve(source).await });
         let d2 = dir.clone();
         std::thread::spawn(move || test(&d2)).join().unwrap();
         drop(rt);
@@ -237,7 +268,7 @@ mod tests {
         with_server(|dir| {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let err = rt.block_on(async { ControlServer::bind(dir) }).err().unwrap();
-            assert!(matches!(err, ControlError::AlreadyRunning(_)), "{err}");
+            assert!(matches!(err, ControlError::AlreadyRunning(Some(_))), "{err}");
         });
         let dir = temp_dir();
         std::fs::write(socket_path(&dir), b"").unwrap(); // left by a crash
@@ -245,6 +276,57 @@ mod tests {
         let s = rt.block_on(async { ControlServer::bind(&dir) }).unwrap();
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_snapshot_that_panics_is_an_error_not_zeros() {
+        with_source(Arc::new(Panicking), |dir| {
+            let e = request(dir, &Request::Metrics).unwrap_err();
+            assert!(
+                matches!(e, ControlError::Refused(ref m) if m.contains("building the snapshot failed")),
+                "{e}"
+            );
+            // The daemon still answers.
+            assert!(matches!(request(dir, &Request::Ping).unwrap(), Response::Pong { .. }));
+        });
+    }
+
+    #[test]
+    fn a_socket_that_answers_otherwise_is_left_alone() {
+        // Something live but not a hotpage of this version: it answers junk.
+        let dir = temp_dir();
+        let listener = std::os::unix::net::UnixListener::bind(socket_path(&dir)).unwrap();
+        let answerer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            s.write_all(b"{\"something\":\"else\"}\n").unwrap();
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let err = rt.block_on(async { ControlServer::bind(&dir) }).err().unwrap();
+        answerer.join().unwrap();
+        assert!(matches!(err, ControlError::SocketInUse { .. }), "{err}");
+        assert!(err.to_string().contains("pgrep"), "{err}");
+        assert!(socket_path(&dir).exists(), "a live socket is never removed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    proptest::proptest! {
+        /// Any bytes: a request or a one-line refusal, never a panic.
+        #[test]
+        fn any_bytes_are_a_request_or_a_one_line_refusal(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            if let Err(e) = parse_request(&bytes) {
+                proptest::prop_assert!(e.starts_with("malformed request") && !e.contains('\n'), "{e:?}");
+            }
+        }
+
+        /// Near misses of real requests.
+        #[test]
+        fn mangled_requests_are_refused_in_one_line(s in r#"\{"command": ?"[a-z_]{0,10}"[ -~]{0,20}\}?\n?"#) {
+            if let Err(e) = parse_request(s.as_bytes()) {
+                proptest::prop_assert!(!e.contains('\n'), "{e:?}");
+            }
+        }
     }
 
     #[test]

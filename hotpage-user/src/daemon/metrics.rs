@@ -69,12 +69,23 @@ pub async fn serve_http(listener: TcpListener, source: Arc<dyn SnapshotSource>) 
             let line = String::from_utf8_lossy(&buf[..n]);
             let first = line.lines().next().unwrap_or_default();
             let response = if first.starts_with("GET /metrics ") || first == "GET /metrics" {
-                let snap = tokio::task::spawn_blocking(move || source.snapshot()).await.unwrap_or_default();
-                let body = render_prometheus(&snap);
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
+                match tokio::task::spawn_blocking(move || source.snapshot()).await {
+                    Ok(snap) => {
+                        let body = render_prometheus(&snap);
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    }
+                    // A failed scrape, not an all-zero one (counter resets).
+                    Err(e) => {
+                        let body = format!("building the snapshot failed: {e}\n");
+                        format!(
+                            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    }
+                }
             } else {
                 let body = "hotpage serves /metrics only\n";
                 format!(
@@ -139,5 +150,27 @@ mod tests {
         assert!(ok.contains("text/plain; version=0.0.4"));
         assert!(ok.contains("hotpage_build_info"));
         assert!(get("/").starts_with("HTTP/1.1 404"));
+    }
+
+    struct Panicking;
+
+    impl SnapshotSource for Panicking {
+        fn snapshot(&self) -> crate::report::Snapshot {
+            panic!("a bug while building the snapshot")
+        }
+    }
+
+    #[test]
+    fn a_snapshot_that_panics_is_a_500_not_zeros() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let listener = rt.block_on(bind_http("127.0.0.1:0".parse().unwrap())).unwrap();
+        let addr = listener.local_addr().unwrap();
+        rt.spawn(serve_http(listener, Arc::new(Panicking)));
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 500"), "{out}");
+        assert!(!out.contains("hotpage_promoted_bytes_total"), "{out}");
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod control;
+mod instance;
 pub mod metrics;
 pub mod preflight;
 pub mod record;

@@ -14,6 +14,7 @@ use super::{
     Shutdown,
     config::RunConfig,
     control::ControlServer,
+    instance::Instance,
     metrics,
     preflight::{Preflight, hold_kernel_promotion, preflight, recover_only, tokio_runtime},
     recording::{self, RunKnobs},
@@ -64,7 +65,9 @@ async fn daemon(
             bail!("{line}");
         }
     }
-    // A live socket means another daemon: refused before anything changes.
+    // One daemon per machine, whatever its flags or run directory; then a
+    // live socket in this run directory is refused too. Before anything changes.
+    let _instance = Instance::claim()?;
     let server = ControlServer::bind(run_dir)?;
 
     let manage = cfg.manage_numa_balancing && !observe_only;

@@ -1,7 +1,9 @@
 //! The running kernel's `HZ`, which turns jiffies into the milliseconds the
 //! NUMA scan stamp holds. BTF does not carry it: it comes from the kernel's
 //! config when the distribution ships one (`/boot/config-<release>`), else
-//! from `/proc/timer_list`, which prints jiffies beside the monotonic clock.
+//! from `/proc/timer_list`, which prints jiffies beside the monotonic clock:
+//! one reading when the uptime says enough, else two readings half a second
+//! apart.
 
 use std::path::Path;
 
@@ -14,6 +16,9 @@ const CANDIDATES: [u32; 4] = [100, 250, 300, 1000];
 
 /// Jiffies start 300 s before wrapping 32 bits (`INITIAL_JIFFIES`).
 const INITIAL_JIFFIES_OFFSET_S: f64 = 300.0;
+/// Between two readings: at HZ 100 that is 50 jiffies, so one jiffy of
+/// rounding stays far below the 20% between 250 and 300.
+const SECOND_READING_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum HzError {
@@ -29,14 +34,46 @@ pub fn kernel_hz(root: &Path, release: &str) -> Result<u32, HzError> {
     if let Some(hz) = read_text(&config).ok().as_deref().and_then(hz_from_config) {
         return Ok(hz);
     }
-    let detail = match read_text(&root.join("proc/timer_list")) {
+    let timer_list = root.join("proc/timer_list");
+    let detail = match read_text(&timer_list) {
         Err(e) => format!("{e}"),
-        Ok(text) => match hz_from_timer_list(&text) {
+        Ok(first) => match hz_from_timer_list(&first) {
             Some(hz) => return Ok(hz),
-            None => "/proc/timer_list fits no HZ".into(),
+            // Near 300 s of uptime one reading fits every HZ: measure the rate.
+            None => {
+                std::thread::sleep(SECOND_READING_AFTER);
+                match read_text(&timer_list).ok().and_then(|second| hz_from_two_readings(&first, &second)) {
+                    Some(hz) => return Ok(hz),
+                    None => "/proc/timer_list fits no HZ".into(),
+                }
+            }
         },
     };
     Err(HzError::Unknown { config: config.display().to_string(), detail })
+}
+
+/// (monotonic ns, jiffies) of one `/proc/timer_list`.
+fn timer_list_clocks(text: &str) -> Option<(u64, u64)> {
+    let now_ns =
+        text.lines().find_map(|l| l.strip_prefix("now at ")?.strip_suffix(" nsecs")?.trim().parse().ok())?;
+    let jiffies = text.lines().find_map(|l| l.trim().strip_prefix("jiffies:")?.trim().parse().ok())?;
+    Some((now_ns, jiffies))
+}
+
+/// The candidate within `tolerance` (relative) of `estimate`.
+fn nearest_candidate(estimate: f64, tolerance: f64) -> Option<u32> {
+    CANDIDATES.into_iter().find(|&hz| (estimate - f64::from(hz)).abs() < f64::from(hz) * tolerance)
+}
+
+/// From two readings some time apart: jiffies per second.
+fn hz_from_two_readings(first: &str, second: &str) -> Option<u32> {
+    let (t0, j0) = timer_list_clocks(first)?;
+    let (t1, j1) = timer_list_clocks(second)?;
+    let seconds = t1.checked_sub(t0)? as f64 / 1e9;
+    if seconds < 0.1 {
+        return None;
+    }
+    nearest_candidate(j1.wrapping_sub(j0) as f64 / seconds, 0.08)
 }
 
 fn hz_from_config(text: &str) -> Option<u32> {
@@ -48,15 +85,12 @@ fn hz_from_config(text: &str) -> Option<u32> {
 /// `jiffies - 2^32 = HZ * (uptime - 300 s)`. Close to 300 s of uptime every
 /// HZ fits, so none is claimed there.
 fn hz_from_timer_list(text: &str) -> Option<u32> {
-    let now_ns: u64 =
-        text.lines().find_map(|l| l.strip_prefix("now at ")?.strip_suffix(" nsecs")?.trim().parse().ok())?;
-    let jiffies: u64 = text.lines().find_map(|l| l.trim().strip_prefix("jiffies:")?.trim().parse().ok())?;
+    let (now_ns, jiffies) = timer_list_clocks(text)?;
     let since_offset = now_ns as f64 / 1e9 - INITIAL_JIFFIES_OFFSET_S;
-    if since_offset.abs() < 10.0 {
+    if since_offset.abs() < 30.0 {
         return None;
     }
-    let estimate = (jiffies as f64 - 4_294_967_296.0) / since_offset;
-    CANDIDATES.into_iter().find(|&hz| (estimate - f64::from(hz)).abs() < f64::from(hz) * 0.02)
+    nearest_candidate((jiffies as f64 - 4_294_967_296.0) / since_offset, 0.02)
 }
 
 #[cfg(test)]
@@ -87,6 +121,22 @@ mod tests {
         assert_eq!(hz_from_timer_list(&near), None);
         let odd = format!("now at 400000000000 nsecs\njiffies: {}\n", (1u64 << 32) + 50_000);
         assert_eq!(hz_from_timer_list(&odd), None);
+    }
+
+    #[test]
+    fn near_the_offset_two_readings_measure_the_rate() {
+        // The box 298 s after boot (HZ 250), then half a second later.
+        let at = |ns: u64, j: u64| format!("now at {ns} nsecs\njiffies: {j}\n");
+        let (j0, j1) = ((1u64 << 32) - 500, (1u64 << 32) - 500 + 125);
+        assert_eq!(hz_from_timer_list(&at(298_000_000_000, j0)), None);
+        assert_eq!(hz_from_two_readings(&at(298_000_000_000, j0), &at(298_500_000_000, j1)), Some(250));
+        // One jiffy of rounding either way still fits; HZ 300 is not mistaken for 250.
+        assert_eq!(hz_from_two_readings(&at(0, 100), &at(500_000_000, 226)), Some(250));
+        assert_eq!(hz_from_two_readings(&at(0, 100), &at(500_000_000, 249)), Some(300));
+        assert_eq!(hz_from_two_readings(&at(0, 100), &at(500_000_000, 150)), Some(100));
+        // Too close together, or a rate that fits nothing.
+        assert_eq!(hz_from_two_readings(&at(0, 100), &at(50_000_000, 112)), None);
+        assert_eq!(hz_from_two_readings(&at(0, 100), &at(500_000_000, 200)), None);
     }
 
     #[test]

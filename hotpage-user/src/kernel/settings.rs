@@ -127,10 +127,27 @@ fn restore_state_file(root: &Path, state_path: &Path) -> Result<Vec<SavedSetting
     Ok(state.settings)
 }
 
+/// Puts each original back, newest change first, unless the value is no
+/// longer what hotpage applied: then an operator (or another tool) changed it
+/// since, and their value stays.
 fn restore_all(root: &Path, settings: &[SavedSetting]) -> Result<(), SettingsError> {
     let mut first_err = None;
     for s in settings.iter().rev() {
-        if let Err(e) = write_value(&root.join(&s.path), &s.original) {
+        let path = root.join(&s.path);
+        match read_value(&path) {
+            Ok(now) if now != s.applied => {
+                tracing::warn!(
+                    "left {} at {now}: it was changed after hotpage set it to {} (hotpage found {})",
+                    s.path,
+                    s.applied,
+                    s.original
+                );
+                continue;
+            }
+            // Unreadable: try the write, which reports the problem.
+            _ => {}
+        }
+        if let Err(e) = write_value(&path, &s.original) {
             tracing::error!("restoring {}: {e}", s.path);
             first_err.get_or_insert(e);
         }
@@ -338,6 +355,31 @@ mod tests {
         assert!(err.to_string().contains("another hotpage"));
         assert!(recover(&root, &run).unwrap().is_empty());
         assert_eq!(value(&root, PROMOTE_RATE_LIMIT), "0");
+    }
+
+    #[test]
+    fn an_operators_later_change_is_left_alone_at_stop_and_after_a_crash() {
+        let (_dir, root, run) = sandbox("0");
+        let (mut g, _) = SettingsGuard::acquire(&root, &run).unwrap();
+        g.hint_faults_without_kernel_promotion().unwrap();
+        // The operator turns NUMA balancing off while hotpage runs.
+        fs::write(root.join(NUMA_BALANCING), "0\n").unwrap();
+        g.restore().unwrap();
+        drop(g);
+        assert_eq!(value(&root, NUMA_BALANCING), "0", "the operator's value stays");
+        assert_eq!(value(&root, PROMOTE_RATE_LIMIT), "65536", "the untouched one comes back");
+
+        // The same after a crash: the next start compares with what the dead one applied.
+        let (mut g, _) = SettingsGuard::acquire(&root, &run).unwrap();
+        g.set(PROMOTE_RATE_LIMIT, "0").unwrap();
+        let lock = std::mem::replace(&mut g._lock, File::open("/dev/null").unwrap());
+        std::mem::forget(g);
+        drop(lock);
+        fs::write(root.join(PROMOTE_RATE_LIMIT), "100\n").unwrap();
+        let recovered = recover(&root, &run).unwrap();
+        assert_eq!(recovered.len(), 1);
+        assert_eq!(value(&root, PROMOTE_RATE_LIMIT), "100");
+        assert!(!run.join(STATE_FILE).exists(), "the state file is gone either way");
     }
 
     #[test]

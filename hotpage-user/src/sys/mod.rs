@@ -10,3 +10,6 @@ pub mod thread_time;
 pub mod topology;
 pub mod vmstat;
 pub mod zoneinfo;
+
+#[cfg(test)]
+mod garbled_inputs;

@@ -142,8 +142,15 @@ pub struct RunResult {
     pub recall: f64,
     pub migrated_bytes: u64,
     pub cold_promoted_bytes: u64,
-    /// CPU seconds of the hotpage process (user + system).
+    /// CPU seconds of the hotpage process (user + system), start to end.
     pub hotpage_cpu_s: Option<f64>,
+    /// Of which before the clock started: loading the programs, and the
+    /// workloads placing their memory.
+    pub hotpage_startup_cpu_s: Option<f64>,
+    /// hotpage's CPU seconds by thread name at the end (where it goes).
+    pub hotpage_threads: Vec<(String, f64)>,
+    /// hotpage's rule at the end (`stats --json`): verdicts, thresholds.
+    pub hotpage_rule: Option<serde_json::Value>,
     /// CPU seconds of DAMON's kdamond thread.
     pub kdamond_cpu_s: Option<f64>,
     /// CPU seconds of node 0's kswapd (demotion, in "tight").
@@ -197,17 +204,50 @@ fn vmstat(k: &str) -> u64 {
     read_vmstat(Path::new("/")).ok().and_then(|m| m.get(k).copied()).unwrap_or(0)
 }
 
-/// utime + stime of a process, seconds (field 14 and 15 of /proc/<pid>/stat).
-fn cpu_seconds(pid: u32, system_only: bool) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+/// (utime, stime) in seconds from a `stat` file (fields 14 and 15).
+fn stat_cpu_seconds(path: &Path) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
     // After the comm: state (field 3) first, so utime and stime (14, 15) are the 12th and 13th.
     let f: Vec<&str> = rest.split_whitespace().collect();
     let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-    let (utime, stime) = (field(11), field(12));
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    if system_only { stime as f64 / hz } else { (utime + stime) as f64 / hz }
+    Some((field(11) as f64 / hz, field(12) as f64 / hz))
+}
+
+/// utime + stime of a process, seconds (or stime alone).
+fn cpu_seconds(pid: u32, system_only: bool) -> f64 {
+    let Some((user, system)) = stat_cpu_seconds(Path::new(&format!("/proc/{pid}/stat"))) else { return 0.0 };
+    if system_only { system } else { user + system }
+}
+
+/// The running daemon's rule report (verdicts, thresholds), without
+/// its latency histograms.
+fn rule_report() -> Option<serde_json::Value> {
+    let out = Command::new(bin("HOTPAGE_BIN", "/bin/hotpage")).args(["stats", "--json"]).output().ok()?;
+    let snapshot: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mut rule = snapshot.get("rule")?.clone();
+    for n in rule.get_mut("nodes")?.as_array_mut()? {
+        n.as_object_mut()?.remove("latency");
+    }
+    Some(rule)
+}
+
+/// CPU seconds of a process's threads, summed by thread name, largest first.
+fn thread_cpu_seconds(pid: u32) -> Vec<(String, f64)> {
+    let mut by_name: Vec<(String, f64)> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return by_name };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_owned();
+        let Some((user, system)) = stat_cpu_seconds(&t.path().join("stat")) else { continue };
+        match by_name.iter_mut().find(|(n, _)| *n == comm) {
+            Some(e) => e.1 += user + system,
+            None => by_name.push((comm, user + system)),
+        }
+    }
+    by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_name
 }
 
 /// The pid of the kernel thread named `comm` (e.g. "kswapd0").
@@ -434,6 +474,7 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
     }
     // The clock starts when the last workload has placed its memory and begins updating.
     let start = Instant::now();
+    let hotpage_startup = hotpage.as_ref().map(|d| cpu_seconds(d.pid(), false));
     let mut timeline = Vec::new();
     while start.elapsed().as_secs_f64() < sc.seconds {
         let t = start.elapsed().as_secs_f64();
@@ -446,6 +487,8 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
     timeline.push(last.clone());
     let workload_sys: f64 = truths.iter().map(|t| cpu_seconds(t.pid, true)).sum();
     let hotpage_cpu = hotpage.as_ref().map(|d| cpu_seconds(d.pid(), false));
+    let hotpage_threads = hotpage.as_ref().map(|d| thread_cpu_seconds(d.pid())).unwrap_or_default();
+    let hotpage_rule = hotpage.as_ref().and_then(|_| rule_report());
     let kdamond_cpu = damon.as_ref().and_then(Kdamond::pid).map(|p| cpu_seconds(p, false));
     let kswapd_cpu = kswapd.map_or(0.0, |p| cpu_seconds(p, false)) - kswapd0;
     drop(damon);
@@ -488,6 +531,9 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
         migrated_bytes: migrated * PAGE,
         cold_promoted_bytes: last.cold_pages_on_node0 * PAGE,
         hotpage_cpu_s: hotpage_cpu,
+        hotpage_startup_cpu_s: hotpage_startup,
+        hotpage_threads,
+        hotpage_rule,
         kdamond_cpu_s: kdamond_cpu,
         kswapd_cpu_s: kswapd_cpu,
         workload_sys_cpu_s: workload_sys,
@@ -556,6 +602,13 @@ pub fn scenarios(short: bool) -> Vec<Scenario> {
     ]
 }
 
+/// Whether the `--scenarios` pattern `p` picks the scenario `name`: a
+/// scenario's whole name picks only it ("hot set 512 MiB / 64 MiB" is also
+/// part of the moving scenario's name), anything else every name containing it.
+fn picks(all: &[Scenario], p: &str, name: &str) -> bool {
+    if all.iter().any(|sc| sc.name == p) { name == p } else { name.contains(p) }
+}
+
 /// What one `bench e2e` runs.
 pub struct Plan {
     pub short: bool,
@@ -591,7 +644,7 @@ impl Plan {
         let all = self::scenarios(short);
         let picked: Vec<Scenario> = all
             .iter()
-            .filter(|sc| scenarios.is_empty() || scenarios.iter().any(|p| sc.name.contains(p.as_str())))
+            .filter(|sc| scenarios.is_empty() || scenarios.iter().any(|p| picks(&all, p, &sc.name)))
             .cloned()
             .collect();
         if picked.is_empty() {
@@ -773,5 +826,20 @@ pub fn print(r: &E2eReport) {
             opt(x.tiering_cost_cpu_s),
             x.workload_sys_cpu_s
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_scenario_name_picks_only_that_scenario() {
+        let all = scenarios(false);
+        let picked = |p: &str| all.iter().filter(|sc| picks(&all, p, &sc.name)).count();
+        assert_eq!(picked("hot set 512 MiB / 64 MiB"), 1, "not the moving one too");
+        assert_eq!(picked("hot set 512"), 2, "a part picks every name containing it");
+        assert_eq!(picked("tight"), 1);
+        assert_eq!(picked("nothing like it"), 0);
     }
 }

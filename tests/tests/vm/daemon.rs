@@ -250,10 +250,15 @@ fn a_second_daemon_is_refused_while_one_runs() {
     in_the_box();
     let _originals = distinct_originals();
     let daemon = start_daemon(&[]);
-    let out = hotpage_cli(&["run", "--duration", "1"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("already running"), "{stderr}");
+    // Whatever its flags or run directory: two daemons would move the same pages.
+    for extra in [&[][..], &["--observe-only"], &["--run-dir", "/run/hotpage-elsewhere"]] {
+        let args: Vec<&str> = ["run", "--duration", "1"].into_iter().chain(extra.iter().copied()).collect();
+        let out = hotpage_cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(stderr.contains("already running"), "{extra:?}: {stderr}");
+        assert!(stderr.contains(&format!("pid {}", daemon.pid())), "{extra:?} names the daemon: {stderr}");
+    }
     assert!(stats_json().is_some(), "the first daemon is unharmed");
     assert!(daemon.stop().unwrap().status.success());
 }

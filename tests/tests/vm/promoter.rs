@@ -153,27 +153,48 @@ fn repeatedly_accessed_node1_pages_move_to_node0_and_untouched_ones_stay() {
 #[test]
 fn a_workload_that_exits_during_promotion_only_adds_counted_gone_pages() {
     let topo = in_the_box();
-    let mut p = Pipeline::start(&topo, PromoterConfig::default());
+    // A slow rate: the 32 MiB hot set takes seconds to move, so the exit
+    // comes while many of its READY pages still wait.
+    let config = PromoterConfig { rate_limit: RateLimit::MbPerSec(4), ..PromoterConfig::default() };
+    let mut p = Pipeline::start(&topo, config);
     let mut child = Command::new(workload_bin())
         .args(["hot-set", "--node", "1", "--size-mib", "64", "--hot-mib", "32", "--seconds", "120"])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let pid = child.id();
+    let waiting = |p: &Pipeline| p.map.hints().count_by_pid().get(&pid).copied().unwrap_or(0);
     let t = Instant::now();
-    while p.node1().moved == 0 {
+    while p.node1().moved == 0 || waiting(&p) < 256 {
         assert!(t.elapsed() < Duration::from_secs(90), "the workload's pages never moved: {}", p.diag());
         p.pump();
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Mid-promotion: events, hints and batches of this pid are still in flight.
+    // Mid-promotion: some of its pages moved, hundreds wait with their hints.
+    let at_exit = p.node1();
+    let waiting_at_exit = waiting(&p);
+    assert!(at_exit.moved > 0 && waiting_at_exit >= 256, "{waiting_at_exit} waiting: {}", p.diag());
     child.kill().unwrap();
     child.wait().unwrap();
     let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(5) {
+    while waiting(&p) > 0 && t.elapsed() < Duration::from_secs(60) {
         p.pump();
         std::thread::sleep(Duration::from_millis(20));
     }
     let c = p.node1();
+    assert_eq!(waiting(&p), 0, "every waiting page of the dead process was taken: {}", p.diag());
+    // Each was counted as gone (or, its pfn already reused, stale), none as an error.
+    let gone =
+        (c.process_gone + c.stale + c.err_esrch) - (at_exit.process_gone + at_exit.stale + at_exit.err_esrch);
+    assert!(c.process_gone > at_exit.process_gone, "the exit was counted as gone pages: {}", p.diag());
+    assert!(gone > 0, "{}", p.diag());
+    // Nothing of the dead process moved after its exit, but a batch already in move_pages.
+    let late = c.moved - at_exit.moved;
+    assert!(
+        late <= PromoterConfig::default().batch_pages as u64,
+        "{late} pages moved after the exit: {}",
+        p.diag()
+    );
     assert_eq!(
         (c.call_errors, c.err_other, c.err_efault, c.err_eacces, c.err_enomem),
         (0, 0, 0, 0, 0),

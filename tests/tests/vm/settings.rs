@@ -1,5 +1,6 @@
-//! Kernel settings hotpage changes come back: after SIGTERM, and after a
-//! `kill -9` at the next start.
+//! Kernel settings hotpage changes come back: after SIGTERM or SIGHUP, and
+//! after a `kill -9` at the next start; a value an operator changed since is
+//! left alone.
 
 use super::common::*;
 
@@ -25,19 +26,30 @@ fn start_trace_with_settings() -> Child {
     }
 }
 
-#[test]
-fn sigterm_restores_the_settings() {
+fn a_signal_restores_the_settings(signal: i32, name: &str) {
     in_the_box();
     let _originals = distinct_originals();
     let before = settings_now();
     let child = start_trace_with_settings();
     assert_eq!(settings_now(), ("3".to_owned(), "0".to_owned()), "normal mode kept, tiering added");
     // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.id() as i32, signal) };
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "hotpage exits cleanly on SIGTERM: {}", out.status);
+    assert!(out.status.success(), "hotpage exits cleanly on {name}: {}", out.status);
     assert_eq!(settings_now(), before);
     assert!(!Path::new("/run/hotpage/kernel-settings.json").exists());
+}
+
+#[test]
+fn sigterm_restores_the_settings() {
+    a_signal_restores_the_settings(libc::SIGTERM, "SIGTERM");
+}
+
+/// A closed terminal sends SIGHUP, whose default action would kill hotpage
+/// with the settings changed.
+#[test]
+fn sighup_restores_the_settings() {
+    a_signal_restores_the_settings(libc::SIGHUP, "SIGHUP");
 }
 
 #[test]
@@ -60,4 +72,32 @@ fn kill_9_then_a_new_start_restores_the_settings() {
     assert!(stderr.contains("restored proc/sys/kernel/numa_balancing to 1"), "{stderr}");
     assert_eq!(settings_now(), before);
     assert!(!Path::new("/run/hotpage/kernel-settings.json").exists());
+}
+
+#[test]
+fn a_value_an_operator_changed_after_a_crash_is_left_alone() {
+    in_the_box();
+    let _originals = distinct_originals();
+    let (mode_before, _) = settings_now();
+    let mut child = start_trace_with_settings();
+    child.kill().unwrap();
+    let _ = child.wait();
+    // The operator sets their own promotion rate limit before hotpage starts again.
+    let rate_limit = root().join(PROMOTE_RATE_LIMIT);
+    std::fs::write(&rate_limit, "123\n").unwrap();
+
+    let out = Command::new(hotpage_bin())
+        .args(["trace", "--summary-only", "--duration", "0.5"])
+        .output()
+        .expect("run hotpage again");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("left proc/sys/kernel/numa_balancing_promote_rate_limit_MBps at 123"),
+        "{stderr}"
+    );
+    assert_eq!(settings_now(), (mode_before, "123".to_owned()), "mode restored, the operator's rate kept");
+    assert!(!Path::new("/run/hotpage/kernel-settings.json").exists());
+    // Back to what this test's own guard applied, so it restores the box's original.
+    std::fs::write(&rate_limit, "4321\n").unwrap();
 }

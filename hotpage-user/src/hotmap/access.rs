@@ -270,6 +270,7 @@ impl HotMap {
         // READY already was flagged then, and a walk that cleared the flag since
         // still meets the record (it clears first, then scans).
         if newly_ready {
+            self.count_ready(head_nid, 1);
             self.flag_hot(sec, head_nid, Wake::Yes);
         }
         Recorded::Updated { ready, newly_ready }

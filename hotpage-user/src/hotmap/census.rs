@@ -40,8 +40,15 @@ impl HotMap {
         }
     }
 
-    /// READY records now in the map, per node (a full scan: for stats, not hot paths).
+    /// READY records now in the map, per node: one load (the count is kept
+    /// at every READY transition), whatever the node's size.
     pub fn ready_pages(&self, nid: u32) -> u64 {
+        self.nodes.get(nid as usize).map_or(0, |n| n.ready.load(Ordering::Relaxed).max(0) as u64)
+    }
+
+    /// The same by scanning every record of the node: what `ready_pages` was
+    /// before it was kept incrementally, for tests and the scrape benchmark.
+    pub fn ready_pages_by_scan(&self, nid: u32) -> u64 {
         let Some(node) = self.nodes.get(nid as usize) else { return 0 };
         let Ok(list) = node.sections.lock().map(|s| s.clone()) else { return 0 };
         let ready_bit = u64::from(self.config.mode.ready_bit());

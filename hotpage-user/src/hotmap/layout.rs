@@ -91,6 +91,43 @@ impl MemoryLayout {
 }
 
 impl super::HotMap {
+    /// Empties a section's records (swapped out, so a walk taking one at the
+    /// same time is not counted twice) and uncounts its READY ones.
+    fn clear_section(&self, sec: &Section) {
+        let ready_bit = u64::from(self.config.mode.ready_bit());
+        for seg in sec.segments.iter().filter(|s| !s.top_tier) {
+            let mut ready = 0i64;
+            for pfn in seg.start..seg.end {
+                let slot = self.slot(sec, pfn);
+                // Each record once: swap its bits out of the word.
+                let mut cur = slot.word.load(Ordering::Acquire);
+                loop {
+                    let rec = (cur >> slot.shift) & slot.mask;
+                    if rec == 0 {
+                        break;
+                    }
+                    match slot.word.compare_exchange_weak(
+                        cur,
+                        cur & !(slot.mask << slot.shift),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => {
+                            ready += i64::from(rec & ready_bit != 0);
+                            break;
+                        }
+                        Err(actual) => cur = actual,
+                    }
+                }
+            }
+            self.count_ready(seg.nid, -ready);
+        }
+        // Records outside the segments (holes) were never set; clear all to be sure.
+        for w in sec.words.iter() {
+            w.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Applies a (new) layout: record arrays for newly online lower-tier
     /// sections, offlined sections cleared and skipped. As on memory hotplug.
     pub fn update_layout(&self, layout: &MemoryLayout) {
@@ -116,9 +153,7 @@ impl super::HotMap {
                 && let Some(sec) = self.dir.get(nr)
             {
                 sec.online.store(false, Ordering::Release);
-                for w in sec.words.iter() {
-                    w.store(0, Ordering::Relaxed);
-                }
+                self.clear_section(sec);
                 sec.hot.store(0, Ordering::Relaxed);
             }
         }
@@ -126,8 +161,15 @@ impl super::HotMap {
         for (nr, segments) in wanted {
             match self.dir.get(nr) {
                 Some(sec) if sec.segments == segments => sec.online.store(true, Ordering::Release),
-                // New, or its nodes changed: a fresh array (the old one stays until drop).
-                _ => self.dir.insert(nr, Section::new(nr, segments.clone(), self.config.mode)),
+                // New, or its nodes changed: a fresh array (the old one stays
+                // until drop, its READY records no longer counted).
+                old => {
+                    if let Some(old) = old {
+                        old.online.store(false, Ordering::Release);
+                        self.clear_section(old);
+                    }
+                    self.dir.insert(nr, Section::new(nr, segments.clone(), self.config.mode))
+                }
             }
             for s in segments.iter().filter(|s| !s.top_tier) {
                 let v = per_node.entry(s.nid).or_default();

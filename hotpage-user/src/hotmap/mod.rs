@@ -38,7 +38,7 @@ mod walk;
 
 use std::sync::{
     Arc, Mutex,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
 };
 
 use hotpage_common::source;
@@ -68,6 +68,10 @@ struct NodeState {
     activate: AtomicBool,
     sections: Mutex<Arc<Vec<u64>>>,
     waker: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// READY records of the node, kept at every READY transition (set by an
+    /// access or a re-arm, cleared by a take or a hot-unplug) so that a
+    /// report costs one load, not a scan of every record.
+    ready: AtomicI64,
 }
 
 /// Whether flagging a section hot wakes the node's worker.
@@ -209,6 +213,14 @@ impl HotMap {
             && let Ok(mut w) = n.waker.lock()
         {
             *w = Some(waker);
+        }
+    }
+
+    /// A READY transition of a record of node `nid` (+1 set, -1 cleared).
+    #[inline]
+    fn count_ready(&self, nid: u32, delta: i64) {
+        if let Some(n) = self.nodes.get(nid as usize) {
+            n.ready.fetch_add(delta, Ordering::Relaxed);
         }
     }
 

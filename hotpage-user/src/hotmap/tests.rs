@@ -528,3 +528,100 @@ proptest! {
         check_against_model(RecordMode::Precise, &ops);
     }
 }
+
+/// What changes READY, for the kept counts: accesses, takes, walks that stop
+/// early, re-arms of walked pages, and memory going away and coming back.
+#[derive(Clone, Debug)]
+enum CountOp {
+    Access {
+        pfn: u64,
+        dt: u64,
+    },
+    Take {
+        pfn: u64,
+    },
+    Walk {
+        node: u32,
+        stop_after: usize,
+        rearm: bool,
+    },
+    /// A walk, then the memory goes, then the walked pages are re-armed.
+    WalkUnplugRearm {
+        node: u32,
+    },
+    Unplug,
+    Replug,
+}
+
+fn count_op() -> impl Strategy<Value = CountOp> {
+    prop_oneof![
+        8 => (interesting_pfn(), 0..400u64).prop_map(|(pfn, dt)| CountOp::Access { pfn, dt }),
+        1 => interesting_pfn().prop_map(|pfn| CountOp::Take { pfn }),
+        2 => (1..3u32, 0..8usize, any::<bool>())
+            .prop_map(|(node, stop_after, rearm)| CountOp::Walk { node, stop_after, rearm }),
+        1 => (1..3u32).prop_map(|node| CountOp::WalkUnplugRearm { node }),
+        1 => Just(CountOp::Unplug),
+        1 => Just(CountOp::Replug),
+    ]
+}
+
+/// Node 2 without its second range (10S..10S+50): that memory was offlined.
+fn layout_without_node2_tail() -> MemoryLayout {
+    let mut l = layout();
+    l.nodes[2].ranges.truncate(1);
+    l
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The per-node READY counts a report reads in one load equal a scan of
+    /// every record, whatever happened before.
+    #[test]
+    fn ready_counts_match_a_scan_through_any_sequence(
+        mode in prop_oneof![Just(RecordMode::Default), Just(RecordMode::Precise)],
+        ops in proptest::collection::vec(count_op(), 1..300),
+    ) {
+        let m = started(mode);
+        let mut now = 5000u64;
+        for op in &ops {
+            match *op {
+                CountOp::Access { pfn, dt } => {
+                    now += dt;
+                    let _ = m.record_access(pfn, 0, 0, HF, now);
+                }
+                CountOp::Take { pfn } => {
+                    let _ = m.take_ready(pfn);
+                }
+                CountOp::Walk { node, stop_after, rearm } => {
+                    let mut taken = Vec::new();
+                    m.walk_node(node, |p| {
+                        taken.push(p);
+                        if taken.len() > stop_after { WalkControl::Stop } else { WalkControl::Continue }
+                    });
+                    if rearm {
+                        for p in &taken {
+                            m.rearm(p);
+                        }
+                    }
+                }
+                CountOp::WalkUnplugRearm { node } => {
+                    let mut taken = Vec::new();
+                    m.walk_node(node, |p| {
+                        taken.push(p);
+                        WalkControl::Continue
+                    });
+                    m.update_layout(&layout_without_node2_tail());
+                    for p in &taken {
+                        m.rearm(p);
+                    }
+                }
+                CountOp::Unplug => m.update_layout(&layout_without_node2_tail()),
+                CountOp::Replug => m.update_layout(&layout()),
+            }
+            for node in [1, 2] {
+                prop_assert_eq!(m.ready_pages(node), m.ready_pages_by_scan(node), "node {} after {:?}", node, op);
+            }
+        }
+    }
+}

@@ -52,10 +52,12 @@ impl HotMap {
     /// and returns its fields; otherwise leaves it alone.
     pub fn take_ready(&self, pfn: u64) -> Option<RecordFields> {
         let sec = self.dir.get(pfn >> PFN_SECTION_SHIFT)?;
-        self.take_slot(&self.slot(sec, pfn))
+        let nid = sec.segment_of(pfn)?.nid;
+        self.take_slot(&self.slot(sec, pfn), nid)
     }
 
-    fn take_slot(&self, slot: &Slot<'_>) -> Option<RecordFields> {
+    /// Takes the READY record in `slot`, a page of node `nid`.
+    fn take_slot(&self, slot: &Slot<'_>, nid: u32) -> Option<RecordFields> {
         let ready_bit = u64::from(self.config.mode.ready_bit());
         let mut cur = slot.word.load(Ordering::Acquire);
         loop {
@@ -65,7 +67,10 @@ impl HotMap {
             }
             let next = cur & !(slot.mask << slot.shift);
             match slot.word.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(self.config.mode.fields(rec as u32, self.config.target_nid)),
+                Ok(_) => {
+                    self.count_ready(nid, -1);
+                    return Some(self.config.mode.fields(rec as u32, self.config.target_nid));
+                }
                 Err(actual) => cur = actual,
             }
         }
@@ -77,6 +82,10 @@ impl HotMap {
     /// no-op if the page was accessed meanwhile.
     pub fn rearm(&self, page: &ReadyPage) -> bool {
         let Some(sec) = self.dir.get(page.pfn >> PFN_SECTION_SHIFT) else { return false };
+        // Memory that went offline since the walk: nothing to put back.
+        if !sec.online.load(Ordering::Acquire) {
+            return false;
+        }
         let slot = self.slot(sec, page.pfn);
         let f = page.fields;
         let rec = match self.config.mode {
@@ -104,6 +113,7 @@ impl HotMap {
                 Err(actual) => cur = actual,
             }
         }
+        self.count_ready(page.node, 1);
         self.flag_hot(sec, page.node, Wake::No);
         self.log(|seq| MapChange::Rearmed { seq, page: *page });
         true
@@ -164,7 +174,7 @@ impl HotMap {
                     continue;
                 }
                 let slot = self.slot(sec, pfn);
-                if let Some(fields) = self.take_slot(&slot) {
+                if let Some(fields) = self.take_slot(&slot, seg.nid) {
                     self.log(|seq| MapChange::Taken { seq, pfn });
                     stats.pages_taken += 1;
                     if f(ReadyPage { pfn, node: seg.nid, fields }) == WalkControl::Stop {

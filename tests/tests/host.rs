@@ -314,3 +314,84 @@ fn a_sample_on_a_thp_is_recorded_once_at_its_first_page_with_its_order() {
     let r = consumer.counters().snapshot();
     assert!(r.large_folio >= 4, "{r:?}");
 }
+
+/// A sustained flood of samples (every page fault on every CPU, a consumer
+/// slower than the faults) must not starve the other tasks on the collector's
+/// thread, and a stop must end the run at once.
+#[test]
+fn a_flood_of_events_neither_starves_the_daemons_thread_nor_holds_up_a_stop() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use hotpage::sources::samples::{SampleSource, Sampler};
+    if !root_or_skip("a_flood_of_events_neither_starves_the_daemons_thread_nor_holds_up_a_stop") {
+        return;
+    }
+    let (_layout, ranges) = hotpage_tests::host_tier::host_memory_as_lower_tier().unwrap();
+    let stop_faulting = Arc::new(AtomicBool::new(false));
+    let faulter = {
+        let stop = stop_faulting.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let (region, _) = touch_fresh_pages(1024);
+                drop(region);
+            }
+        })
+    };
+
+    /// 10 µs of work per event: slower than the faults come.
+    struct Slow(u64);
+    impl EventConsumer for Slow {
+        fn consume(&mut self, _: &HotpageEvent) {
+            let t = std::time::Instant::now();
+            while t.elapsed() < Duration::from_micros(10) {
+                std::hint::spin_loop();
+            }
+            self.0 += 1;
+        }
+    }
+
+    let ticks = Arc::new(AtomicU64::new(0));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let runner = {
+        let ticks = ticks.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (_src, ring, _counters) = SampleSource::start(
+                    Path::new("/"),
+                    Sampler::software(),
+                    &LoadOptions::default(),
+                    &ranges,
+                    0.03,
+                    None,
+                )
+                .expect("software sampling on every CPU");
+                let mut collector = Collector::new(vec![ring], Duration::from_millis(100)).unwrap();
+                // Another task on the same thread, as the control socket is.
+                let other = tokio::spawn(async move {
+                    let mut every = tokio::time::interval(Duration::from_millis(10));
+                    loop {
+                        every.tick().await;
+                        ticks.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                let mut consumer = Slow(0);
+                let stats =
+                    collector.run(&mut consumer, tokio::time::sleep(Duration::from_secs(2))).await.unwrap();
+                other.abort();
+                done_tx.send((stats, consumer.0)).unwrap();
+            });
+        })
+    };
+    // On a starved thread the run never ends: fail instead of hanging.
+    let outcome = done_rx.recv_timeout(Duration::from_secs(60));
+    stop_faulting.store(true, Ordering::Relaxed);
+    faulter.join().unwrap();
+    let (stats, consumed) =
+        outcome.expect("the run did not stop within 60 s of a 2 s limit: the flood starved it");
+    runner.join().unwrap();
+    assert!(stats.budget_yields > 0, "no flood reached the budget: {stats:?}, {consumed} consumed");
+    // 2 s at one tick per 10 ms; a starved thread ticks a handful of times at most.
+    let t = ticks.load(Ordering::Relaxed);
+    assert!(t >= 20, "the other task ran only {t} times in 2 s: {stats:?}");
+}

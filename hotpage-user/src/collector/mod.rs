@@ -4,6 +4,11 @@
 //! All rings sit in one epoll set, and tokio waits on that set's fd, so one
 //! task serves any number of sources. The programs wake the consumer only every
 //! N events (`wakeup_every`), so a timer drains whatever tail is left.
+//!
+//! A drain takes at most `DRAIN_BUDGET` events per ring before it yields: the
+//! collector shares one thread with signal handling and the control socket,
+//! and under a sustained flood a ring that never empties must not keep them
+//! from running. What is left is drained right after the yield.
 
 mod feeder;
 
@@ -53,6 +58,12 @@ impl<C: EventConsumer + ?Sized> EventConsumer for &mut C {
 
 /// Events handed to a consumer at once (10 KiB on the stack).
 const BATCH: usize = 256;
+/// Events one drain takes from a ring before the collector yields: a few
+/// milliseconds of work on hardware, a few tens under emulation.
+pub const DRAIN_BUDGET: u64 = 16 * 1024;
+/// The last drain after a stop takes what a 4 MiB ring holds, at most, so a
+/// flood that goes on cannot hold the stop up.
+const FINAL_DRAIN_BUDGET: u64 = 128 * 1024;
 
 /// What the collector itself counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,6 +76,9 @@ pub struct CollectorStats {
     pub wakeups: u64,
     /// Drains started by the timer.
     pub timer_drains: u64,
+    /// Drains that stopped at the budget with events left (a flood), and
+    /// went on after letting the rest of the daemon run.
+    pub budget_yields: u64,
 }
 
 /// An epoll instance holding the ring fds; itself pollable, so tokio can wait on it.
@@ -131,7 +145,7 @@ impl Collector {
 
     /// Hands every event now in the rings to `consumer`; returns how many.
     pub fn drain(&mut self, consumer: &mut impl EventConsumer) -> u64 {
-        drain_rings(&mut self.rings, &mut self.stats, consumer)
+        drain_rings(&mut self.rings, &mut self.stats, consumer, u64::MAX).0
     }
 
     /// Drains on every wake-up and every `drain_interval` until `shutdown`
@@ -146,37 +160,58 @@ impl Collector {
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Disjoint borrows: the readiness future holds `epoll` while a drain uses the rings.
         let Self { rings, epoll, stats, .. } = self;
+        let mut more = false;
         loop {
+            // Events left by a drain cut short: the other tasks on this
+            // thread (signals, the control socket) run first.
+            if more {
+                stats.budget_yields += 1;
+                tokio::task::yield_now().await;
+            }
+            let pending = more;
             tokio::select! {
+                // A stop is looked at first, every time round.
+                biased;
                 _ = &mut shutdown => break,
+                _ = std::future::ready(()), if pending => {
+                    more = drain_rings(rings, stats, consumer, DRAIN_BUDGET).1;
+                }
                 guard = epoll.readable() => {
                     let mut guard = guard?;
                     guard.get_inner().clear();
                     guard.clear_ready();
                     stats.wakeups += 1;
-                    drain_rings(rings, stats, consumer);
+                    more = drain_rings(rings, stats, consumer, DRAIN_BUDGET).1;
                 }
                 _ = timer.tick() => {
                     stats.timer_drains += 1;
-                    drain_rings(rings, stats, consumer);
+                    more = drain_rings(rings, stats, consumer, DRAIN_BUDGET).1;
                 }
             }
         }
-        self.drain(consumer);
+        // What was emitted before the stop (at most a ring's worth per ring).
+        drain_rings(&mut self.rings, &mut self.stats, consumer, FINAL_DRAIN_BUDGET);
         Ok(self.stats)
     }
 }
 
+/// Drains up to `budget` events from each ring; returns how many it handed
+/// on, and whether a ring still had events when its budget ran out.
 fn drain_rings(
     rings: &mut [RingBuf<MapData>],
     stats: &mut CollectorStats,
     consumer: &mut impl EventConsumer,
-) -> u64 {
+    budget: u64,
+) -> (u64, bool) {
     let mut n = 0;
+    let mut more = false;
     let mut batch = [HotpageEvent::default(); BATCH];
     for ring in rings.iter_mut() {
         let mut len = 0;
-        while let Some(item) = ring.next() {
+        let mut taken = 0u64;
+        while taken < budget {
+            let Some(item) = ring.next() else { break };
+            taken += 1;
             match HotpageEvent::from_bytes(&item) {
                 Some(ev) => {
                     batch[len] = ev;
@@ -190,6 +225,7 @@ fn drain_rings(
                 None => stats.malformed += 1,
             }
         }
+        more |= taken >= budget;
         if len > 0 {
             consumer.consume_batch(&batch[..len]);
             n += len as u64;
@@ -197,5 +233,5 @@ fn drain_rings(
     }
     stats.events += n;
     consumer.drained();
-    n
+    (n, more)
 }

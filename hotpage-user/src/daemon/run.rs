@@ -251,6 +251,6 @@ async fn daemon(
         guard.restore()?;
     }
     let stats = result?;
-    tracing::info!(events = stats.events, "hotpage run: stopped");
+    tracing::info!(events = stats.events, floods = stats.budget_yields, "hotpage run: stopped");
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod control;
+mod hook_watch;
 mod instance;
 pub mod metrics;
 pub mod preflight;

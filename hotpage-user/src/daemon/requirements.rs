@@ -10,7 +10,10 @@ use crate::{
     kernel,
     kernel::movers,
     kernel::settings::{NUMA_BALANCING, NUMA_BALANCING_MEMORY_TIERING, PROMOTE_RATE_LIMIT},
-    sources::samples::{PmuError, Sampler},
+    sources::{
+        HookVerdict,
+        samples::{PmuError, Sampler},
+    },
     sys::sysfs::{read_text, read_u64},
     sys::topology::TierTopology,
 };
@@ -160,6 +163,24 @@ pub fn requirements(root: &Path, run_dir: &Path, euid: u32) -> Vec<Requirement> 
     v.push(match control::request(run_dir, &Request::Ping) {
         Ok(Response::Pong { pid, version }) => info("daemon", format!("hotpage {version} runs as pid {pid}")),
         _ => info("daemon", "no hotpage daemon is running".into()),
+    });
+    // Whether the hook is on the fault path shows only while faults happen:
+    // the running daemon compares it with the kernel's count.
+    let hook = match control::request(run_dir, &Request::Snapshot) {
+        Ok(Response::Snapshot(s)) => s.hint_fault_hook,
+        _ => None,
+    };
+    v.push(match hook {
+        Some(h) if h.verdict == HookVerdict::Misses => fail(
+            "hook sees faults",
+            h.summary(),
+            "run with --no-hint-faults --samples hardware (or software), and report this kernel build",
+        ),
+        Some(h) => info("hook sees faults", h.summary()),
+        None => info(
+            "hook sees faults",
+            "checked while `hotpage run` runs (stats, hotpage_hint_fault_hook_coverage_ratio)".into(),
+        ),
     });
     let debugfs = root.join("sys/kernel/debug/sched/numa_balancing");
     v.push(info(

@@ -4,16 +4,18 @@
 
 use std::{
     path::Path,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
+use hotpage_common::source;
 
 use super::{
     Shutdown,
     config::RunConfig,
     control::ControlServer,
+    hook_watch,
     instance::Instance,
     metrics,
     preflight::{Preflight, hold_kernel_promotion, preflight, recover_only, tokio_runtime},
@@ -28,7 +30,7 @@ use crate::{
     recording::{Recorder, Trailer},
     report::{SnapshotBuilder, SnapshotSource},
     rule::HotnessRule,
-    sources::{AddressResolver, samples::SampleSource},
+    sources::{AddressResolver, HookReport, samples::SampleSource},
     sys::{clock::monotonic_ns, vmstat},
 };
 
@@ -151,6 +153,13 @@ async fn daemon(
     );
     let sample_status = sources.samples.as_ref().map(SampleSource::status);
 
+    // Whether the hint-fault hook sees the kernel's hint faults at all.
+    let hook_report = Arc::new(Mutex::new(None));
+    let hint_counters =
+        sources.attached.iter().find(|a| a.id == source::HINT_FAULT).map(|a| a.counters.clone());
+    if hint_counters.is_some() {
+        *hook_report.lock().unwrap_or_else(PoisonError::into_inner) = Some(HookReport::default());
+    }
     let builder: Arc<dyn SnapshotSource> = Arc::new(SnapshotBuilder {
         root: root.to_owned(),
         topology: topo.clone(),
@@ -161,6 +170,7 @@ async fn daemon(
         map: map.clone(),
         feed: feed_counters,
         rule: rule_report,
+        hook: hook_report.clone(),
         resolve: consumer.counters(),
         sampler: sample_status,
         promoter: promoter.reporter(),
@@ -171,6 +181,9 @@ async fn daemon(
     {
         let (server, builder) = (server.clone(), builder.clone());
         tasks.push(tokio::spawn(async move { server.serve(builder).await }));
+    }
+    if let Some(counters) = hint_counters {
+        tasks.push(tokio::spawn(hook_watch::watch(root.to_owned(), counters, hook_report)));
     }
     if let Some(addr) = cfg.listen {
         let listener =

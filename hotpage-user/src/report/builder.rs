@@ -17,7 +17,7 @@ use crate::{
     hotmap::{HotMap, RecordMode},
     promoter::{CounterSnapshot, PromoterReporter, RateLimit},
     rule::RuleReport,
-    sources::{ResolveCounters, SourceCounters, samples::SamplerStatus},
+    sources::{HookReport, ResolveCounters, SourceCounters, samples::SamplerStatus},
     sys::node_meminfo::read_node_meminfo,
     sys::topology::TierTopology,
     sys::vmstat::{kernel_promotions, read_vmstat},
@@ -47,6 +47,8 @@ pub struct SnapshotBuilder {
     pub feed: Arc<FeedCounters>,
     /// What the hotness rule last published.
     pub rule: Arc<Mutex<RuleReport>>,
+    /// The hint-fault hook's last judged window (None: no hook).
+    pub hook: Arc<Mutex<Option<HookReport>>>,
     /// pfn lookups of samples without a physical address.
     pub resolve: Arc<ResolveCounters>,
     pub sampler: Option<Arc<SamplerStatus>>,
@@ -188,6 +190,7 @@ impl SnapshotBuilder {
             sampler: self.sampler.as_ref().map(|s| s.snapshot()),
             sample_pfn_lookups: self.resolve.snapshot(),
             rule: self.rule.lock().map(|r| r.clone()).unwrap_or_default(),
+            hint_fault_hook: self.hook.lock().ok().and_then(|h| h.clone()),
         }
     }
 
@@ -264,6 +267,7 @@ mod tests {
             map,
             feed: Arc::default(),
             rule: Arc::default(),
+            hook: Arc::default(),
             resolve: Arc::default(),
             sampler: None,
             promoter: PromoterReporter::default(),

@@ -20,7 +20,7 @@ use crate::{
     collector::FeedStats,
     promoter::NodeReport,
     rule::RuleReport,
-    sources::{CounterSnapshot as BpfCounters, ResolveStats, samples::SamplerSnapshot},
+    sources::{CounterSnapshot as BpfCounters, HookReport, ResolveStats, samples::SamplerSnapshot},
 };
 
 /// Kernel counters shown beside hotpage's own (from /proc/vmstat).
@@ -63,6 +63,9 @@ pub struct Snapshot {
     /// The hotness rule: policy, thresholds, latency distributions.
     #[serde(default)]
     pub rule: RuleReport,
+    /// Whether the hint-fault hook sees the kernel's hint faults (None: no hook).
+    #[serde(default)]
+    pub hint_fault_hook: Option<HookReport>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

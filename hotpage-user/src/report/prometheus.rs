@@ -342,6 +342,15 @@ pub fn render(s: &Snapshot) -> String {
             o.sample("hotpage_source_events_total", &[("source", &src.name), ("stage", stage)], v as f64);
         }
     }
+    if let Some(c) = s.hint_fault_hook.as_ref().and_then(|h| h.coverage) {
+        o.family(
+            "hotpage_hint_fault_hook_coverage_ratio",
+            "gauge",
+            "Share of the kernel's hint faults (numa_hint_faults) the hint-fault hook saw in the last window; \
+             under 0.5 the hook is probably not on the fault path.",
+        );
+        o.sample("hotpage_hint_fault_hook_coverage_ratio", &[], c);
+    }
     o.family("hotpage_source_wakeups_total", "counter", "Forced ring-buffer wake-ups of the consumer.");
     for src in &s.sources {
         o.sample("hotpage_source_wakeups_total", &[("source", &src.name)], src.bpf.wakeups as f64);

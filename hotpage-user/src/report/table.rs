@@ -103,6 +103,9 @@ pub fn render_stats(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
         ]);
     }
     out += &t.to_string();
+    if let Some(h) = &s.hint_fault_hook {
+        out += &format!("\n{}", h.summary());
+    }
     if let Some(sm) = &s.sampler {
         let l = &s.sample_pfn_lookups;
         out += &format!(

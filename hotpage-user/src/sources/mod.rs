@@ -6,10 +6,12 @@
 //! page and folio before the collector's consumer records them.
 
 mod counters;
+pub mod hook_check;
 mod object;
 pub mod resolver;
 pub mod samples;
 
 pub use counters::{CounterSnapshot, SourceCounters};
+pub use hook_check::{HookCheck, HookReport, HookVerdict};
 pub use object::{BpfError, LoadOptions, LoadedSource, ProgramRunStats, SourceKind, enable_run_time_stats};
 pub use resolver::{AddressResolver, ResolveCounters, ResolveStats};

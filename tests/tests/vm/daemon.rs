@@ -172,6 +172,21 @@ fn the_daemon_promotes_the_hot_set_and_its_stats_match_the_kernel() {
     assert!(metrics.contains("hotpage_promoted_bytes_total{node=\"1\",target=\"0\"}"), "{metrics}");
     let top = String::from_utf8(hotpage_cli(&["top"]).stdout).unwrap();
     assert!(top.contains(&w.pid.to_string()) && top.contains("hotpage-workloa"), "{top}");
+    // The hook is on the fault path: it saw the hint faults the kernel counted.
+    let t = Instant::now();
+    let hook = loop {
+        let h = stats_json().unwrap()["hint_fault_hook"].clone();
+        if h["verdict"] != "idle" || t.elapsed() > Duration::from_secs(90) {
+            break h;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert_eq!(hook["verdict"], "sees", "{hook}");
+    assert!(hook["coverage"].as_f64().unwrap() >= 0.9, "{hook}");
+    let check = String::from_utf8(hotpage_cli(&["check"]).stdout).unwrap();
+    assert!(check.contains("hook sees faults") && check.contains("ok"), "{check}");
+    let metrics = String::from_utf8(hotpage_cli(&["metrics"]).stdout).unwrap();
+    assert!(metrics.contains("hotpage_hint_fault_hook_coverage_ratio"), "{metrics}");
 
     assert!(loaded_program_names().iter().any(|n| n == "hint_fault"), "{:?}", loaded_program_names());
     let out = daemon.stop().unwrap();

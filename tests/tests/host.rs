@@ -21,6 +21,14 @@ use hotpage_common::{HotpageEvent, PfnRange, event_flags, source};
 use hotpage_tests::{memory::Region, root_or_skip};
 use std::path::Path;
 
+/// Tests that start a sample source hold this: its BPF run-time statistics
+/// are system-wide, and one test counts the intervals they are on.
+static SAMPLE_SOURCES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_sample_source_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SAMPLE_SOURCES.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Every event, for the assertions.
 #[derive(Default)]
 struct Collect(Vec<HotpageEvent>);
@@ -219,6 +227,7 @@ fn software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns() {
     if !root_or_skip("software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns") {
         return;
     }
+    let _one = one_sample_source_at_a_time();
     let (layout, ranges) = hotpage_tests::host_tier::host_memory_as_lower_tier().unwrap();
     let map = Arc::new(HotMap::new(&layout, HotMapConfig::default(), 1 << 16).unwrap());
     map.start();
@@ -326,6 +335,7 @@ fn a_flood_of_events_neither_starves_the_daemons_thread_nor_holds_up_a_stop() {
     if !root_or_skip("a_flood_of_events_neither_starves_the_daemons_thread_nor_holds_up_a_stop") {
         return;
     }
+    let _one = one_sample_source_at_a_time();
     let (_layout, ranges) = hotpage_tests::host_tier::host_memory_as_lower_tier().unwrap();
     let stop_faulting = Arc::new(AtomicBool::new(false));
     let faulter = {
@@ -394,4 +404,53 @@ fn a_flood_of_events_neither_starves_the_daemons_thread_nor_holds_up_a_stop() {
     // 2 s at one tick per 10 ms; a starved thread ticks a handful of times at most.
     let t = ticks.load(Ordering::Relaxed);
     assert!(t >= 20, "the other task ran only {t} times in 2 s: {stats:?}");
+}
+
+/// BPF run-time statistics slow every BPF program on the machine while on:
+/// the sample source takes them one interval in ten and prices the others
+/// at the measured cost per run.
+#[test]
+fn the_sample_source_takes_bpf_statistics_one_interval_in_ten() {
+    use hotpage::sources::samples::{SampleSource, Sampler};
+    if !root_or_skip("the_sample_source_takes_bpf_statistics_one_interval_in_ten") {
+        return;
+    }
+    let _one = one_sample_source_at_a_time();
+    // The operator's sysctl on means always measured: nothing to see here.
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    if sysctl.trim() == "1" {
+        eprintln!("skipped: kernel.bpf_stats_enabled is on already (then the source measures all the time)");
+        return;
+    }
+    let (_layout, ranges) = hotpage_tests::host_tier::host_memory_as_lower_tier().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _guard = rt.enter();
+    let (mut src, ring, _counters) = SampleSource::start(
+        Path::new("/"),
+        Sampler::software(),
+        &LoadOptions::default(),
+        &ranges,
+        0.03,
+        None,
+    )
+    .expect("software sampling on every CPU");
+    let mut collector = Collector::new(vec![ring], Duration::from_millis(50)).unwrap();
+    // The kernel adds to the program's run time only while statistics are on.
+    let (mut measured, mut priced) = (Vec::new(), Vec::new());
+    let mut last = src.source_run_time();
+    for i in 0..20 {
+        let (_region, _) = touch_fresh_pages(256);
+        collector.drain(&mut Collect::default());
+        let cost = src.tick(0);
+        let now = src.source_run_time();
+        if now > last {
+            measured.push(i);
+        }
+        last = now;
+        if i % 10 >= 2 {
+            priced.push(cost.bpf_ns);
+        }
+    }
+    assert_eq!(measured, vec![1, 11], "intervals whose program run time the kernel counted");
+    assert!(priced.iter().all(|&ns| ns > 0), "unmeasured intervals are priced per run: {priced:?}");
 }

@@ -66,7 +66,7 @@ impl Sources {
                         src.events().sampler().pmu,
                         src.events().cpus()
                     ),
-                    counters: Arc::new(counters),
+                    counters,
                     id: SourceKind::HwSample.id(),
                 });
                 tracing::info!("sampling: {}", src.status().description);

@@ -159,6 +159,9 @@ fn round(variant: Variant, rate: u64, secs: f64) -> anyhow::Result<Round> {
                 Some(1),
             )?;
             let mut collector = Collector::new(vec![ring], Duration::from_millis(100))?;
+            // The whole run measured (the source itself takes statistics only
+            // 1 s in 10): the bench's own hold keeps them on throughout.
+            let _run_stats = enable_run_time_stats().ok();
             src.tick(0);
             let s2 = stop.clone();
             let w = thread::spawn(move || paced_faults(rate, s2));

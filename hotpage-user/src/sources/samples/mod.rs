@@ -29,8 +29,9 @@ pub use budget::{CpuBudget, DEFAULT_BUDGET, IntervalCost};
 pub use events::{CpuEvents, EventsError, online_cpus};
 pub use pmu::{PmuError, Sampler, SamplerKind};
 
-use crate::sources::{
-    BpfError, LoadOptions, LoadedSource, SourceCounters, SourceKind, enable_run_time_stats,
+use crate::{
+    sources::{BpfError, LoadOptions, LoadedSource, SourceCounters, SourceKind, enable_run_time_stats},
+    sys::sysfs::read_u64,
 };
 
 /// `[sources] samples`: which sampler, if any.
@@ -124,8 +125,28 @@ pub struct SampleSource {
     source: LoadedSource,
     budget: CpuBudget,
     status: Arc<SamplerStatus>,
-    last: Option<(Instant, Duration)>,
-    _run_stats: Option<OwnedFd>,
+    counters: Arc<SourceCounters>,
+    last: Option<(Instant, u64)>,
+    run_stats: RunTimeSampling,
+}
+
+/// BPF run-time statistics make every BPF program on the machine read the
+/// clock twice per run while they are on, so the sample source takes them for
+/// one interval in every `RUN_STATS_EVERY` and prices the others at the last
+/// measured cost per run (the program's `seen` counter says how many runs).
+/// If the operator has them on anyway (`kernel.bpf_stats_enabled`), every
+/// interval is measured.
+const RUN_STATS_EVERY: u64 = 10;
+
+struct RunTimeSampling {
+    /// The operator's sysctl has them on: measure all the time, hold nothing.
+    always_on: bool,
+    /// Held while a measured interval is open.
+    fd: Option<OwnedFd>,
+    /// (run time, run count) when the open interval began.
+    opened_at: Option<(Duration, u64)>,
+    ns_per_run: Option<f64>,
+    intervals: u64,
 }
 
 impl SampleSource {
@@ -138,22 +159,26 @@ impl SampleSource {
         ranges: &[PfnRange],
         budget: f64,
         period: Option<u64>,
-    ) -> Result<(Self, RingBuf<MapData>, SourceCounters), SamplingError> {
+    ) -> Result<(Self, RingBuf<MapData>, Arc<SourceCounters>), SamplingError> {
         let opts = LoadOptions { sample_phys_addr: sampler.phys_addr, ..*opts };
         let mut source = LoadedSource::load(SourceKind::HwSample, &opts)?;
         source.set_lower_tier(ranges)?;
         let ring = source.take_ring()?;
         let counters = source.take_counters()?;
         // The kernel counts program run time only while someone asks it to.
-        let run_stats = match enable_run_time_stats() {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                tracing::warn!(
-                    "BPF run-time statistics unavailable ({e}): the CPU budget sees only the consumer"
-                );
-                None
-            }
-        };
+        let always_on = read_u64(&root.join("proc/sys/kernel/bpf_stats_enabled")).is_ok_and(|v| v == 1);
+        if always_on {
+            tracing::info!(
+                "kernel.bpf_stats_enabled is on: the CPU budget measures the sample program all the time"
+            );
+        } else {
+            tracing::info!(
+                "BPF run-time statistics go on for 1 s in every {RUN_STATS_EVERY} while the sample source runs \
+                 (system-wide: every BPF program pays two clock reads per run then); the CPU budget prices the \
+                 other seconds at the measured cost per run"
+            );
+        }
+        let counters = Arc::new(counters);
         let mut sampler = sampler;
         if let Some(p) = period {
             sampler.default_period = p;
@@ -180,8 +205,15 @@ impl SampleSource {
             source,
             budget: CpuBudget::new(budget, min_period),
             status,
+            counters: counters.clone(),
             last: None,
-            _run_stats: run_stats,
+            run_stats: RunTimeSampling {
+                always_on,
+                fd: None,
+                opened_at: None,
+                ns_per_run: None,
+                intervals: 0,
+            },
         };
         Ok((me, ring, counters))
     }
@@ -223,19 +255,67 @@ impl SampleSource {
     /// The cost since the last call, without acting on it.
     pub fn measure(&mut self, consumer_ns: u64) -> IntervalCost {
         let now = Instant::now();
-        let bpf = self.source_run_time();
+        let seen = self.counters.read().map(|c| c.seen).unwrap_or(0);
+        let bpf_ns = self.bpf_ns_since_last(seen);
         let cost = match self.last {
-            Some((t, b)) => IntervalCost {
-                wall_ns: now.duration_since(t).as_nanos() as u64,
-                bpf_ns: bpf.saturating_sub(b).as_nanos() as u64,
-                consumer_ns,
-            },
+            Some((t, _)) => {
+                IntervalCost { wall_ns: now.duration_since(t).as_nanos() as u64, bpf_ns, consumer_ns }
+            }
             None => IntervalCost::default(),
         };
-        self.last = Some((now, bpf));
+        self.last = Some((now, seen));
         if cost.wall_ns > 0 {
             self.status.share_ppm.store((cost.share() * 1e6) as u64, Relaxed);
         }
+        self.schedule_run_stats();
         cost
+    }
+
+    /// The program's run time since the last call: measured when statistics
+    /// were on for the interval, else runs × the last measured cost per run.
+    fn bpf_ns_since_last(&mut self, seen: u64) -> u64 {
+        let runs = self.last.map_or(0, |(_, s)| seen.saturating_sub(s));
+        let r = &mut self.run_stats;
+        let stats = self.source.run_stats().ok();
+        if r.always_on {
+            let now = stats.map_or(Duration::ZERO, |s| s.run_time);
+            let before = r.opened_at.map_or(now, |(t, _)| t);
+            r.opened_at = stats.map(|s| (s.run_time, s.run_count));
+            return now.saturating_sub(before).as_nanos() as u64;
+        }
+        if r.fd.take().is_some()
+            && let (Some((t0, c0)), Some(s)) = (r.opened_at.take(), stats)
+        {
+            let (dt, dc) = (s.run_time.saturating_sub(t0), s.run_count.saturating_sub(c0));
+            if dc > 0 {
+                r.ns_per_run = Some(dt.as_nanos() as f64 / dc as f64);
+            }
+            return dt.as_nanos() as u64;
+        }
+        (r.ns_per_run.unwrap_or(0.0) * runs as f64) as u64
+    }
+
+    /// Opens the next measured interval when its turn comes (the first one at once).
+    fn schedule_run_stats(&mut self) {
+        let r = &mut self.run_stats;
+        if r.always_on {
+            return;
+        }
+        r.intervals += 1;
+        if r.intervals % RUN_STATS_EVERY != 1 {
+            return;
+        }
+        match enable_run_time_stats() {
+            Ok(fd) => {
+                r.fd = Some(fd);
+                r.opened_at = self.source.run_stats().ok().map(|s| (s.run_time, s.run_count));
+            }
+            Err(e) if r.intervals == 1 => {
+                tracing::warn!(
+                    "BPF run-time statistics unavailable ({e}): the CPU budget sees only the consumer"
+                )
+            }
+            Err(_) => {}
+        }
     }
 }

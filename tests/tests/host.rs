@@ -9,12 +9,16 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use aya::maps::{MapData, RingBuf};
 use hotpage::{
     collector::{Collector, EventConsumer},
     sources::samples::perf_event::{
         PerfEventAttr, PerfEventFd, attr_flags, perf_type, sample_type, sw_event,
     },
-    sources::{CounterSnapshot, LoadOptions, LoadedSource, SourceKind},
+    sources::{
+        CounterSnapshot, LoadOptions, LoadedSource, SourceCounters, SourceKind,
+        samples::{SampleSource, Sampler},
+    },
     sys::pagemap::Pagemap,
 };
 use hotpage_common::{HotpageEvent, PfnRange, event_flags, source};
@@ -27,6 +31,13 @@ static SAMPLE_SOURCES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_sample_source_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     SAMPLE_SOURCES.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The daemon's sample source on this host: software page faults on every
+/// CPU, system-wide, filtered to `ranges`.
+fn software_sample_source(ranges: &[PfnRange]) -> (SampleSource, RingBuf<MapData>, Arc<SourceCounters>) {
+    SampleSource::start(Path::new("/"), Sampler::software(), &LoadOptions::default(), ranges, 0.03, None)
+        .expect("software sampling on every CPU")
 }
 
 /// Every event, for the assertions.
@@ -219,10 +230,7 @@ fn software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns() {
     use hotpage::{
         collector::HotMapFeeder,
         hotmap::{HotMap, HotMapConfig},
-        sources::{
-            AddressResolver,
-            samples::{SampleSource, Sampler},
-        },
+        sources::AddressResolver,
     };
     if !root_or_skip("software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns") {
         return;
@@ -236,15 +244,7 @@ fn software_samples_on_every_cpu_reach_the_hot_map_with_pagemap_pfns() {
     let _guard = rt.enter();
     // The daemon's path: system-wide events, one per online CPU, the sample
     // program, the ring, the collector, pagemap lookups, the hot map.
-    let (mut src, ring, counters) = SampleSource::start(
-        Path::new("/"),
-        Sampler::software(),
-        &LoadOptions::default(),
-        &ranges,
-        0.03,
-        None,
-    )
-    .expect("software sampling on every CPU");
+    let (mut src, ring, counters) = software_sample_source(&ranges);
     let cpus = hotpage::sources::samples::online_cpus(Path::new("/")).unwrap();
     assert_eq!(src.events().cpus(), cpus.len());
     let mut collector = Collector::new(vec![ring], Duration::from_millis(50)).unwrap();
@@ -331,7 +331,6 @@ fn a_sample_on_a_thp_is_recorded_once_at_its_first_page_with_its_order() {
 fn a_flood_of_events_neither_starves_the_daemons_thread_nor_holds_up_a_stop() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-    use hotpage::sources::samples::{SampleSource, Sampler};
     if !root_or_skip("a_flood_of_events_neither_starves_the_daemons_thread_nor_holds_up_a_stop") {
         return;
     }
@@ -367,15 +366,7 @@ fn a_flood_of_events_neither_starves_the_daemons_thread_nor_holds_up_a_stop() {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                let (_src, ring, _counters) = SampleSource::start(
-                    Path::new("/"),
-                    Sampler::software(),
-                    &LoadOptions::default(),
-                    &ranges,
-                    0.03,
-                    None,
-                )
-                .expect("software sampling on every CPU");
+                let (_src, ring, _counters) = software_sample_source(&ranges);
                 let mut collector = Collector::new(vec![ring], Duration::from_millis(100)).unwrap();
                 // Another task on the same thread, as the control socket is.
                 let other = tokio::spawn(async move {
@@ -411,7 +402,6 @@ fn a_flood_of_events_neither_starves_the_daemons_thread_nor_holds_up_a_stop() {
 /// at the measured cost per run.
 #[test]
 fn the_sample_source_takes_bpf_statistics_one_interval_in_ten() {
-    use hotpage::sources::samples::{SampleSource, Sampler};
     if !root_or_skip("the_sample_source_takes_bpf_statistics_one_interval_in_ten") {
         return;
     }
@@ -425,15 +415,7 @@ fn the_sample_source_takes_bpf_statistics_one_interval_in_ten() {
     let (_layout, ranges) = hotpage_tests::host_tier::host_memory_as_lower_tier().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _guard = rt.enter();
-    let (mut src, ring, _counters) = SampleSource::start(
-        Path::new("/"),
-        Sampler::software(),
-        &LoadOptions::default(),
-        &ranges,
-        0.03,
-        None,
-    )
-    .expect("software sampling on every CPU");
+    let (mut src, ring, _counters) = software_sample_source(&ranges);
     let mut collector = Collector::new(vec![ring], Duration::from_millis(50)).unwrap();
     // The kernel adds to the program's run time only while statistics are on.
     let (mut measured, mut priced) = (Vec::new(), Vec::new());

@@ -52,6 +52,17 @@ fn sighup_restores_the_settings() {
     a_signal_restores_the_settings(libc::SIGHUP, "SIGHUP");
 }
 
+/// A short `hotpage trace` after a crash; its stderr (what it restored).
+fn start_again() -> String {
+    let out = Command::new(hotpage_bin())
+        .args(["trace", "--summary-only", "--duration", "0.5"])
+        .output()
+        .expect("run hotpage again");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
 #[test]
 fn kill_9_then_a_new_start_restores_the_settings() {
     in_the_box();
@@ -63,12 +74,7 @@ fn kill_9_then_a_new_start_restores_the_settings() {
     assert_eq!(settings_now(), ("3".to_owned(), "0".to_owned()), "a crash leaves the settings changed");
     assert!(Path::new("/run/hotpage/kernel-settings.json").exists(), "the state file survives the crash");
 
-    let out = Command::new(hotpage_bin())
-        .args(["trace", "--summary-only", "--duration", "0.5"])
-        .output()
-        .expect("run hotpage again");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = start_again();
     assert!(stderr.contains("restored proc/sys/kernel/numa_balancing to 1"), "{stderr}");
     assert_eq!(settings_now(), before);
     assert!(!Path::new("/run/hotpage/kernel-settings.json").exists());
@@ -86,12 +92,7 @@ fn a_value_an_operator_changed_after_a_crash_is_left_alone() {
     let rate_limit = root().join(PROMOTE_RATE_LIMIT);
     std::fs::write(&rate_limit, "123\n").unwrap();
 
-    let out = Command::new(hotpage_bin())
-        .args(["trace", "--summary-only", "--duration", "0.5"])
-        .output()
-        .expect("run hotpage again");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = start_again();
     assert!(
         stderr.contains("left proc/sys/kernel/numa_balancing_promote_rate_limit_MBps at 123"),
         "{stderr}"

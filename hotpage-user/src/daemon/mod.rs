@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 mod hook_watch;
 mod instance;
+mod layout_watch;
 pub mod metrics;
 pub mod preflight;
 pub mod record;

@@ -65,7 +65,7 @@ async fn record_until_stopped(
     let recorder = Recorder::to_file(Discard, req.output, &header, None)
         .with_context(|| format!("creating the recording {}", req.output.display()))?;
     let mut consumer = AddressResolver::new(recorder, root, &ranges);
-    let budget = sources.spawn_budget();
+    let budget = sources.spawn_budget(None);
     let mut collector =
         Collector::new(std::mem::take(&mut sources.rings), Duration::from_millis(cfg.drain_interval_ms))?;
     let limit = req.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));

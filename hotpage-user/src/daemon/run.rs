@@ -17,7 +17,7 @@ use super::{
     control::ControlServer,
     hook_watch,
     instance::Instance,
-    metrics,
+    layout_watch, metrics,
     preflight::{Preflight, hold_kernel_promotion, preflight, recover_only, tokio_runtime},
     recording::{self, RunKnobs},
     sources::Sources,
@@ -131,6 +131,16 @@ async fn daemon(
         None => Recorder::off(feeder),
     };
     let mut consumer = AddressResolver::new(recorder, root, &ranges);
+    // Memory hot-plug: new lower-tier ranges reach the resolver and the
+    // sample filter through this channel; the watch updates the rest.
+    let (layout_tx, layout_rx) = tokio::sync::watch::channel(Arc::new(ranges.clone()));
+    consumer.follow_layout(layout_rx.clone());
+    let followers = layout_watch::Followers {
+        map: map.clone(),
+        scores: scores.clone(),
+        hint_faults: sources.hint_faults.clone(),
+        ranges: layout_tx,
+    };
     let targets = Targets::new(&topo, cfg.hotmap.mode, cfg.target_nid);
     let lower: Vec<String> = topo
         .lower_tier_nodes()
@@ -212,7 +222,8 @@ async fn daemon(
     }
 
     // The sample source's CPU budget, on this thread (the collector's).
-    let budget = sources.spawn_budget();
+    let budget = sources.spawn_budget(Some(layout_rx));
+    tasks.push(tokio::spawn(layout_watch::watch(layout_watch::LayoutWatch::new(root, &ranges), followers)));
 
     let mut collector =
         Collector::new(std::mem::take(&mut sources.rings), Duration::from_millis(cfg.drain_interval_ms))?;
@@ -245,6 +256,7 @@ async fn daemon(
         b.abort();
         let _ = b.await;
     }
+    sources.detach_hint_faults();
     drop(sources);
     for t in &tasks {
         t.abort();

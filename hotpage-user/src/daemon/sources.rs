@@ -2,7 +2,11 @@
 //! source, each with its ring for the collector and its counters for the
 //! reports. Shared by `hotpage run` and `hotpage record`.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
@@ -22,8 +26,9 @@ use crate::{
 pub struct Sources {
     pub rings: Vec<RingBuf<MapData>>,
     pub attached: Vec<AttachedSource>,
-    /// Detaches the hint-fault program when dropped.
-    pub hint_faults: Option<LoadedSource>,
+    /// Detaches the hint-fault program when dropped (shared with the
+    /// memory hot-plug watch, which updates its tier filter).
+    pub hint_faults: Arc<Mutex<Option<LoadedSource>>>,
     pub samples: Option<SampleSource>,
 }
 
@@ -75,7 +80,7 @@ impl Sources {
             None => None,
         };
 
-        Ok(Self { rings, attached, hint_faults, samples })
+        Ok(Self { rings, attached, hint_faults: Arc::new(Mutex::new(hint_faults)), samples })
     }
 
     fn counters(&self, kind: SourceKind) -> Option<Arc<SourceCounters>> {
@@ -83,13 +88,22 @@ impl Sources {
     }
 
     /// Starts the sample source's CPU budget on the current runtime (the
-    /// task owns the source: aborting it detaches the source).
-    pub fn spawn_budget(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+    /// task owns the source: aborting it detaches the source). New
+    /// lower-tier ranges sent on `layout` (memory hot-plug) reach its filter.
+    pub fn spawn_budget(&mut self, layout: Option<Layout>) -> Option<tokio::task::JoinHandle<()>> {
         let (samples, hint_faults) =
             (self.counters(SourceKind::HwSample), self.counters(SourceKind::HintFault));
-        self.samples.take().map(|src| tokio::spawn(budget_loop(src, samples, hint_faults)))
+        self.samples.take().map(|src| tokio::spawn(budget_loop(src, samples, hint_faults, layout)))
+    }
+
+    /// Detaches the hint-fault program now.
+    pub fn detach_hint_faults(&self) {
+        drop(self.hint_faults.lock().unwrap_or_else(PoisonError::into_inner).take());
     }
 }
+
+/// The lower-tier ranges after memory hot-plug.
+pub type Layout = tokio::sync::watch::Receiver<Arc<Vec<PfnRange>>>;
 
 /// Once a second: the sample source's cost against its budget, and CPUs that
 /// came online. The collector's thread CPU time is the consumer's cost,
@@ -98,6 +112,7 @@ async fn budget_loop(
     mut src: SampleSource,
     samples: Option<Arc<SourceCounters>>,
     hint_faults: Option<Arc<SourceCounters>>,
+    mut layout: Option<Layout>,
 ) {
     let emitted =
         |c: &Option<Arc<SourceCounters>>| c.as_ref().and_then(|c| c.read().ok()).map_or(0, |s| s.emitted);
@@ -110,6 +125,14 @@ async fn budget_loop(
         let consumer = cpu.saturating_sub(cpu0).as_nanos() as u64;
         let mine = if ds + dh == 0 { 0 } else { (consumer as u128 * ds as u128 / (ds + dh) as u128) as u64 };
         let cost = src.tick(mine);
+        if let Some(rx) = layout.as_mut()
+            && rx.has_changed().unwrap_or(false)
+        {
+            let ranges = rx.borrow_and_update().clone();
+            if let Err(e) = src.set_lower_tier(&ranges) {
+                tracing::warn!("memory hot-plug: updating the sample filter: {e}");
+            }
+        }
         tracing::debug!(share = cost.share(), period = src.events().period(), "sample source cost");
         (cpu0, s0, h0) = (cpu, s, h);
     }

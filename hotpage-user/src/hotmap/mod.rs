@@ -29,7 +29,7 @@ mod access;
 mod census;
 mod changes;
 mod config;
-mod directory;
+pub(crate) mod directory;
 mod hints;
 mod layout;
 mod record;

@@ -2,15 +2,18 @@
 //! rule (the collector thread), read by the promoter's workers to send the
 //! hottest pages first.
 
-use std::sync::{
-    OnceLock,
-    atomic::{AtomicU8, Ordering},
+use std::{
+    collections::BTreeMap,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU8, Ordering},
+    },
 };
 
 use hotpage_common::{PAGES_PER_SECTION, PFN_SECTION_SHIFT};
 
 use super::latency::{class_mid_ms, class_of};
-use crate::hotmap::MemoryLayout;
+use crate::hotmap::{MemoryLayout, directory::Directory};
 
 /// A page's state in one byte: in the high five bits the class of its mean
 /// latency plus one (0: no latency yet; classes clamp at [`MAX_CLASS`], about
@@ -69,55 +72,75 @@ impl PageScore {
     }
 }
 
+/// One section's scores and the lower-tier node it belongs to.
+struct ScoreSection {
+    /// `u32::MAX`: no longer lower tier (its memory went away).
+    node: u32,
+    cells: OnceLock<Box<[AtomicU8]>>,
+}
+
 /// The scores of every lower-tier page, allocated per 128 MiB section on the
 /// first latency it sees (1 byte per page, as the hot map's default record).
+/// Sections are looked up like the hot map's (a two-level table), so memory
+/// that comes online later gets scores too ([`PageScores::update_layout`]).
 pub struct PageScores {
-    sections: Vec<OnceLock<Box<[AtomicU8]>>>,
-    /// The lower-tier node of each section; `u16::MAX` for none.
-    section_node: Vec<u16>,
+    sections: Directory<ScoreSection>,
 }
 
 impl PageScores {
     pub fn new(layout: &MemoryLayout) -> Self {
-        let lower = || layout.nodes.iter().filter(|n| !n.top_tier);
-        let end = lower().flat_map(|n| n.ranges.iter().map(|r| r.1)).max().unwrap_or(0);
-        let count = end.div_ceil(PAGES_PER_SECTION) as usize;
-        let mut section_node = vec![u16::MAX; count];
-        for n in lower() {
+        let scores = Self { sections: Directory::new() };
+        scores.update_layout(layout);
+        scores
+    }
+
+    /// Follows a new layout (memory hot-plug): sections that became lower
+    /// tier get (empty) scores, those that left it are forgotten. Called by
+    /// one thread at a time; the rule and the workers read meanwhile.
+    pub fn update_layout(&self, layout: &MemoryLayout) {
+        let mut wanted: BTreeMap<u64, u32> = BTreeMap::new();
+        for n in layout.nodes.iter().filter(|n| !n.top_tier) {
             for &(start, end) in &n.ranges {
                 for s in (start >> PFN_SECTION_SHIFT)..end.div_ceil(PAGES_PER_SECTION) {
-                    let slot = &mut section_node[s as usize];
-                    if *slot == u16::MAX {
-                        *slot = n.id as u16;
-                    }
+                    // A section shared by two lower-tier nodes counts as the first's.
+                    wanted.entry(s).or_insert(n.id);
                 }
             }
         }
-        Self { sections: (0..count).map(|_| OnceLock::new()).collect(), section_node }
+        for nr in self.sections.numbers() {
+            if !wanted.contains_key(&nr) && self.sections.get(nr).is_some_and(|s| s.node != u32::MAX) {
+                self.sections.insert(nr, ScoreSection { node: u32::MAX, cells: OnceLock::new() });
+            }
+        }
+        for (nr, node) in wanted {
+            if self.sections.get(nr).is_none_or(|s| s.node != node) {
+                self.sections.insert(nr, ScoreSection { node, cells: OnceLock::new() });
+            }
+        }
+    }
+
+    fn section(&self, pfn: u64) -> Option<&ScoreSection> {
+        self.sections.get(pfn >> PFN_SECTION_SHIFT).filter(|s| s.node != u32::MAX)
     }
 
     /// The lower-tier node whose section holds `pfn`.
     pub fn node_of(&self, pfn: u64) -> Option<u32> {
-        let n = *self.section_node.get((pfn >> PFN_SECTION_SHIFT) as usize)?;
-        (n != u16::MAX).then_some(u32::from(n))
+        self.section(pfn).map(|s| s.node)
     }
 
     /// The page's score; None for a page not on a lower-tier node or never seen.
     pub fn get(&self, pfn: u64) -> Option<PageScore> {
-        let sec = self.sections.get((pfn >> PFN_SECTION_SHIFT) as usize)?.get()?;
-        let s = PageScore(sec[(pfn & (PAGES_PER_SECTION - 1)) as usize].load(Ordering::Relaxed));
+        let cells = self.section(pfn)?.cells.get()?;
+        let s = PageScore(cells[(pfn & (PAGES_PER_SECTION - 1)) as usize].load(Ordering::Relaxed));
         (!s.is_empty()).then_some(s)
     }
 
     /// Replaces the page's score by `next(score)` and returns the new one;
     /// None for a pfn outside the lower tier.
     pub fn update(&self, pfn: u64, next: impl FnOnce(PageScore) -> PageScore) -> Option<PageScore> {
-        let s = (pfn >> PFN_SECTION_SHIFT) as usize;
-        if *self.section_node.get(s)? == u16::MAX {
-            return None;
-        }
-        let sec = self.sections[s].get_or_init(|| (0..PAGES_PER_SECTION).map(|_| AtomicU8::new(0)).collect());
-        let cell = &sec[(pfn & (PAGES_PER_SECTION - 1)) as usize];
+        let sec = self.section(pfn)?;
+        let cells = sec.cells.get_or_init(|| (0..PAGES_PER_SECTION).map(|_| AtomicU8::new(0)).collect());
+        let cell = &cells[(pfn & (PAGES_PER_SECTION - 1)) as usize];
         // Only the collector thread writes: a plain load and store suffice.
         let new = next(PageScore(cell.load(Ordering::Relaxed)));
         cell.store(new.0, Ordering::Relaxed);
@@ -126,8 +149,8 @@ impl PageScores {
 
     /// Forgets the page (it left the lower tier): a pfn reused later starts fresh.
     pub fn clear(&self, pfn: u64) {
-        if let Some(sec) = self.sections.get((pfn >> PFN_SECTION_SHIFT) as usize).and_then(|s| s.get()) {
-            sec[(pfn & (PAGES_PER_SECTION - 1)) as usize].store(0, Ordering::Relaxed);
+        if let Some(cells) = self.section(pfn).and_then(|s| s.cells.get()) {
+            cells[(pfn & (PAGES_PER_SECTION - 1)) as usize].store(0, Ordering::Relaxed);
         }
     }
 }
@@ -174,5 +197,28 @@ mod tests {
         assert_eq!((scores.node_of(S + 1), scores.node_of(1)), (Some(1), None));
         scores.clear(S + 1);
         assert_eq!(scores.get(S + 1), None);
+    }
+
+    #[test]
+    fn memory_that_comes_online_gets_scores_and_memory_that_goes_loses_them() {
+        let node1 = |ranges: Vec<(u64, u64)>| MemoryLayout {
+            nodes: vec![
+                LayoutNode { id: 0, top_tier: true, ranges: vec![(0, S)] },
+                LayoutNode { id: 1, top_tier: false, ranges },
+            ],
+        };
+        let scores = PageScores::new(&node1(vec![(S, 2 * S)]));
+        let first = |s: PageScore| s.after(20);
+        assert_eq!(scores.update(40 * S + 3, first), None, "not lower tier yet");
+        assert!(scores.update(S + 3, first).is_some());
+        // A DIMM far above comes online on node 1.
+        scores.update_layout(&node1(vec![(S, 2 * S), (40 * S, 41 * S)]));
+        assert!(scores.update(40 * S + 3, first).is_some());
+        assert_eq!(scores.node_of(40 * S + 3), Some(1));
+        assert!(scores.get(S + 3).is_some(), "the old memory keeps its scores");
+        // And goes away again.
+        scores.update_layout(&node1(vec![(S, 2 * S)]));
+        assert_eq!((scores.get(40 * S + 3), scores.node_of(40 * S + 3)), (None, None));
+        assert_eq!(scores.update(40 * S + 3, first), None);
     }
 }

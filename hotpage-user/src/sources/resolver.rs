@@ -41,6 +41,8 @@ pub struct AddressResolver<C> {
     stats: ResolveStats,
     published: Arc<ResolveCounters>,
     out: Vec<HotpageEvent>,
+    /// New lower-tier ranges after memory hot-plug, taken between drains.
+    layout: Option<tokio::sync::watch::Receiver<Arc<Vec<PfnRange>>>>,
 }
 
 impl<C: EventConsumer> AddressResolver<C> {
@@ -54,7 +56,13 @@ impl<C: EventConsumer> AddressResolver<C> {
             stats: ResolveStats::default(),
             published: Arc::default(),
             out: Vec::with_capacity(256),
+            layout: None,
         }
+    }
+
+    /// Follows the lower-tier ranges sent on `rx` (memory hot-plug).
+    pub fn follow_layout(&mut self, rx: tokio::sync::watch::Receiver<Arc<Vec<PfnRange>>>) {
+        self.layout = Some(rx);
     }
 
     pub fn counters(&self) -> Arc<ResolveCounters> {
@@ -148,6 +156,11 @@ impl<C: EventConsumer> EventConsumer for AddressResolver<C> {
 
     fn drained(&mut self) {
         self.published.publish(&self.stats);
+        if let Some(rx) = self.layout.as_mut()
+            && rx.has_changed().unwrap_or(false)
+        {
+            self.ranges = NodeRanges::lower_tier(&rx.borrow_and_update());
+        }
         self.next.drained();
     }
 }

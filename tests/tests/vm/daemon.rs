@@ -347,3 +347,93 @@ fn check_places_the_scan_stamp_of_the_box_kernel_from_its_btf() {
         "{text}"
     );
 }
+
+/// Memory blocks of node 1 now (numbers).
+fn node1_blocks() -> Vec<u64> {
+    let mut b: Vec<u64> = std::fs::read_dir("/sys/devices/system/node/node1")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("memory")?.parse().ok())
+        .collect();
+    b.sort_unstable();
+    b
+}
+
+/// New CXL memory: a DIMM hot-added to node 1 while the daemon runs (QEMU
+/// adds it through QMP when the test asks on the console) comes online; the
+/// daemon tracks it within seconds, and the hot set of a workload whose
+/// memory lands there is promoted.
+#[test]
+fn memory_hot_added_to_node_1_is_tracked_and_its_hot_pages_promoted() {
+    use std::io::Write;
+    in_the_box();
+    let _mode = pure_tiering_mode();
+    let daemon = start_daemon(&[]);
+    let tracked = |s: &serde_json::Value| s["nodes"][1]["tracked_pages"].as_u64().unwrap();
+    let before = tracked(&stats_json().unwrap());
+    let blocks0 = node1_blocks();
+    let block_pages = u64::from_str_radix(
+        std::fs::read_to_string("/sys/devices/system/memory/block_size_bytes").unwrap().trim(),
+        16,
+    )
+    .unwrap()
+        / 4096;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/console")
+        .unwrap()
+        .write_all(b"\nHOTPAGE_HOTPLUG node=1 mib=256\n")
+        .unwrap();
+    // The kernel onlines hot-added memory itself (MHP default online "auto");
+    // a block it left offline is onlined here, as udev rules do.
+    let t = Instant::now();
+    let new = loop {
+        let new: Vec<u64> = node1_blocks().into_iter().filter(|b| !blocks0.contains(b)).collect();
+        for b in &new {
+            let state = format!("/sys/devices/system/memory/memory{b}/state");
+            if std::fs::read_to_string(&state).unwrap_or_default().trim() == "offline" {
+                let _ = std::fs::write(&state, "online_movable");
+            }
+        }
+        let online = new.iter().all(|b| {
+            std::fs::read_to_string(format!("/sys/devices/system/memory/memory{b}/state"))
+                .unwrap_or_default()
+                .trim()
+                == "online"
+        });
+        if new.len() as u64 * block_pages >= 65536 && online {
+            break new;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no DIMM came online on node 1: blocks {:?}",
+            node1_blocks()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // The daemon re-reads the layout every few seconds.
+    let t = Instant::now();
+    while tracked(&stats_json().unwrap()) < before + new.len() as u64 * block_pages {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the daemon never tracked the new memory: {}",
+            stats_json().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // A workload started now gets node 1's highest zone first: the new memory.
+    let w = Workload::start(64, 16, 300);
+    let new_pfns = (new[0] * block_pages, (new[new.len() - 1] + 1) * block_pages);
+    let pagemap = Pagemap::open(root(), w.pid).unwrap();
+    let pages = (w.region.1 - w.region.0) / 4096;
+    let on_new = (0..pages)
+        .filter_map(|i| pagemap.entry(w.region.0 + i * 4096).ok()?.pfn())
+        .filter(|pfn| (new_pfns.0..new_pfns.1).contains(pfn))
+        .count() as u64;
+    assert!(on_new >= pages / 2, "only {on_new} of {pages} pages in the new memory {new_pfns:?}");
+    let hot = w.hot_pages();
+    let snap = w.stats_when_promoted(hot * 9 / 10, Duration::from_secs(150));
+    let promoted = Workload::promoted_in(&snap, w.pid);
+    assert!(promoted >= hot * 9 / 10, "only {promoted} of {hot} hot pages promoted: {snap}");
+    assert!(daemon.stop().unwrap().status.success());
+}

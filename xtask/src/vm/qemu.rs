@@ -1,7 +1,10 @@
 //! Boots the box: QEMU with TCG (the host's /dev/kvm cannot run a normal
 //! guest), two NUMA nodes described by HMAT so that node 1 lands in a lower
 //! memory tier, the console streamed live, a second serial port for result
-//! files, and isa-debug-exit for the guest's exit status.
+//! files, and isa-debug-exit for the guest's exit status. Room for DIMMs to
+//! be hot-added: a guest test that prints `HOTPAGE_HOTPLUG node=N mib=M` on
+//! the console gets a DIMM of M MiB on node N through QEMU's QMP socket
+//! (memory hot-plug, as new CXL memory appears on a real machine).
 
 use std::{
     collections::VecDeque,
@@ -52,12 +55,23 @@ pub struct BoxOutcome {
     pub elapsed: Duration,
 }
 
-fn qemu_command(kernel: &Path, initrd: &Path, results_port: &Path, spec: &BoxSpec) -> Command {
+/// Memory slots and room for hot-added DIMMs above the boot memory, MiB.
+const HOTPLUG_SLOTS: u32 = 2;
+const HOTPLUG_MIB: u32 = 1024;
+
+fn qemu_command(kernel: &Path, initrd: &Path, results_port: &Path, qmp: &Path, spec: &BoxSpec) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
         .args(["-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35,hmat=on"])
         .args(["-smp", &spec.cpus.to_string()])
-        .args(["-m", &format!("{}M", spec.node0_mib + spec.node1_mib)])
+        .args([
+            "-m",
+            &format!(
+                "{}M,slots={HOTPLUG_SLOTS},maxmem={}M",
+                spec.node0_mib + spec.node1_mib,
+                spec.node0_mib + spec.node1_mib + HOTPLUG_MIB
+            ),
+        ])
         .args(["-object", &format!("memory-backend-ram,size={}M,id=m0", spec.node0_mib)])
         .args(["-object", &format!("memory-backend-ram,size={}M,id=m1", spec.node1_mib)])
         .args(["-numa", &format!("node,nodeid=0,cpus=0-{},memdev=m0", spec.cpus.saturating_sub(1))])
@@ -66,6 +80,7 @@ fn qemu_command(kernel: &Path, initrd: &Path, results_port: &Path, spec: &BoxSpe
         c.args(["-numa", h]);
     }
     // Results leave through a virtio-serial port (binary, fast), not a UART.
+    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
     c.args(["-serial", "stdio"])
         .args(["-device", "virtio-serial-pci,id=vser"])
         .arg("-chardev")
@@ -92,9 +107,11 @@ pub fn boot(kernel: &Path, initramfs: Vec<u8>, spec: &BoxSpec, work: &Path) -> R
     fs::write(&initrd, initramfs)?;
     let results_port = work.join("results_port.out");
     let _ = fs::remove_file(&results_port);
+    let qmp = work.join("qmp.sock");
+    let _ = fs::remove_file(&qmp);
 
     let start = Instant::now();
-    let mut child = qemu_command(kernel, &initrd, &results_port, spec)
+    let mut child = qemu_command(kernel, &initrd, &results_port, &qmp, spec)
         .spawn()
         .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
     let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
@@ -103,10 +120,21 @@ pub fn boot(kernel: &Path, initramfs: Vec<u8>, spec: &BoxSpec, work: &Path) -> R
     let reader = {
         let tail = tail.clone();
         let rc_seen = rc_seen.clone();
+        let qmp = qmp.clone();
         thread::spawn(move || {
+            let mut hotplugs = 0u32;
             for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
                 let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
                 println!("{line}");
+                if let Some(req) = line.trim().strip_prefix("HOTPAGE_HOTPLUG ") {
+                    let (qmp, req) = (qmp.clone(), req.to_owned());
+                    hotplugs += 1;
+                    let n = hotplugs;
+                    thread::spawn(move || match hot_add_dimm(&qmp, &req, n) {
+                        Ok(what) => println!("xtask: hot-added {what}"),
+                        Err(e) => println!("xtask: hot-adding a DIMM ({req}) failed: {e:#}"),
+                    });
+                }
                 if let Some(rc) = line.trim().strip_prefix("VMTEST_RC=").and_then(|r| r.parse().ok())
                     && let Ok(mut g) = rc_seen.lock()
                 {
@@ -202,6 +230,63 @@ pub fn save_results(results: &[(String, Vec<u8>)], dir: &Path) -> Result<Vec<Pat
         paths.push(p);
     }
     Ok(paths)
+}
+
+/// One QMP command and its reply (events before it are skipped).
+fn qmp_command(
+    stream: &mut std::os::unix::net::UnixStream,
+    reader: &mut BufReader<std::os::unix::net::UnixStream>,
+    command: &str,
+) -> Result<String> {
+    use std::io::Write;
+    stream.write_all(command.as_bytes())?;
+    stream.write_all(b"\n")?;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("QMP closed the connection");
+        }
+        if line.contains("\"error\"") {
+            bail!("QMP refused {command}: {}", line.trim());
+        }
+        if line.contains("\"return\"") {
+            return Ok(line);
+        }
+    }
+}
+
+/// Hot-adds a DIMM for a request `node=N mib=M` through QMP: a RAM backend,
+/// then a pc-dimm on node N (the guest's ACPI sees it and onlines it).
+fn hot_add_dimm(qmp: &Path, request: &str, n: u32) -> Result<String> {
+    let field = |key: &str| -> Result<u32> {
+        request
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+            .with_context(|| format!("no {key}= in {request:?}"))
+    };
+    let (node, mib) = (field("node")?, field("mib")?);
+    let mut stream = std::os::unix::net::UnixStream::connect(qmp).context("connecting to QMP")?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting)?;
+    qmp_command(&mut stream, &mut reader, r#"{"execute":"qmp_capabilities"}"#)?;
+    qmp_command(
+        &mut stream,
+        &mut reader,
+        &format!(
+            r#"{{"execute":"object-add","arguments":{{"qom-type":"memory-backend-ram","id":"hotplug{n}","size":{}}}}}"#,
+            u64::from(mib) << 20
+        ),
+    )?;
+    qmp_command(
+        &mut stream,
+        &mut reader,
+        &format!(
+            r#"{{"execute":"device_add","arguments":{{"driver":"pc-dimm","id":"dimm{n}","memdev":"hotplug{n}","node":{node}}}}}"#
+        ),
+    )?;
+    Ok(format!("a {mib} MiB DIMM on node {node}"))
 }
 
 #[cfg(test)]

@@ -218,6 +218,11 @@ impl SampleSource {
         Ok((me, ring, counters))
     }
 
+    /// New lower-tier ranges for the program's filter (memory hot-plug).
+    pub fn set_lower_tier(&mut self, ranges: &[PfnRange]) -> Result<(), BpfError> {
+        self.source.set_lower_tier(ranges)
+    }
+
     pub fn status(&self) -> Arc<SamplerStatus> {
         self.status.clone()
     }

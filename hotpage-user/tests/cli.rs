@@ -315,6 +315,13 @@ mod with_a_daemon {
         let (out, o) = cli(&dir, &["stats", "--json", "0.1", "3"]);
         assert!(o.status.success());
         assert_eq!(out.lines().count(), 3);
+        // --watch into a pipe: plain reports one after another, no screen escapes.
+        let (out, o) = cli(&dir, &["stats", "--watch", "0.1", "2"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(out.matches("PROMOTER").count(), 2, "{out}");
+        assert!(!out.contains('\x1b'), "{out:?}");
+        let (_, o) = cli(&dir, &["stats", "--watch", "--json"]);
+        assert_eq!(o.status.code(), Some(2), "--watch is for the table");
         let _ = fs::remove_dir_all(&dir);
     }
 

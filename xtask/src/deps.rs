@@ -1,6 +1,12 @@
 //! The Debian packages the build, the tests and the box need, pinned to a
 //! release series. Debian replaces patch releases in place, so a pin names the
 //! series (`1:19.1.*`) and apt picks the patch that the archive carries.
+//!
+//! Nothing the user has is removed: apt runs with `--no-remove`. QEMU's
+//! packages come from one source and must share a version, so when a QEMU
+//! package of another series is installed already (`qemu-utils` from
+//! backports, say), `qemu-system-x86` follows that version instead of the
+//! pin (the box needs TCG and HMAT, which every QEMU since 5.0 has).
 
 use std::process::Command;
 
@@ -35,13 +41,42 @@ fn matches_glob(version: &str, glob: &str) -> bool {
     }
 }
 
+/// Packages built from QEMU's source, which apt keeps at one version.
+const QEMU_FAMILY: &[&str] = &["qemu-utils", "qemu-system-common", "qemu-system-data", "qemu-block-extra"];
+
+/// The version `pkg` should be installed at: its pin, or for QEMU the exact
+/// version of a QEMU package of another series already installed.
+fn wanted(pkg: &str, glob: &str, installed: &impl Fn(&str) -> Option<String>) -> (String, Option<String>) {
+    if pkg == "qemu-system-x86"
+        && let Some((other, v)) =
+            QEMU_FAMILY.iter().find_map(|o| installed(o).filter(|v| !matches_glob(v, glob)).map(|v| (*o, v)))
+    {
+        return (v.clone(), Some(format!("{other} {v} is installed")));
+    }
+    (glob.to_owned(), None)
+}
+
+/// `pkg=version` for each package that is missing or off its pin.
+fn missing(installed: &impl Fn(&str) -> Option<String>) -> Vec<(String, Option<String>)> {
+    PACKAGES
+        .iter()
+        .filter_map(|(p, glob, _)| {
+            let (version, why) = wanted(p, glob, installed);
+            let ok = installed(p).is_some_and(|v| v == version || matches_glob(&v, &version));
+            (!ok).then(|| (format!("{p}={version}"), why))
+        })
+        .collect()
+}
+
 /// Installs whatever is missing (as root), or says what to install.
 pub fn ensure() -> Result<()> {
-    let missing: Vec<String> = PACKAGES
-        .iter()
-        .filter(|(p, glob, _)| !installed_version(p).is_some_and(|v| matches_glob(&v, glob)))
-        .map(|(p, glob, _)| format!("{p}={glob}"))
-        .collect();
+    let wanted = missing(&installed_version);
+    for (pkg, why) in &wanted {
+        if let Some(why) = why {
+            eprintln!("xtask: {why}: installing {pkg} to match it (the pin's series would replace it)");
+        }
+    }
+    let missing: Vec<String> = wanted.into_iter().map(|(p, _)| p).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -53,16 +88,45 @@ pub fn ensure() -> Result<()> {
     }
     eprintln!("xtask: installing {}", missing.join(" "));
     run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
+    // --no-remove: apt stops rather than remove anything the user has.
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends", "--no-remove"])
         .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()?;
+    if !installed.success() {
+        bail!(
+            "apt-get could not install {} without removing anything (see its message above): install versions \
+             that fit what you have (e.g. qemu-system-x86 of your qemu-utils' version), then run again",
+            missing.join(" ")
+        );
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qemu_follows_an_installed_qemu_of_another_series_and_nothing_is_removed() {
+        // A fresh bookworm with qemu-utils from backports.
+        let backports = |p: &str| (p == "qemu-utils").then(|| "1:8.2.4+ds-1~bpo12+1".to_owned());
+        let m = missing(&backports);
+        let qemu = m.iter().find(|(p, _)| p.starts_with("qemu-system-x86=")).unwrap();
+        assert_eq!(qemu.0, "qemu-system-x86=1:8.2.4+ds-1~bpo12+1");
+        assert!(qemu.1.as_deref().unwrap().contains("qemu-utils 1:8.2.4"), "{qemu:?}");
+        // Without another QEMU, the pin.
+        let none = |_: &str| None;
+        assert!(missing(&none).iter().any(|(p, why)| p == "qemu-system-x86=1:7.2+dfsg-*" && why.is_none()));
+        // Installed and matching: nothing to do for it.
+        let both = |p: &str| {
+            matches!(p, "qemu-utils" | "qemu-system-x86").then(|| "1:8.2.4+ds-1~bpo12+1".to_owned())
+        };
+        assert!(!missing(&both).iter().any(|(p, _)| p.starts_with("qemu-system-x86")));
+        let pinned = |p: &str| (p == "qemu-system-x86").then(|| "1:7.2+dfsg-7+deb12u18".to_owned());
+        assert!(!missing(&pinned).iter().any(|(p, _)| p.starts_with("qemu-system-x86")));
+    }
 
     #[test]
     fn version_globs() {

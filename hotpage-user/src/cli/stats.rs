@@ -23,6 +23,10 @@ pub struct StatsArgs {
     /// Prometheus text (the same as `hotpage metrics`).
     #[arg(long)]
     prometheus: bool,
+    /// A live view, redrawn in place every INTERVAL seconds (2 by default)
+    /// like `top`; when stdout is not a terminal, plain reports one after another.
+    #[arg(short, long, conflicts_with_all = ["json", "prometheus"])]
+    watch: bool,
     /// Report every INTERVAL seconds, with rates over the interval (like vmstat).
     #[arg(value_name = "INTERVAL", value_parser = positive_seconds)]
     interval: Option<f64>,
@@ -64,8 +68,32 @@ fn emit(out: &mut impl Write, text: &str) -> Result<bool> {
     }
 }
 
-pub fn stats(run_dir: &Path, args: StatsArgs) -> Result<()> {
+/// `--watch` without an interval.
+const WATCH_EVERY_S: f64 = 2.0;
+
+/// One frame of the live view: on a terminal the screen is cleared and the
+/// report drawn from the top, with a title line; elsewhere the plain report.
+fn watch_frame(report: &str, every_s: f64, terminal: bool) -> String {
+    if !terminal {
+        return report.to_owned();
+    }
+    // SAFETY: time(NULL) and localtime_r on our own buffer.
+    let clock = unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+    };
+    format!("\x1b[H\x1b[2Jhotpage stats at {clock}, every {every_s} s (Ctrl-C to quit)\n\n{report}")
+}
+
+pub fn stats(run_dir: &Path, mut args: StatsArgs) -> Result<()> {
+    use std::io::IsTerminal;
     let mut out = io::stdout().lock();
+    let terminal = args.watch && io::stdout().is_terminal();
+    if args.watch && args.interval.is_none() {
+        args.interval = Some(WATCH_EVERY_S);
+    }
     let mut prev: Option<(Snapshot, Instant)> = None;
     let mut printed = 0u64;
     loop {
@@ -79,7 +107,12 @@ pub fn stats(run_dir: &Path, args: StatsArgs) -> Result<()> {
             let p = prev.as_ref().map(|(s, t)| (s, now.duration_since(*t).as_secs_f64()));
             render_stats(&snap, p)
         };
-        let sep = if printed > 0 && !args.json { "\n" } else { "" };
+        let text = if args.watch {
+            watch_frame(&text, args.interval.unwrap_or(WATCH_EVERY_S), terminal)
+        } else {
+            text
+        };
+        let sep = if printed > 0 && !args.json && !terminal { "\n" } else { "" };
         if !emit(&mut out, &format!("{sep}{text}"))? {
             return Ok(());
         }
@@ -106,4 +139,17 @@ pub fn metrics(run_dir: &Path) -> Result<()> {
         other => bail!("the daemon answered {other:?} to a metrics request"),
     };
     emit(&mut io::stdout().lock(), &text).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_frame_redraws_a_terminal_and_is_plain_elsewhere() {
+        let f = watch_frame("NODE ...\n", 2.0, true);
+        assert!(f.starts_with("\x1b[H\x1b[2Jhotpage stats at "), "{f:?}");
+        assert!(f.contains("every 2 s (Ctrl-C to quit)") && f.ends_with("NODE ...\n"), "{f:?}");
+        assert_eq!(watch_frame("NODE ...\n", 2.0, false), "NODE ...\n", "no escapes in a pipe or a file");
+    }
 }

@@ -431,6 +431,89 @@ pub fn render(s: &Snapshot) -> String {
 mod tests {
     use super::*;
 
+    /// Metric name → label keys, from the golden text.
+    fn golden_families() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+        let golden = include_str!("../../../tests/golden/metrics.prom");
+        let mut out: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        for line in golden.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+            let labels = out.entry(line[..name_end].to_owned()).or_default();
+            if let Some(inner) =
+                line[name_end..].strip_prefix('{').and_then(|r| r.split_once('}')).map(|p| p.0)
+            {
+                for kv in inner.split("\",") {
+                    if let Some((k, _)) = kv.split_once('=') {
+                        labels.insert(k.trim_start_matches(',').to_owned());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every PromQL expression of a Grafana dashboard.
+    fn dashboard_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                        _ => dashboard_exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| dashboard_exprs(v, out)),
+            _ => {}
+        }
+    }
+
+    /// The dashboard in packaging/ queries only what the daemon exports, by
+    /// the labels it has: the two cannot drift apart unnoticed.
+    #[test]
+    fn the_grafana_dashboard_queries_only_exported_metrics_and_labels() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/grafana/hotpage.json");
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut exprs = Vec::new();
+        dashboard_exprs(&dashboard, &mut exprs);
+        assert!(exprs.len() >= 10, "{exprs:?}");
+        let families = golden_families();
+        let mut queried = std::collections::BTreeSet::new();
+        for e in &exprs {
+            let mut rest = e.as_str();
+            while let Some(i) = rest.find("hotpage_") {
+                let tail = &rest[i..];
+                let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+                let name = &tail[..end];
+                let labels = families.get(name).unwrap_or_else(|| panic!("{name} (in {e}) is not exported"));
+                // Label matchers right after the name: {key="…", key=~"…"}.
+                if let Some(m) = tail[end..].strip_prefix('{').and_then(|r| r.split_once('}')).map(|p| p.0) {
+                    for key in m.split(',').filter_map(|kv| kv.split(['=', '!']).next()).map(str::trim) {
+                        assert!(
+                            labels.contains(key),
+                            "{name} has no label {key:?} (in {e}); it has {labels:?}"
+                        );
+                    }
+                }
+                queried.insert(name.to_owned());
+                rest = &tail[end..];
+            }
+        }
+        // What the issue asks the dashboard to show.
+        for must in [
+            "hotpage_promoted_bytes_total",
+            "hotpage_node_ready_bytes",
+            "hotpage_node_tracked_bytes",
+            "hotpage_source_events_total",
+            "hotpage_promotion_latency_seconds_bucket",
+            "hotpage_promotion_failures_total",
+            "hotpage_kernel_promoted_bytes_total",
+        ] {
+            assert!(queried.contains(must), "the dashboard shows no {must}");
+        }
+    }
+
     #[test]
     fn matches_the_golden_file() {
         let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/golden/metrics.prom");

@@ -6,6 +6,7 @@ mod deps;
 mod e2e_plot;
 mod python_tools;
 mod vm;
+mod vm_run;
 
 use std::process::ExitCode;
 
@@ -81,6 +82,22 @@ enum VmCmd {
         #[arg(long, default_value_t = 30)]
         seconds: u32,
     },
+    /// Boot the box with hotpage running and run your own program there
+    /// (a small --node0-mib spills its memory onto node 1, the lower tier).
+    Run {
+        #[command(flatten)]
+        spec: BoxSpec,
+        /// Longest the program runs, seconds (it is stopped then).
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+        /// Arguments for `hotpage run` (default: its defaults).
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        hotpage_args: String,
+        /// The program and its arguments (a static binary, or a dynamic one
+        /// whose libraries are copied along).
+        #[arg(last = true, required = true)]
+        program: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +160,9 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Vm { cmd: VmCmd::Fetch } => vm::kernel::fetch().map(|_| ()),
         Cmd::Vm { cmd: VmCmd::Test { spec, filter } } => vm_test(&spec, &filter),
         Cmd::Vm { cmd: VmCmd::Demo { spec, seconds } } => vm_demo(&spec, seconds),
+        Cmd::Vm { cmd: VmCmd::Run { spec, seconds, hotpage_args, program } } => {
+            vm_run::vm_run(&spec, seconds, &hotpage_args, &program)
+        }
         Cmd::Vm { cmd: VmCmd::Bench { spec, bench: BoxBench::Promote } } => vm_bench(&spec, "promote", &[]),
         Cmd::Vm {
             cmd: VmCmd::Bench { spec, bench: BoxBench::E2e { short, fast_scan, systems, scenarios, reps } },

@@ -225,7 +225,14 @@ fn test_all(spec: &BoxSpec) -> Result<()> {
         .args(["--as-recorded", "--expect-live"]))?;
     // The end-to-end benchmark in its short form: correctness facts only
     // (hotpage brings the hot set to node 0; observe-only moves nothing).
-    vm_bench(spec, "e2e", &["--short", "--fast-scan"])
+    vm_bench(spec, "e2e", &["--short", "--fast-scan"])?;
+    // `vm run` with a program that exits at once, and with a real one.
+    vm_run::vm_run(spec, 5, "", &["/bin/true".into()])?;
+    let workload = build_bins("hotpage-tests", &["hotpage-workload"], false)?.remove(0);
+    let args = ["hot-set", "--size-mib", "32", "--hot-mib", "8", "--seconds", "15"];
+    let program: Vec<String> =
+        std::iter::once(workload.display().to_string()).chain(args.iter().map(|a| (*a).to_owned())).collect();
+    vm_run::vm_run(spec, 20, "", &program)
 }
 
 fn vm_test(spec: &BoxSpec, filter: &[String]) -> Result<()> {

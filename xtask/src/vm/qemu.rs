@@ -35,6 +35,11 @@ pub struct BoxSpec {
     /// Kill the guest after this many seconds and report a hang.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
+    /// DIMM slots and room for hot-added memory (the box tests): the
+    /// reserved room costs node 1 about 100 MiB of free memory, which the
+    /// 900 MiB benchmark scenario needs, so the other commands boot without.
+    #[arg(skip)]
+    pub hotplug: bool,
 }
 
 /// HMAT latency (ns) and bandwidth: node 1 is 3× slower, so the kernel puts it
@@ -59,19 +64,22 @@ pub struct BoxOutcome {
 const HOTPLUG_SLOTS: u32 = 2;
 const HOTPLUG_MIB: u32 = 1024;
 
+/// `-m`: the boot memory, and with hot-plug the slots and room above it.
+fn memory_arg(spec: &BoxSpec) -> String {
+    let boot = spec.node0_mib + spec.node1_mib;
+    if spec.hotplug {
+        format!("{boot}M,slots={HOTPLUG_SLOTS},maxmem={}M", boot + HOTPLUG_MIB)
+    } else {
+        format!("{boot}M")
+    }
+}
+
 fn qemu_command(kernel: &Path, initrd: &Path, results_port: &Path, qmp: &Path, spec: &BoxSpec) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
         .args(["-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35,hmat=on"])
         .args(["-smp", &spec.cpus.to_string()])
-        .args([
-            "-m",
-            &format!(
-                "{}M,slots={HOTPLUG_SLOTS},maxmem={}M",
-                spec.node0_mib + spec.node1_mib,
-                spec.node0_mib + spec.node1_mib + HOTPLUG_MIB
-            ),
-        ])
+        .args(["-m", &memory_arg(spec)])
         .args(["-object", &format!("memory-backend-ram,size={}M,id=m0", spec.node0_mib)])
         .args(["-object", &format!("memory-backend-ram,size={}M,id=m1", spec.node1_mib)])
         .args(["-numa", &format!("node,nodeid=0,cpus=0-{},memdev=m0", spec.cpus.saturating_sub(1))])
@@ -80,7 +88,9 @@ fn qemu_command(kernel: &Path, initrd: &Path, results_port: &Path, qmp: &Path, s
         c.args(["-numa", h]);
     }
     // Results leave through a virtio-serial port (binary, fast), not a UART.
-    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
+    if spec.hotplug {
+        c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
+    }
     c.args(["-serial", "stdio"])
         .args(["-device", "virtio-serial-pci,id=vser"])
         .arg("-chardev")

@@ -1,6 +1,6 @@
 //! Paths of the fixture trees under `tests/fixtures/` (captures of real machines).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures")).join(name)
@@ -24,4 +24,17 @@ pub fn two_socket_cxl() -> PathBuf {
 /// A kernel without /sys/devices/virtual/memory_tiering.
 pub fn no_tiering() -> PathBuf {
     fixture("no-tiering-5.15")
+}
+
+/// Copies a capture, directories and all, into `to`, for tests that change it.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
 }

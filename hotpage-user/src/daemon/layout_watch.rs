@@ -147,18 +147,15 @@ pub async fn watch(mut layout: LayoutWatch, followers: Followers) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_fixtures::cxl_box;
+    use crate::test_fixtures::{copy_tree, cxl_box};
 
-    fn copy_tree(from: &Path, to: &Path) {
-        for e in std::fs::read_dir(from).unwrap().flatten() {
-            let dest = to.join(e.file_name());
-            if e.path().is_dir() {
-                std::fs::create_dir_all(&dest).unwrap();
-                copy_tree(&e.path(), &dest);
-            } else {
-                std::fs::copy(e.path(), dest).unwrap();
-            }
-        }
+    /// A writable copy of the box capture, and its lower-tier ranges.
+    fn box_copy() -> (tempfile::TempDir, TierTopology, Vec<PfnRange>) {
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(&cxl_box(), dir.path());
+        let topo = TierTopology::read(dir.path()).unwrap();
+        let ranges = topo.lower_tier_ranges().unwrap();
+        (dir, topo, ranges)
     }
 
     /// The box capture with one more 128 MiB block on node 1, `memory{block}`,
@@ -200,10 +197,7 @@ mod tests {
 
     #[test]
     fn a_block_coming_online_on_node_1_is_a_change_and_then_none() {
-        let dir = tempfile::tempdir().unwrap();
-        copy_tree(&cxl_box(), dir.path());
-        let topo = TierTopology::read(dir.path()).unwrap();
-        let ranges = topo.lower_tier_ranges().unwrap();
+        let (dir, _, ranges) = box_copy();
         let before = pages(&ranges);
         let mut watch = LayoutWatch::new(dir.path(), &ranges);
         assert!(watch.poll().unwrap().is_none(), "nothing changed");
@@ -229,10 +223,7 @@ mod tests {
 
     #[test]
     fn the_followers_track_and_score_the_new_memory() {
-        let dir = tempfile::tempdir().unwrap();
-        copy_tree(&cxl_box(), dir.path());
-        let topo = TierTopology::read(dir.path()).unwrap();
-        let ranges = topo.lower_tier_ranges().unwrap();
+        let (dir, topo, ranges) = box_copy();
         let layout = MemoryLayout::from(&topo);
         let map = Arc::new(HotMap::new(&layout, crate::hotmap::HotMapConfig::default(), 64).unwrap());
         let scores = Arc::new(PageScores::new(&layout));

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 
 use super::{node_meminfo::read_node_meminfo, topology::TierTopology, vmstat, zoneinfo::read_zoneinfo};
-use crate::test_fixtures::{cxl_box, two_socket_cxl};
+use crate::test_fixtures::{copy_tree, cxl_box, two_socket_cxl};
 
 /// Every file under `dir`, sorted (so a case's index always picks the same one).
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -21,14 +21,6 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for f in files(from) {
-        let dest = to.join(f.strip_prefix(from).unwrap());
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(&f, &dest).unwrap();
-    }
 }
 
 #[derive(Clone, Debug)]

@@ -29,6 +29,13 @@ pub const PACKAGES: &[(&str, &str, &str)] = &[
     ("binutils", "2.40-*", "strip, to keep the box's initramfs small"),
 ];
 
+/// What `cargo xtask package` needs besides: the checker and dpkg-shlibdeps
+/// (for the package's Depends).
+pub const PACKAGING: &[(&str, &str, &str)] = &[
+    ("lintian", "2.116.*", "checks the Debian package"),
+    ("dpkg-dev", "1.21.*", "dpkg-shlibdeps, for the package's Depends"),
+];
+
 fn installed_version(pkg: &str) -> Option<String> {
     let out = Command::new("dpkg-query").args(["-W", "-f=${Status}|${Version}", pkg]).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -62,8 +69,11 @@ fn wanted(pkg: &str, glob: &str, installed: &impl Fn(&str) -> Option<String>) ->
 }
 
 /// `pkg=version` for each package that is missing or off its pin.
-fn missing(installed: &impl Fn(&str) -> Option<String>) -> Vec<(String, Option<String>)> {
-    PACKAGES
+fn missing(
+    packages: &[(&str, &str, &str)],
+    installed: &impl Fn(&str) -> Option<String>,
+) -> Vec<(String, Option<String>)> {
+    packages
         .iter()
         .filter_map(|(p, glob, _)| {
             let (version, why) = wanted(p, glob, installed);
@@ -197,9 +207,15 @@ fn apt_install(pkgs: &[String], suite: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Installs whatever is missing (as root), or says what to install.
+/// Installs whatever the build, the tests and the box lack (as root), or
+/// says what to install.
 pub fn ensure() -> Result<()> {
-    let wanted = missing(&installed_version);
+    ensure_packages(PACKAGES)
+}
+
+/// Installs whatever of `packages` is missing (as root), or says what to install.
+pub fn ensure_packages(packages: &[(&str, &str, &str)]) -> Result<()> {
+    let wanted = missing(packages, &installed_version);
     for (pkg, why) in &wanted {
         if let Some(why) = why {
             eprintln!("xtask: {why}: installing {pkg} to match it (the pin's series would replace it)");
@@ -240,20 +256,24 @@ mod tests {
     fn qemu_follows_an_installed_qemu_of_another_series_and_nothing_is_removed() {
         // A fresh bookworm with qemu-utils from backports.
         let backports = |p: &str| (p == "qemu-utils").then(|| "1:8.2.4+ds-1~bpo12+1".to_owned());
-        let m = missing(&backports);
+        let m = missing(PACKAGES, &backports);
         let qemu = m.iter().find(|(p, _)| p.starts_with("qemu-system-x86=")).unwrap();
         assert_eq!(qemu.0, "qemu-system-x86=1:8.2.4+ds-1~bpo12+1");
         assert!(qemu.1.as_deref().unwrap().contains("qemu-utils 1:8.2.4"), "{qemu:?}");
         // Without another QEMU, the pin.
         let none = |_: &str| None;
-        assert!(missing(&none).iter().any(|(p, why)| p == "qemu-system-x86=1:7.2+dfsg-*" && why.is_none()));
+        assert!(
+            missing(PACKAGES, &none)
+                .iter()
+                .any(|(p, why)| p == "qemu-system-x86=1:7.2+dfsg-*" && why.is_none())
+        );
         // Installed and matching: nothing to do for it.
         let both = |p: &str| {
             matches!(p, "qemu-utils" | "qemu-system-x86").then(|| "1:8.2.4+ds-1~bpo12+1".to_owned())
         };
-        assert!(!missing(&both).iter().any(|(p, _)| p.starts_with("qemu-system-x86")));
+        assert!(!missing(PACKAGES, &both).iter().any(|(p, _)| p.starts_with("qemu-system-x86")));
         let pinned = |p: &str| (p == "qemu-system-x86").then(|| "1:7.2+dfsg-7+deb12u18".to_owned());
-        assert!(!missing(&pinned).iter().any(|(p, _)| p.starts_with("qemu-system-x86")));
+        assert!(!missing(PACKAGES, &pinned).iter().any(|(p, _)| p.starts_with("qemu-system-x86")));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod cargo;
 mod deps;
 mod e2e_plot;
+mod package;
 mod python_tools;
 mod vm;
 mod vm_run;
@@ -46,6 +47,16 @@ enum Cmd {
     Vm {
         #[command(subcommand)]
         cmd: VmCmd,
+    },
+    /// The Debian package (cargo-deb): man pages, completions, the unit and the
+    /// conffile; checked (file list, control, lintian) and, with --in-box, run.
+    Package {
+        /// Also run the packaged binary (`hotpage check`, the daemon from the
+        /// packaged configuration) in the emulated CXL box.
+        #[arg(long)]
+        in_box: bool,
+        #[command(flatten)]
+        spec: BoxSpec,
     },
     /// Benchmarks on this machine: hotpage and its baseline side by side.
     Bench {
@@ -157,6 +168,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Deps => deps::ensure(),
         Cmd::Demo { spec, seconds } => demo(&spec, seconds),
         Cmd::Test { spec } => test_all(&spec),
+        Cmd::Package { in_box, spec } => package::package(in_box.then_some(&spec)).map(|_| ()),
         Cmd::Vm { cmd: VmCmd::Fetch } => vm::kernel::fetch().map(|_| ()),
         Cmd::Vm { cmd: VmCmd::Test { spec, filter } } => vm_test(&spec, &filter),
         Cmd::Vm { cmd: VmCmd::Demo { spec, seconds } } => vm_demo(&spec, seconds),
@@ -232,7 +244,9 @@ fn test_all(spec: &BoxSpec) -> Result<()> {
     let args = ["hot-set", "--size-mib", "32", "--hot-mib", "8", "--seconds", "15"];
     let program: Vec<String> =
         std::iter::once(workload.display().to_string()).chain(args.iter().map(|a| (*a).to_owned())).collect();
-    vm_run::vm_run(spec, 20, "", &program)
+    vm_run::vm_run(spec, 20, "", &program)?;
+    // The Debian package: contents, control, lintian, and the packaged binary in the box.
+    package::package(Some(spec)).map(|_| ())
 }
 
 fn vm_test(spec: &BoxSpec, filter: &[String]) -> Result<()> {
@@ -255,6 +269,7 @@ fn vm_test(spec: &BoxSpec, filter: &[String]) -> Result<()> {
             (tests, "/bin/hotpage-vm-tests".into()),
             (workload, "/bin/hotpage-workload".into()),
         ],
+        files: Vec::new(),
         script,
     };
     // The box tests hot-add a DIMM: this boot has the slots and the room.
@@ -332,6 +347,7 @@ fn vm_demo(spec: &BoxSpec, seconds: u32) -> Result<()> {
     let script = demo_script("/bin/hotpage", "/bin/hotpage-workload", "1", seconds, "/tmp");
     let payload = Payload {
         binaries: vec![(hotpage, "/bin/hotpage".into()), (workload, "/bin/hotpage-workload".into())],
+        files: Vec::new(),
         script,
     };
     let outcome = vm::run("demo", &payload, spec)?;
@@ -356,6 +372,7 @@ fn vm_bench(spec: &BoxSpec, name: &str, args: &[&str]) -> Result<()> {
             (workload, "/bin/hotpage-workload".into()),
             (hotpage, "/bin/hotpage".into()),
         ],
+        files: Vec::new(),
         script,
     };
     let outcome = vm::run(&format!("bench-{name}"), &payload, spec)?;

@@ -95,6 +95,7 @@ pub fn vm_run(spec: &BoxSpec, seconds: u32, hotpage_args: &str, program: &[Strin
     let hotpage = build_bins("hotpage-user", &["hotpage"], false)?.remove(0);
     let payload = Payload {
         binaries: vec![(hotpage, "/bin/hotpage".into()), (host_program, "/box/program".into())],
+        files: Vec::new(),
         script: script(program, hotpage_args, seconds.max(1)),
     };
     let outcome = vm::run("run", &payload, spec)?;

@@ -2,6 +2,7 @@
 //! context (`anyhow`) and become one line on stderr.
 
 mod check;
+mod generate;
 mod nodes;
 mod record;
 mod replay;
@@ -16,9 +17,16 @@ pub use replay::BadRecording;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-/// Finds hot pages on lower-tier (CXL) memory and promotes them to a fast node.
+/// `hotpage --help` and the man page's DESCRIPTION.
+const LONG_ABOUT: &str = "Finds the hot pages that sit on a slow memory node (CXL, or any CPU-less node the kernel \
+puts in a lower memory tier) and promotes them to a fast node with move_pages(2). eBPF programs on the NUMA \
+hint-fault path and on hardware memory samples report accesses to lower-tier pages; a latency rule keeps the \
+faults of pages that are consistently fast to fault after NUMA balancing's scan; a userspace twin of the \
+kernel's pghot hot map decides which pages are ready; a worker per lower-tier node moves them, hottest first. \
+`hotpage check` says whether this machine can run it; `hotpage run` is the daemon.";
+
 #[derive(Debug, Parser)]
-#[command(name = "hotpage", version, about, propagate_version = true)]
+#[command(name = "hotpage", version, about, long_about = LONG_ABOUT, propagate_version = true)]
 pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -56,6 +64,11 @@ pub enum Command {
     Record(record::RecordArgs),
     /// Replay a recording through the hot map and a promotion rule, offline.
     Replay(Box<replay::ReplayArgs>),
+    /// Shell completion script on standard output (bash, zsh, fish, ...).
+    Completions(generate::CompletionsArgs),
+    /// Writes the man pages into a directory (the Debian package's build runs it).
+    #[command(hide = true)]
+    Manpages(generate::ManpagesArgs),
 }
 
 pub fn init_logging(verbose: u8) {
@@ -80,5 +93,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Trace(args) => trace::run(&cli.root, &cli.run_dir, args),
         Command::Record(args) => record::run(&cli.root, &cli.run_dir, args),
         Command::Replay(args) => replay::run(&cli.root, *args),
+        Command::Completions(args) => generate::completions(args),
+        Command::Manpages(args) => generate::manpages(args),
     }
 }

@@ -23,6 +23,8 @@ pub use qemu::BoxSpec;
 pub struct Payload {
     /// (host path, guest path) of executables; their libraries come along.
     pub binaries: Vec<(PathBuf, String)>,
+    /// (host path, guest path) of plain files (mode 0644).
+    pub files: Vec<(PathBuf, String)>,
     /// Shell script run by the init (busybox sh). Its exit status is the box's.
     pub script: String,
 }
@@ -47,6 +49,10 @@ pub fn run(name: &str, payload: &Payload, spec: &BoxSpec) -> Result<qemu::BoxOut
     fs.symlink("/bin/sh", "busybox");
     for (host, guest) in &payload.binaries {
         fs.binary(host, guest)?;
+    }
+    for (host, guest) in &payload.files {
+        let data = std::fs::read(host).map_err(|e| anyhow::anyhow!("reading {}: {e}", host.display()))?;
+        fs.file(guest, &data, 0o644);
     }
     fs.file("/box/run.sh", payload.script.as_bytes(), 0o755);
     let image = fs.finish();

@@ -18,6 +18,12 @@
 #define HOTPAGE_EV_NEED_PFN	0x2	/* no pfn from the kernel: userspace resolves vaddr */
 #define HOTPAGE_EV_WRITE	0x4	/* the access was a write, when the hook knows */
 #define HOTPAGE_EV_LATENCY	0x8	/* latency_ms holds the scan-to-fault latency */
+/*
+ * A DAMON region, not one page: vaddr..pfn is [start, end) of the target
+ * process's address space, latency_ms its nr_accesses in the last aggregation
+ * interval, reserved its age (in aggregation intervals). Userspace expands it.
+ */
+#define HOTPAGE_EV_REGION	0x10
 
 #define HOTPAGE_NO_NODE		(-1)
 

@@ -57,6 +57,10 @@ pub mod event_flags {
     pub const WRITE: u8 = 0x4;
     /// `latency_ms` holds the scan-to-fault latency.
     pub const LATENCY: u8 = 0x8;
+    /// A DAMON region, not one page: `vaddr..pfn` is `[start, end)` of the
+    /// target's address space, `latency_ms` its `nr_accesses` in the last
+    /// aggregation interval, `reserved` its age. Userspace expands it to pages.
+    pub const REGION: u8 = 0x10;
 }
 
 /// One lower-tier access, as it crosses the ring buffer (`struct hotpage_event`).

@@ -20,6 +20,9 @@ pub const HINT_FAULT: &[u8] = object!("hint_fault");
 /// Memory-access samples: a `perf_event` program.
 pub const HW_SAMPLE: &[u8] = object!("hw_sample");
 
+/// DAMON's region reports: a `tp_btf` program on `damon:damon_aggregated`.
+pub const DAMON: &[u8] = object!("damon");
+
 /// Benchmark baseline: an empty `perf_event` program named `empty`.
 pub const BASELINE: &[u8] = object!("baseline");
 
@@ -27,6 +30,7 @@ pub const BASELINE: &[u8] = object!("baseline");
 pub mod program {
     pub const HINT_FAULT: &str = "hint_fault";
     pub const HW_SAMPLE: &str = "hw_sample";
+    pub const DAMON: &str = "damon_aggregated";
     pub const BASELINE: &str = "empty";
 }
 
@@ -35,6 +39,10 @@ pub mod map {
     pub const EVENTS: &str = "events";
     pub const COUNTERS: &str = "counters";
     pub const TIER_MAP: &str = "tier_map";
+    /// DAMON object only: the pid of the kdamond hotpage started (`u32`).
+    pub const DAMON_OWNER: &str = "damon_owner";
+    /// DAMON object only: target index → pid (`u32` → `u32`, 64 entries).
+    pub const DAMON_TARGETS: &str = "damon_targets";
 }
 
 /// `.rodata` knobs shared by every object.
@@ -46,7 +54,20 @@ pub mod global {
     /// Hint-fault object only: where the kernel keeps the scan stamp
     /// (`hotpage_common::StampLayout`).
     pub const STAMP_LAYOUT: &str = "stamp_layout";
+    /// DAMON object only: positions of the region pointer, the target
+    /// pointer and the target index among the tracepoint's arguments (`u32`,
+    /// [`DAMON_NO_ARG`] when absent), and the fewest accesses reported.
+    pub const REGION_ARG: &str = "region_arg";
+    pub const TARGET_ARG: &str = "target_arg";
+    pub const TARGET_ID_ARG: &str = "target_id_arg";
+    pub const MIN_NR_ACCESSES: &str = "min_nr_accesses";
 }
 
+/// A DAMON tracepoint argument this kernel does not pass.
+pub const DAMON_NO_ARG: u32 = 0xff;
+/// Targets the DAMON object maps from index to pid.
+pub const DAMON_MAX_TARGETS: usize = 64;
+
 /// Every source's object, by the name userspace and tests use for them.
-pub const OBJECTS: &[(&str, &[u8])] = &[("hint_fault", HINT_FAULT), ("hw_sample", HW_SAMPLE)];
+pub const OBJECTS: &[(&str, &[u8])] =
+    &[("hint_fault", HINT_FAULT), ("hw_sample", HW_SAMPLE), ("damon", DAMON)];

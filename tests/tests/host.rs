@@ -437,3 +437,92 @@ fn the_sample_source_takes_bpf_statistics_one_interval_in_ten() {
     assert_eq!(measured, vec![1, 11], "intervals whose program run time the kernel counted");
     assert!(priced.iter().all(|&ns| ns > 0), "unmeasured intervals are priced per run: {priced:?}");
 }
+
+/// DAMON's tracepoint on this host: the program attaches (tp_btf on
+/// `damon:damon_aggregated`, arguments placed from the kernel's BTF) and
+/// counts every region a kdamond reports, drops them all while no owner is
+/// set, and with its owner set passes them on to the target check (a
+/// physical-address kdamond, the only kind this host's DAMON has, has no
+/// target process: nothing is emitted). The virtual-address path runs in the
+/// box (`the_damon_source_alone_promotes_the_hot_set_with_numa_balancing_off`).
+#[test]
+fn the_damon_program_sees_kdamond_regions_and_keeps_only_its_owners() {
+    use hotpage::sources::{DamonArgs, damon::tracepoint};
+
+    if !root_or_skip("the_damon_program_sees_kdamond_regions_and_keeps_only_its_owners") {
+        return;
+    }
+    let kdamonds = Path::new("/sys/kernel/mm/damon/admin/kdamonds");
+    let Ok(nr) = std::fs::read_to_string(kdamonds.join("nr_kdamonds")) else {
+        eprintln!("skipped: this kernel has no DAMON sysfs interface");
+        return;
+    };
+    let btf = hotpage::kernel::kernel_btf(Path::new("/")).unwrap();
+    let args = tracepoint::aggregated_args(&btf).expect("damon_aggregated in the kernel's BTF");
+    let opts = LoadOptions { damon: DamonArgs::new(args, 0), ..LoadOptions::default() };
+    let mut src = LoadedSource::load(SourceKind::Damon, &opts).unwrap();
+    let _ring = src.take_ring().unwrap();
+    let counters = src.take_counters().unwrap();
+    src.attach_damon().expect("tp_btf on damon_aggregated attaches");
+
+    // A physical-address kdamond over the first 64 MiB of this host's RAM,
+    // stopped and removed whatever happens; or, when DAMON runs someone
+    // else's kdamond, that one, only watched (never touched).
+    struct Paddr(&'static Path);
+    impl Drop for Paddr {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0.join("0/state"), "off");
+            let _ = std::fs::write(self.0.join("nr_kdamonds"), "0");
+        }
+    }
+    let mut _ours = None;
+    let pid: u32 = if nr.trim() == "0" {
+        let (_layout, ranges) = hotpage_tests::host_tier::host_memory_as_lower_tier().unwrap();
+        let start = ranges[0].start_pfn << 12;
+        let w = |p: &str, v: &str| std::fs::write(kdamonds.join(p), v).unwrap_or_else(|e| panic!("{p}: {e}"));
+        w("nr_kdamonds", "1");
+        _ours = Some(Paddr(kdamonds));
+        w("0/contexts/nr_contexts", "1");
+        w("0/contexts/0/operations", "paddr");
+        w("0/contexts/0/monitoring_attrs/intervals/sample_us", "1000");
+        w("0/contexts/0/monitoring_attrs/intervals/aggr_us", "20000");
+        w("0/contexts/0/targets/nr_targets", "1");
+        w("0/contexts/0/targets/0/regions/nr_regions", "1");
+        w("0/contexts/0/targets/0/regions/0/start", &start.to_string());
+        w("0/contexts/0/targets/0/regions/0/end", &(start + (64 << 20)).to_string());
+        w("0/state", "on");
+        std::fs::read_to_string(kdamonds.join("0/pid")).unwrap().trim().parse().unwrap()
+    } else {
+        let running = (0..nr.trim().parse::<u32>().unwrap_or(0)).find_map(|k| {
+            let dir = kdamonds.join(k.to_string());
+            let on = std::fs::read_to_string(dir.join("state")).is_ok_and(|s| s.trim() == "on");
+            let paddr =
+                std::fs::read_to_string(dir.join("contexts/0/operations")).is_ok_and(|s| s.trim() == "paddr");
+            let pid = std::fs::read_to_string(dir.join("pid")).ok()?.trim().parse::<u32>().ok()?;
+            (on && paddr).then_some(pid)
+        });
+        let Some(pid) = running else {
+            eprintln!("skipped: DAMON has kdamonds here, none of them a running paddr one to watch");
+            return;
+        };
+        pid
+    };
+    let wait_for = |what: &str, f: &dyn Fn(&CounterSnapshot) -> bool| {
+        let t = std::time::Instant::now();
+        loop {
+            let c = counters.read().unwrap();
+            if f(&c) {
+                return c;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "{what}: {c:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // No owner yet: every region is counted and dropped.
+    let c = wait_for("regions seen and filtered", &|c| c.seen > 0 && c.filtered > 0);
+    assert_eq!((c.emitted, c.no_pfn), (0, 0), "{c:?}");
+    // Its owner set: the kdamond's regions pass the filter and stop at the target check.
+    src.set_damon_owner(pid).unwrap();
+    let c = wait_for("regions of the owner's kdamond reach the target check", &|c| c.no_pfn > 0);
+    assert_eq!(c.emitted, 0, "a physical-address target has no process: {c:?}");
+}

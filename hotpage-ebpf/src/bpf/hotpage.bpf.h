@@ -96,8 +96,8 @@ static __always_inline int lower_tier_nid(__u64 pfn)
  * Writes one event. Wake-ups are batched: the consumer is woken every
  * wakeup_every events per CPU; its drain timer collects any tail.
  */
-static __always_inline void emit(__u64 pfn, __u64 vaddr, __u32 pid, int page_nid, __u8 order,
-				 __u8 flags, __u32 latency_ms)
+static __always_inline void emit_ext(__u64 pfn, __u64 vaddr, __u32 pid, int page_nid, __u8 order,
+				     __u8 flags, __u32 latency_ms, __u32 extra)
 {
 	struct hotpage_event *ev;
 	__u64 emitted, wake;
@@ -117,7 +117,7 @@ static __always_inline void emit(__u64 pfn, __u64 vaddr, __u32 pid, int page_nid
 	ev->order = order;
 	ev->flags = flags;
 	ev->latency_ms = latency_ms;
-	ev->reserved = 0;
+	ev->reserved = extra;
 
 	emitted = count(HOTPAGE_CNT_EMITTED);
 	wake = BPF_RB_NO_WAKEUP;
@@ -126,6 +126,12 @@ static __always_inline void emit(__u64 pfn, __u64 vaddr, __u32 pid, int page_nid
 		count(HOTPAGE_CNT_WAKEUPS);
 	}
 	bpf_ringbuf_submit(ev, wake);
+}
+
+static __always_inline void emit(__u64 pfn, __u64 vaddr, __u32 pid, int page_nid, __u8 order,
+				 __u8 flags, __u32 latency_ms)
+{
+	emit_ext(pfn, vaddr, pid, page_nid, order, flags, latency_ms, 0);
 }
 
 #endif /* HOTPAGE_BPF_H */

@@ -51,4 +51,29 @@ struct bpf_perf_event_data_kern {
 	struct perf_sample_data *data;
 } __attribute__((preserve_access_index));
 
+/* include/linux/pid.h: numbers[] is a flexible array; [0] is the init namespace's. */
+struct upid {
+	int nr;
+} __attribute__((preserve_access_index));
+
+struct pid {
+	struct upid numbers[1];
+} __attribute__((preserve_access_index));
+
+/* include/linux/damon.h */
+struct damon_addr_range {
+	unsigned long start;
+	unsigned long end;
+} __attribute__((preserve_access_index));
+
+struct damon_region {
+	struct damon_addr_range ar;
+	unsigned int nr_accesses;
+	unsigned int age;
+} __attribute__((preserve_access_index));
+
+struct damon_target {
+	struct pid *pid;		/* NULL for physical-address monitoring */
+} __attribute__((preserve_access_index));
+
 #endif /* HOTPAGE_KERNEL_TYPES_H */

@@ -38,6 +38,11 @@ pub fn run(root: &Path, run_dir: &Path, args: RecordArgs) -> Result<()> {
     };
     args.sources.apply(&mut file);
     let cfg = file.resolve(&path)?;
+    if cfg.damon.is_some() {
+        anyhow::bail!(
+            "hotpage record does not run the DAMON source: record it with `hotpage run --sources damon --record FILE`"
+        );
+    }
     let req = RecordRequest {
         output: &args.output,
         duration: args.duration,

@@ -60,6 +60,11 @@ fn parse_rate_limit(s: &str) -> Result<String, String> {
 /// Which sources feed the hot map: the flags `run` and `record` share.
 #[derive(Debug, Args)]
 pub struct SourceArgs {
+    /// Which sources run, comma-separated: hint-faults, samples, damon (in
+    /// place of the configuration file's). damon runs with NUMA balancing
+    /// off, so not with hint-faults.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = ["hint-faults", "samples", "damon"])]
+    sources: Option<Vec<String>>,
     /// Memory samples: auto (IBS/PEBS when present), hardware, software (page faults), off.
     #[arg(long, value_name = "MODE", value_parser = ["auto", "hardware", "software", "off"])]
     samples: Option<String>,
@@ -74,6 +79,16 @@ pub struct SourceArgs {
 impl SourceArgs {
     /// The flags on top of `file`'s settings.
     pub fn apply(&self, file: &mut FileConfig) {
+        if let Some(list) = &self.sources {
+            let on = |name: &str| list.iter().any(|s| s == name);
+            file.sources.hint_faults = on("hint-faults");
+            file.sources.damon = on("damon");
+            if !on("samples") {
+                file.sources.samples = "off".into();
+            } else if file.sources.samples == "off" {
+                file.sources.samples = "auto".into();
+            }
+        }
         if let Some(m) = &self.samples {
             file.sources.samples = m.clone();
         }

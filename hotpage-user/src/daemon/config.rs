@@ -10,12 +10,13 @@ use thiserror::Error;
 use crate::{
     hotmap::{
         ConfigError as HotMapConfigError, DEFAULT_HINT_CAPACITY, HotMapConfig, RecordMode,
-        SOURCE_HINT_FAULTS, SOURCE_HW_HINTS,
+        SOURCE_HINT_FAULTS, SOURCE_HW_HINTS, SOURCE_PGTABLE_SCAN,
     },
     promoter::{PromoterConfig, PromoterError, RateLimit},
     recording::Header,
     rule::Policy,
     sources::LoadOptions,
+    sources::damon::DamonConfig,
     sources::samples::SamplesMode,
 };
 
@@ -40,6 +41,7 @@ pub enum ConfigFileError {
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     pub sources: SourcesFile,
+    pub damon: DamonFile,
     pub hotmap: HotMapFile,
     pub promoter: PromoterFile,
     pub kernel: KernelFile,
@@ -52,6 +54,9 @@ pub struct FileConfig {
 pub struct SourcesFile {
     /// NUMA hint faults (fentry on numa_migrate_check).
     pub hint_faults: bool,
+    /// DAMON's region reports (pghot's page-table-scan source); needs
+    /// kernel.numa_balancing 0, so not with hint faults.
+    pub damon: bool,
     /// Memory-access samples: "auto" (the PMU's, when there is one),
     /// "hardware" (the PMU's, or refuse), "software" (page faults), "off".
     pub samples: String,
@@ -65,9 +70,61 @@ impl Default for SourcesFile {
     fn default() -> Self {
         Self {
             hint_faults: true,
+            damon: false,
             samples: "auto".into(),
             sample_period: None,
             cpu_budget_percent: crate::sources::samples::DEFAULT_BUDGET * 100.0,
+        }
+    }
+}
+
+/// `[damon]`: the DAMON source's knobs (see [`DamonConfig`]).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DamonFile {
+    pub sample_us: u64,
+    pub aggr_us: u64,
+    pub min_regions: u64,
+    pub max_regions: u64,
+    pub min_nr_accesses: u32,
+    pub region_max_pages: u64,
+    pub pages_per_second: u64,
+    pub target_min_mib: u64,
+    pub max_targets: usize,
+    pub retarget_s: u64,
+}
+
+impl Default for DamonFile {
+    fn default() -> Self {
+        let d = DamonConfig::default();
+        Self {
+            sample_us: d.sample_us,
+            aggr_us: d.aggr_us,
+            min_regions: d.min_regions,
+            max_regions: d.max_regions,
+            min_nr_accesses: d.min_nr_accesses,
+            region_max_pages: d.region_max_pages,
+            pages_per_second: d.pages_per_second,
+            target_min_mib: d.target_min_mib,
+            max_targets: d.max_targets,
+            retarget_s: d.retarget_s,
+        }
+    }
+}
+
+impl DamonFile {
+    fn config(&self) -> DamonConfig {
+        DamonConfig {
+            sample_us: self.sample_us,
+            aggr_us: self.aggr_us,
+            min_regions: self.min_regions,
+            max_regions: self.max_regions,
+            min_nr_accesses: self.min_nr_accesses,
+            region_max_pages: self.region_max_pages,
+            pages_per_second: self.pages_per_second,
+            target_min_mib: self.target_min_mib,
+            max_targets: self.max_targets,
+            retarget_s: self.retarget_s,
         }
     }
 }
@@ -181,6 +238,8 @@ impl Default for MetricsFile {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunConfig {
     pub hint_faults: bool,
+    /// The DAMON source, when on.
+    pub damon: Option<DamonConfig>,
     pub samples: SamplesMode,
     pub sample_period: Option<u64>,
     /// Share of one core (0.03 = 3%).
@@ -206,6 +265,8 @@ impl FileConfig {
     pub fn of_recording(h: &Header) -> Self {
         let mut f = Self::default();
         f.sources.hint_faults = h.hotmap.enabled_sources & SOURCE_HINT_FAULTS != 0;
+        // A recording of the DAMON source ran without hint faults.
+        f.sources.damon = h.hotmap.enabled_sources & SOURCE_PGTABLE_SCAN != 0 && !f.sources.hint_faults;
         f.sources.samples =
             if h.hotmap.enabled_sources & SOURCE_HW_HINTS != 0 { "software" } else { "off" }.into();
         f.hotmap = HotMapFile {
@@ -269,7 +330,8 @@ impl FileConfig {
         let samples =
             SamplesMode::parse(&self.sources.samples).map_err(|e| invalid(format!("sources.{e}")))?;
         hotmap.enabled_sources = if self.sources.hint_faults { SOURCE_HINT_FAULTS } else { 0 }
-            | if samples == SamplesMode::Off { 0 } else { SOURCE_HW_HINTS };
+            | if samples == SamplesMode::Off { 0 } else { SOURCE_HW_HINTS }
+            | if self.sources.damon { SOURCE_PGTABLE_SCAN } else { 0 };
         hotmap.validate().map_err(|e| ConfigFileError::HotMap(e, path.to_owned()))?;
 
         let p = &self.promoter;
@@ -299,11 +361,20 @@ impl FileConfig {
                 c.ring_mib
             )));
         }
-        if !self.sources.hint_faults && samples == SamplesMode::Off {
+        if !self.sources.hint_faults && !self.sources.damon && samples == SamplesMode::Off {
             return Err(invalid(
-                "no source enabled: set sources.hint_faults = true or sources.samples".into(),
+                "no source enabled: set sources.hint_faults = true, sources.damon = true or sources.samples"
+                    .into(),
             ));
         }
+        if self.sources.hint_faults && self.sources.damon {
+            return Err(invalid(
+                "sources.damon runs with kernel.numa_balancing 0, which makes no hint faults: set sources.hint_faults = false with it (--sources damon)"
+                    .into(),
+            ));
+        }
+        let damon = self.damon.config();
+        damon.validate().map_err(invalid)?;
         let budget = self.sources.cpu_budget_percent;
         if !(budget > 0.0 && budget <= 100.0) {
             return Err(invalid(format!("sources.cpu_budget_percent {budget} must be in (0, 100]")));
@@ -327,6 +398,7 @@ impl FileConfig {
         let k = &self.kernel;
         Ok(RunConfig {
             hint_faults: self.sources.hint_faults,
+            damon: self.sources.damon.then_some(damon),
             samples,
             sample_period: self.sources.sample_period,
             cpu_budget: budget / 100.0,
@@ -371,11 +443,19 @@ mod tests {
         assert_eq!(c.policy, Policy::Latency);
         assert_eq!(
             c.hotmap,
-            HotMapConfig { freq_threshold: 1, ..HotMapConfig::default() },
+            HotMapConfig {
+                freq_threshold: 1,
+                enabled_sources: SOURCE_HINT_FAULTS | SOURCE_HW_HINTS,
+                ..HotMapConfig::default()
+            },
             "both sources enabled in the hot map; one access counts under the latency rule"
         );
         let pghot = parse("[hotmap]\npolicy = \"pghot\"").unwrap().resolve(Path::new("t")).unwrap();
-        assert_eq!(pghot.hotmap, HotMapConfig::default(), "pghot's own threshold");
+        assert_eq!(
+            pghot.hotmap,
+            HotMapConfig { enabled_sources: SOURCE_HINT_FAULTS | SOURCE_HW_HINTS, ..HotMapConfig::default() },
+            "pghot's own threshold"
+        );
         assert_eq!(c.scan[1].1, Some(SCAN_PERIOD_MIN_MS), "hotpage paces the scans");
         let off = parse("[kernel]\nscan_period_min_ms = 0").unwrap().resolve(Path::new("t")).unwrap();
         assert_eq!(off.scan[1].1, None, "0 leaves the kernel's value");

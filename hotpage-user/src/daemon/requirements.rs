@@ -10,6 +10,7 @@ use crate::{
     kernel,
     kernel::movers,
     kernel::settings::{NUMA_BALANCING, NUMA_BALANCING_MEMORY_TIERING, PROMOTE_RATE_LIMIT},
+    sources::damon,
     sources::{
         HookVerdict,
         samples::{PmuError, Sampler},
@@ -74,6 +75,7 @@ pub fn requirements(root: &Path, run_dir: &Path, euid: u32) -> Vec<Requirement> 
     } else {
         fail("root", format!("running as uid {euid}"), "run hotpage as root (sudo hotpage run)")
     });
+    let mut damon_tracepoint = Err("no BTF".to_owned());
     match kernel::kernel_btf(root) {
         Err(e) => {
             v.push(fail("kernel BTF", e.to_string(), "use a kernel built with CONFIG_DEBUG_INFO_BTF=y"));
@@ -84,6 +86,14 @@ pub fn requirements(root: &Path, run_dir: &Path, euid: u32) -> Vec<Requirement> 
             ));
         }
         Ok(btf) => {
+            damon_tracepoint = damon::tracepoint::aggregated_args(&btf)
+                .map(|a| match a.target {
+                    Some(t) => format!("region is argument {}, target {t}", a.region),
+                    None => {
+                        format!("region is argument {}, target index {}", a.region, a.target_id.unwrap_or(0))
+                    }
+                })
+                .map_err(|e| e.to_string());
             v.push(ok("kernel BTF", "/sys/kernel/btf/vmlinux".into()));
             v.push(match kernel::hint_fault_hook(&btf, &release) {
                 Ok(hook) => ok("hint-fault hook", format!("Linux {release}: fentry/{hook}")),
@@ -160,6 +170,17 @@ pub fn requirements(root: &Path, run_dir: &Path, euid: u32) -> Vec<Requirement> 
             "turn the DAMON scheme off, or run hotpage --observe-only",
         )
     });
+    // The DAMON source is optional (`--sources damon`): information only.
+    v.push(info(
+        "DAMON source",
+        match (damon::damon_status(root), damon_tracepoint) {
+            (Ok(()), Ok(args)) => {
+                format!("available and free: `--sources damon` can run (damon:damon_aggregated: {args})")
+            }
+            (Ok(()), Err(e)) => format!("DAMON is free, but its tracepoint cannot be used: {e}"),
+            (Err(e), _) => format!("unavailable: {e}"),
+        },
+    ));
     v.push(match control::request(run_dir, &Request::Ping) {
         Ok(Response::Pong { pid, version }) => info("daemon", format!("hotpage {version} runs as pid {pid}")),
         _ => info("daemon", "no hotpage daemon is running".into()),

@@ -18,7 +18,7 @@ use super::{
     hook_watch,
     instance::Instance,
     layout_watch, metrics,
-    preflight::{Preflight, hold_kernel_promotion, preflight, recover_only, tokio_runtime},
+    preflight::{Preflight, hold_kernel_promotion, preflight, recover_only, report_recovered, tokio_runtime},
     recording::{self, RunKnobs},
     sources::Sources,
 };
@@ -26,11 +26,16 @@ use crate::{
     collector::{Collector, HotMapFeeder},
     hotmap::{HotMap, MemoryLayout},
     kernel::movers,
+    kernel::settings::{NUMA_BALANCING, SettingsGuard},
     promoter::{LiveSystem, Promoter, RateLimit, Targets},
     recording::{Recorder, Trailer},
-    report::{SnapshotBuilder, SnapshotSource},
+    report::{AttachedSource, DamonFeed, SnapshotBuilder, SnapshotSource},
     rule::HotnessRule,
-    sources::{AddressResolver, HookReport, samples::SampleSource},
+    sources::{
+        AddressResolver, HookReport, SourceKind,
+        damon::{DamonSource, RegionPlanner},
+        samples::SampleSource,
+    },
     sys::{clock::monotonic_ns, vmstat},
 };
 
@@ -73,7 +78,19 @@ async fn daemon(
     let server = ControlServer::bind(run_dir)?;
 
     let manage = cfg.manage_numa_balancing && !observe_only;
-    let settings = if manage {
+    let mut settings = if cfg.damon.is_some() {
+        // hotpage owns the kdamond it starts through the guard; with DAMON
+        // as the source, NUMA balancing is off: the kernel promotes nothing,
+        // in any memory state.
+        let (mut guard, recovered) = SettingsGuard::acquire(root, run_dir)?;
+        report_recovered(&recovered);
+        if manage {
+            guard.set(NUMA_BALANCING, "0").context("turning NUMA balancing off for the DAMON source")?;
+        } else if movers::kernel_promotes(root) {
+            tracing::warn!("the kernel promotes pages itself (NUMA balancing memory tiering is on)");
+        }
+        Some(guard)
+    } else if manage {
         let mut guard = hold_kernel_promotion(root, run_dir)?;
         for (path, value) in cfg.scan {
             if let Some(v) = value {
@@ -105,6 +122,20 @@ async fn daemon(
         tracing::warn!("{node}");
     }
     let mut sources = Sources::attach(root, &cfg, hook.as_ref(), sampler, &ranges)?;
+    let mut damon = None;
+    if let (Some(dcfg), Some(guard)) = (cfg.damon, settings.as_mut()) {
+        let lower: Vec<u32> = topo.lower_tier_nodes().map(|n| n.id).collect();
+        let (src, ring, counters) =
+            DamonSource::start(root, guard, dcfg, &cfg.load, &lower).context("starting the DAMON source")?;
+        sources.rings.push(ring);
+        sources.attached.push(AttachedSource {
+            name: SourceKind::Damon.name().into(),
+            attached_to: "tp_btf/damon_aggregated".into(),
+            counters: Arc::new(counters),
+            id: SourceKind::Damon.id(),
+        });
+        damon = Some((src, dcfg));
+    }
 
     let layout = MemoryLayout::from(&topo);
     let map = Arc::new(HotMap::new(&layout, cfg.hotmap, cfg.hint_capacity)?);
@@ -131,6 +162,11 @@ async fn daemon(
         None => Recorder::off(feeder),
     };
     let mut consumer = AddressResolver::new(recorder, root, &ranges);
+    let damon_feed = damon.as_ref().map(|(src, dcfg)| DamonFeed {
+        status: src.status(),
+        config: *dcfg,
+        regions: consumer.expand_regions(RegionPlanner::new(*dcfg)),
+    });
     // Memory hot-plug: new lower-tier ranges reach the resolver and the
     // sample filter through this channel; the watch updates the rest.
     let (layout_tx, layout_rx) = tokio::sync::watch::channel(Arc::new(ranges.clone()));
@@ -185,6 +221,7 @@ async fn daemon(
         sampler: sample_status,
         promoter: promoter.reporter(),
         kernel_promotions_at_start,
+        damon: damon_feed,
     });
     let server = Arc::new(server);
     let mut tasks = Vec::new();
@@ -223,6 +260,8 @@ async fn daemon(
 
     // The sample source's CPU budget, on this thread (the collector's).
     let budget = sources.spawn_budget(Some(layout_rx));
+    // The DAMON source follows processes that come and go; aborting the task stops its kdamond.
+    let damon_task = damon.map(|(src, _)| tokio::spawn(src.run()));
     tasks.push(tokio::spawn(layout_watch::watch(layout_watch::LayoutWatch::new(root, &ranges), followers)));
 
     let mut collector =
@@ -252,9 +291,9 @@ async fn daemon(
             Err(e) => tracing::warn!("finishing the recording: {e}"),
         }
     }
-    if let Some(b) = budget {
-        b.abort();
-        let _ = b.await;
+    for t in [budget, damon_task].into_iter().flatten() {
+        t.abort();
+        let _ = t.await;
     }
     sources.detach_hint_faults();
     drop(sources);

@@ -182,7 +182,7 @@ impl HotMap {
         }
         // 3: counted before any filtering.
         match src {
-            source::HINT_FAULT | source::HW_SAMPLE => {
+            source::HINT_FAULT | source::HW_SAMPLE | source::PGTABLE_SCAN => {
                 if !self.config.source_enabled(src) {
                     return Resolved::Done(Ok(Recorded::SourceDisabled));
                 }

@@ -17,6 +17,9 @@ pub struct HotMapCounters {
     pub recorded_hintfaults: u64,
     /// `pghot_recorded_hwhints`.
     pub recorded_hwhints: u64,
+    /// Page-table-scan accesses (pghot's kscand source; here DAMON's regions).
+    #[serde(default)]
+    pub recorded_pgtscans: u64,
 }
 
 /// Memory the map holds.
@@ -37,6 +40,7 @@ impl HotMap {
             recorded_accesses: self.recorded_accesses.get(),
             recorded_hintfaults: self.recorded_by_source[source::HINT_FAULT as usize].get(),
             recorded_hwhints: self.recorded_by_source[source::HW_SAMPLE as usize].get(),
+            recorded_pgtscans: self.recorded_by_source[source::PGTABLE_SCAN as usize].get(),
         }
     }
 

@@ -9,8 +9,9 @@ use super::record::{RecordMode, UpdateParams, WINDOW_MIN_MS, precise_fmt};
 /// `vm.pghot_enabled_sources` bits: one per source id (`1 << source`).
 pub const SOURCE_HINT_FAULTS: u32 = 1 << source::HINT_FAULT;
 pub const SOURCE_HW_HINTS: u32 = 1 << source::HW_SAMPLE;
+pub const SOURCE_PGTABLE_SCAN: u32 = 1 << source::PGTABLE_SCAN;
 /// The sources pghot v6 knows (`PGHOT_SRC_ENABLED_MASK`).
-pub const KNOWN_SOURCES: u32 = SOURCE_HINT_FAULTS | SOURCE_HW_HINTS;
+pub const KNOWN_SOURCES: u32 = SOURCE_HINT_FAULTS | SOURCE_HW_HINTS | SOURCE_PGTABLE_SCAN;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,9 +147,9 @@ mod tests {
 
     #[test]
     fn unknown_source_bits_are_refused() {
-        let mut c = HotMapConfig { enabled_sources: 0b100, ..HotMapConfig::default() };
-        assert_eq!(c.validate(), Err(ConfigError::Sources(4)));
-        assert!(c.source_enabled(2));
+        let mut c = HotMapConfig { enabled_sources: 0b1000, ..HotMapConfig::default() };
+        assert_eq!(c.validate(), Err(ConfigError::Sources(8)));
+        assert!(c.source_enabled(3));
         c.enabled_sources = SOURCE_HINT_FAULTS;
         assert!(c.source_enabled(source::HINT_FAULT));
         assert!(!c.source_enabled(source::HW_SAMPLE));

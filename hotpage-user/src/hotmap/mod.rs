@@ -48,7 +48,9 @@ use crate::{counters::ThreadCounter, sys::topology::NodeRanges};
 pub use access::{Access, RecordError, Recorded};
 pub use census::{HotMapCounters, MapMemory};
 pub use changes::MapChange;
-pub use config::{ConfigError, HotMapConfig, KNOWN_SOURCES, SOURCE_HINT_FAULTS, SOURCE_HW_HINTS};
+pub use config::{
+    ConfigError, HotMapConfig, KNOWN_SOURCES, SOURCE_HINT_FAULTS, SOURCE_HW_HINTS, SOURCE_PGTABLE_SCAN,
+};
 use directory::Directory;
 pub use hints::{Hint, HintTable, PfnMap};
 pub use layout::{LayoutNode, MemoryLayout, Segment};

@@ -1,5 +1,5 @@
 //! Test-only: encodes just enough BTF (INT, PTR, ARRAY, STRUCT, ENUM,
-//! FUNC_PROTO, FUNC) to stand in for a kernel's in the probes' unit tests.
+//! TYPEDEF, FUNC_PROTO, FUNC) to stand in for a kernel's in the probes' unit tests.
 
 /// A BTF blob under construction; type ids start at 1.
 #[derive(Default)]
@@ -55,13 +55,19 @@ impl BtfWriter {
         self.ty(name, 6, values.len() as u32, 4, &extra)
     }
     pub fn func(&mut self, name: &str, params: &[(&str, u32)], ret: u32) -> u32 {
+        let proto = self.func_proto(params, ret);
+        self.ty(name, 12, 1, proto, &[])
+    }
+    pub fn func_proto(&mut self, params: &[(&str, u32)], ret: u32) -> u32 {
         let mut extra = Vec::new();
         for (pname, pty) in params {
-            extra.push(self.str(pname));
+            extra.push(if pname.is_empty() { 0 } else { self.str(pname) });
             extra.push(*pty);
         }
-        let proto = self.ty("", 13, params.len() as u32, ret, &extra);
-        self.ty(name, 12, 1, proto, &[])
+        self.ty("", 13, params.len() as u32, ret, &extra)
+    }
+    pub fn typedef(&mut self, name: &str, to: u32) -> u32 {
+        self.ty(name, 8, 0, to, &[])
     }
     pub fn finish(self) -> Vec<u8> {
         let mut out = Vec::new();

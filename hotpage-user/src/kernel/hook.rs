@@ -95,7 +95,8 @@ fn func_param_types(btf: &Btf, name: &str) -> Option<Vec<String>> {
     Some(proto.parameters.iter().map(|p| type_spelling(btf, p)).collect())
 }
 
-fn type_spelling(btf: &Btf, ty: &dyn BtfType) -> String {
+/// A type as C spells it (`struct folio *`), for matching prototypes.
+pub fn type_spelling(btf: &Btf, ty: &dyn BtfType) -> String {
     let Ok(t) = btf.resolve_chained_type(ty) else { return "?".to_owned() };
     let named = |prefix: &str, t: &dyn BtfType| {
         let name = btf.resolve_name(t).unwrap_or_default();

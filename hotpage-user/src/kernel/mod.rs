@@ -3,7 +3,7 @@
 //! of pages hotpage must not fight.
 
 #[cfg(test)]
-mod btf_writer;
+pub(crate) mod btf_writer;
 mod hook;
 pub mod hz;
 pub mod movers;
@@ -12,7 +12,7 @@ pub mod stamp;
 
 use std::path::Path;
 
-pub use hook::{HINT_FAULT_HOOKS, HintFaultHook, HookError, hint_fault_hook, kernel_btf};
+pub use hook::{HINT_FAULT_HOOKS, HintFaultHook, HookError, hint_fault_hook, kernel_btf, type_spelling};
 
 use crate::sys::sysfs::read_text;
 

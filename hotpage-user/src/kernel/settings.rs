@@ -135,6 +135,8 @@ fn restore_all(root: &Path, settings: &[SavedSetting]) -> Result<(), SettingsErr
     for s in settings.iter().rev() {
         let path = root.join(&s.path);
         match read_value(&path) {
+            // Back already (a kdamond whose targets all exited stops itself).
+            Ok(now) if now == s.original => continue,
             Ok(now) if now != s.applied => {
                 tracing::warn!(
                     "left {} at {now}: it was changed after hotpage set it to {} (hotpage found {})",
@@ -197,6 +199,22 @@ impl SettingsGuard {
         write_value(&full, value)
     }
 
+    /// Records that hotpage will set `path` to `applied` by other means (a
+    /// kdamond's `state`, which it turns on and off as its targets change):
+    /// the value now is the original to put back. Writes nothing but the
+    /// state file.
+    pub fn track(&mut self, path: &str, applied: &str) -> Result<(), SettingsError> {
+        let current = read_value(&self.root.join(path))?;
+        if !self.saved.iter().any(|s| s.path == path) {
+            self.saved.push(SavedSetting {
+                path: path.to_owned(),
+                original: current,
+                applied: applied.to_owned(),
+            });
+        }
+        self.write_state()
+    }
+
     /// Reads a numeric setting.
     pub fn read_u64(&self, path: &str) -> Result<u64, SettingsError> {
         let full = self.root.join(path);
@@ -227,6 +245,15 @@ impl SettingsGuard {
         f.write_all(&body).map_err(io_err("writing", &tmp))?;
         f.sync_all().map_err(io_err("syncing", &tmp))?;
         fs::rename(&tmp, &self.state_path).map_err(io_err("renaming", &tmp))
+    }
+
+    /// Test-only: what a crash leaves behind: the state file, nothing
+    /// restored, and the lock gone with the process.
+    #[cfg(test)]
+    pub(crate) fn simulate_crash(mut self) {
+        let lock = std::mem::replace(&mut self._lock, File::open("/dev/null").expect("/dev/null opens"));
+        std::mem::forget(self);
+        drop(lock);
     }
 
     /// Puts every original back and removes the state file.

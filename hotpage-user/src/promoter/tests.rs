@@ -533,7 +533,11 @@ fn worker_threads_wake_on_ready_pages_and_stop_cleanly() {
     assert_eq!((r[0].node, r[0].target), (1, Some(0)));
     assert!(r[0].counters.wakeups >= 1);
     promoter.stop();
-    assert_eq!(calls.lock().unwrap().len(), 1);
+    // One call, or more when the first ready page woke the worker before the
+    // tenth was ready (a busy machine): each page moved once.
+    let calls = calls.lock().unwrap();
+    assert!((1..=10).contains(&calls.len()), "{} calls", calls.len());
+    assert_eq!(calls.iter().map(|c| c.pages.len()).sum::<usize>(), 10);
 }
 
 #[test]

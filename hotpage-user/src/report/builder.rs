@@ -10,14 +10,19 @@ use std::{
 };
 
 use super::{
-    HotMapRow, KERNEL_COUNTERS, NodeRow, ProcessRow, PromoterRow, Snapshot, SnapshotSource, SourceRow,
+    DamonSnapshot, HotMapRow, KERNEL_COUNTERS, NodeRow, ProcessRow, PromoterRow, Snapshot, SnapshotSource,
+    SourceRow,
 };
 use crate::{
     collector::FeedCounters,
     hotmap::{HotMap, RecordMode},
     promoter::{CounterSnapshot, PromoterReporter, RateLimit},
     rule::RuleReport,
-    sources::{HookReport, ResolveCounters, SourceCounters, samples::SamplerStatus},
+    sources::{
+        HookReport, ResolveCounters, SourceCounters,
+        damon::{DamonConfig, DamonStatus, regions::RegionCounters},
+        samples::SamplerStatus,
+    },
     sys::node_meminfo::read_node_meminfo,
     sys::topology::TierTopology,
     sys::vmstat::{kernel_promotions, read_vmstat},
@@ -55,6 +60,15 @@ pub struct SnapshotBuilder {
     pub promoter: PromoterReporter,
     /// Each top-tier node's `pgpromote_success` when hotpage started.
     pub kernel_promotions_at_start: BTreeMap<u32, u64>,
+    /// The DAMON source, when it runs.
+    pub damon: Option<DamonFeed>,
+}
+
+/// What the DAMON source publishes.
+pub struct DamonFeed {
+    pub status: Arc<DamonStatus>,
+    pub config: DamonConfig,
+    pub regions: Arc<RegionCounters>,
 }
 
 fn rate_bytes(r: RateLimit) -> Option<u64> {
@@ -154,6 +168,7 @@ impl SnapshotBuilder {
                 recorded: match s.id {
                     hotpage_common::source::HINT_FAULT => counters.recorded_hintfaults,
                     hotpage_common::source::HW_SAMPLE => counters.recorded_hwhints,
+                    hotpage_common::source::PGTABLE_SCAN => counters.recorded_pgtscans,
                     _ => 0,
                 },
             })
@@ -191,6 +206,11 @@ impl SnapshotBuilder {
             sample_pfn_lookups: self.resolve.snapshot(),
             rule: self.rule.lock().map(|r| r.clone()).unwrap_or_default(),
             hint_fault_hook: self.hook.lock().ok().and_then(|h| h.clone()),
+            damon: self.damon.as_ref().map(|d| DamonSnapshot {
+                status: d.status.report(&d.config),
+                regions: d.regions.snapshot(),
+                running_s: self.started.elapsed().as_secs_f64(),
+            }),
         }
     }
 
@@ -271,6 +291,7 @@ mod tests {
             resolve: Arc::default(),
             sampler: None,
             promoter: PromoterReporter::default(),
+            damon: None,
         };
         assert_eq!(builder.build().nodes[0].kernel_promoted_in_pages, 0);
         std::fs::write(&vmstat, "nr_free_pages 1\npgpromote_success 612\n").unwrap();

@@ -157,5 +157,26 @@ pub fn snapshot() -> Snapshot {
             seen: 63_000,
             coverage: Some(0.984375),
         }),
+        // Rendered beside the hint faults here only to cover its lines; a
+        // daemon runs DAMON without hint faults.
+        damon: Some(super::DamonSnapshot {
+            status: crate::sources::damon::source::DamonReport {
+                kdamond_pid: 159,
+                targets: 1,
+                target_pages: 15_541,
+                kdamond_cpu_ns: 2_060_000_000,
+                starts: 1,
+                sample_us: 5_000,
+                aggr_us: 100_000,
+                pages_per_second: 20_000,
+            },
+            regions: crate::sources::damon::RegionStats {
+                regions: 282,
+                windowed: 107,
+                over_budget: 0,
+                pages: 64_850,
+            },
+            running_s: 27.5,
+        }),
     }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use builder::{AttachedSource, MAX_PROCESSES, SnapshotBuilder, node_memory};
+pub use builder::{AttachedSource, DamonFeed, MAX_PROCESSES, SnapshotBuilder, node_memory};
 pub use prometheus::{CONTENT_TYPE, render as render_prometheus};
 pub use table::{render_stats, render_top};
 
@@ -20,8 +20,23 @@ use crate::{
     collector::FeedStats,
     promoter::NodeReport,
     rule::RuleReport,
-    sources::{CounterSnapshot as BpfCounters, HookReport, ResolveStats, samples::SamplerSnapshot},
+    sources::{
+        CounterSnapshot as BpfCounters, HookReport, ResolveStats,
+        damon::{RegionStats, source::DamonReport},
+        samples::SamplerSnapshot,
+    },
 };
+
+/// The DAMON source: its kdamond, targets and cost, and its regions' fate.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DamonSnapshot {
+    #[serde(flatten)]
+    pub status: DamonReport,
+    pub regions: RegionStats,
+    /// Seconds the source has run (for the kdamond's share of a core).
+    pub running_s: f64,
+}
 
 /// Kernel counters shown beside hotpage's own (from /proc/vmstat).
 pub const KERNEL_COUNTERS: &[&str] = &[
@@ -66,6 +81,9 @@ pub struct Snapshot {
     /// Whether the hint-fault hook sees the kernel's hint faults (None: no hook).
     #[serde(default)]
     pub hint_fault_hook: Option<HookReport>,
+    /// The DAMON source (None: off).
+    #[serde(default)]
+    pub damon: Option<DamonSnapshot>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

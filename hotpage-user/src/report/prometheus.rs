@@ -380,6 +380,9 @@ pub fn render(s: &Snapshot) -> String {
     o.sample("hotpage_hint_capacity", &[], s.hotmap.hint_capacity as f64);
     o.family("hotpage_hint_evictions_total", "counter", "Hints dropped because the table was full.");
     o.sample("hotpage_hint_evictions_total", &[], s.hotmap.hint_evictions as f64);
+    if let Some(d) = &s.damon {
+        damon(&mut o, d);
+    }
     if let Some(sm) = &s.sampler {
         let kind = match sm.kind {
             Some(crate::sources::samples::SamplerKind::IbsOp) => "ibs_op",
@@ -425,6 +428,33 @@ pub fn render(s: &Snapshot) -> String {
         o.sample("hotpage_sample_large_folios_total", &[], l.large_folio as f64);
     }
     o.0
+}
+
+/// The DAMON source: its kdamond's cost, its targets and its regions.
+fn damon(o: &mut Out, d: &super::DamonSnapshot) {
+    let st = &d.status;
+    o.family("hotpage_damon_kdamond_cpu_seconds_total", "counter", "CPU time of the kdamond hotpage runs.");
+    o.sample("hotpage_damon_kdamond_cpu_seconds_total", &[], st.kdamond_cpu_ns as f64 / 1e9);
+    o.family(
+        "hotpage_damon_targets",
+        "gauge",
+        "Processes the kdamond monitors (those holding lower-tier memory).",
+    );
+    o.sample("hotpage_damon_targets", &[], st.targets as f64);
+    o.family("hotpage_damon_target_bytes", "gauge", "Lower-tier memory the monitored processes hold.");
+    o.sample("hotpage_damon_target_bytes", &[], (st.target_pages << 12) as f64);
+    o.family(
+        "hotpage_damon_regions_total",
+        "counter",
+        "Accessed regions DAMON reported, and how they were expanded.",
+    );
+    o.sample("hotpage_damon_regions_total", &[("outcome", "reported")], d.regions.regions as f64);
+    o.sample("hotpage_damon_regions_total", &[("outcome", "windowed")], d.regions.windowed as f64);
+    o.sample("hotpage_damon_regions_total", &[("outcome", "over_budget")], d.regions.over_budget as f64);
+    o.family("hotpage_damon_pages_total", "counter", "Pages of DAMON regions looked up in pagemap.");
+    o.sample("hotpage_damon_pages_total", &[], d.regions.pages as f64);
+    o.family("hotpage_damon_pages_per_second_budget", "gauge", "Most pages of regions looked up per second.");
+    o.sample("hotpage_damon_pages_per_second_budget", &[], st.pages_per_second as f64);
 }
 
 #[cfg(test)]

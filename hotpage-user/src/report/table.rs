@@ -106,6 +106,29 @@ pub fn render_stats(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
     if let Some(h) = &s.hint_fault_hook {
         out += &format!("\n{}", h.summary());
     }
+    if let Some(d) = &s.damon {
+        let st = &d.status;
+        let r = &d.regions;
+        let cpu_s = st.kdamond_cpu_ns as f64 / 1e9;
+        out += &format!(
+            "\ndamon: kdamond {} on {} process(es) holding {} MiB of lower-tier memory ({} start(s)), sampling \
+             every {} µs, aggregating every {} ms; kdamond CPU {:.1} s ({:.2}% of a core); regions: {} reported, \
+             {} windowed, {} over budget; {} pages looked up (budget {}/s)\n",
+            if st.kdamond_pid == 0 { "-".to_owned() } else { st.kdamond_pid.to_string() },
+            st.targets,
+            st.target_pages >> 8,
+            st.starts,
+            st.sample_us,
+            st.aggr_us / 1000,
+            cpu_s,
+            100.0 * cpu_s / d.running_s.max(1e-9),
+            r.regions,
+            r.windowed,
+            r.over_budget,
+            r.pages,
+            st.pages_per_second
+        );
+    }
     if let Some(sm) = &s.sampler {
         let l = &s.sample_pfn_lookups;
         out += &format!(

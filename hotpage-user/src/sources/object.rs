@@ -5,7 +5,7 @@ use std::io;
 use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader, Pod,
     maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{FEntry, PerfEvent, ProgramError},
+    programs::{BtfTracePoint, FEntry, PerfEvent, ProgramError},
 };
 use hotpage_common::{PfnRange, StampLayout, TierMap, source};
 use thiserror::Error;
@@ -18,6 +18,7 @@ use crate::kernel::HintFaultHook;
 pub enum SourceKind {
     HintFault,
     HwSample,
+    Damon,
 }
 
 impl SourceKind {
@@ -25,6 +26,7 @@ impl SourceKind {
         match self {
             Self::HintFault => source::HINT_FAULT,
             Self::HwSample => source::HW_SAMPLE,
+            Self::Damon => source::PGTABLE_SCAN,
         }
     }
 
@@ -33,6 +35,7 @@ impl SourceKind {
         match self {
             Self::HintFault => "hint_faults",
             Self::HwSample => "samples",
+            Self::Damon => "damon",
         }
     }
 
@@ -40,6 +43,7 @@ impl SourceKind {
         match self {
             Self::HintFault => hotpage_ebpf::HINT_FAULT,
             Self::HwSample => hotpage_ebpf::HW_SAMPLE,
+            Self::Damon => hotpage_ebpf::DAMON,
         }
     }
 
@@ -47,6 +51,7 @@ impl SourceKind {
         match self {
             Self::HintFault => hotpage_ebpf::program::HINT_FAULT,
             Self::HwSample => hotpage_ebpf::program::HW_SAMPLE,
+            Self::Damon => hotpage_ebpf::program::DAMON,
         }
     }
 }
@@ -82,6 +87,39 @@ pub struct LoadOptions {
     /// Hint-fault source only: where the kernel keeps the scan stamp
     /// (`word` NONE: events carry no latency).
     pub stamp: StampLayout,
+    /// DAMON source only: the tracepoint's argument positions and the
+    /// fewest accesses a reported region has.
+    pub damon: DamonArgs,
+}
+
+/// The DAMON program's load-time knobs: where the tracepoint's arguments
+/// are ([`hotpage_ebpf::DAMON_NO_ARG`]: not passed) and the fewest accesses
+/// a reported region has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DamonArgs {
+    pub region_arg: u32,
+    pub target_arg: u32,
+    pub target_id_arg: u32,
+    pub min_nr_accesses: u32,
+}
+
+impl DamonArgs {
+    pub fn new(args: crate::sources::damon::tracepoint::AggregatedArgs, min_nr_accesses: u32) -> Self {
+        let none = hotpage_ebpf::DAMON_NO_ARG;
+        Self {
+            region_arg: args.region,
+            target_arg: args.target.unwrap_or(none),
+            target_id_arg: args.target_id.unwrap_or(none),
+            min_nr_accesses,
+        }
+    }
+}
+
+impl Default for DamonArgs {
+    /// `(target_id, r, nr_regions)`, the prototype through 6.18; regions accessed at least once.
+    fn default() -> Self {
+        Self { region_arg: 1, target_arg: hotpage_ebpf::DAMON_NO_ARG, target_id_arg: 0, min_nr_accesses: 1 }
+    }
 }
 
 impl LoadOptions {
@@ -99,6 +137,7 @@ impl Default for LoadOptions {
             ring_bytes: Self::DEFAULT_RING_BYTES,
             sample_phys_addr: false,
             stamp: StampLayout::default(),
+            damon: DamonArgs::default(),
         }
     }
 }
@@ -139,6 +178,14 @@ impl LoadedSource {
             }
             SourceKind::HintFault => {
                 loader.override_global(hotpage_ebpf::global::STAMP_LAYOUT, &stamp, true);
+            }
+            SourceKind::Damon => {
+                let d = &opts.damon;
+                loader
+                    .override_global(hotpage_ebpf::global::REGION_ARG, &d.region_arg, true)
+                    .override_global(hotpage_ebpf::global::TARGET_ARG, &d.target_arg, true)
+                    .override_global(hotpage_ebpf::global::TARGET_ID_ARG, &d.target_id_arg, true)
+                    .override_global(hotpage_ebpf::global::MIN_NR_ACCESSES, &d.min_nr_accesses, true);
             }
         }
         let ebpf = loader
@@ -204,6 +251,51 @@ impl LoadedSource {
             .map_err(program_err)?;
         prog.load(hook, &btf).map_err(program_err)?;
         prog.attach().map_err(program_err)?;
+        Ok(())
+    }
+
+    /// Loads the DAMON program and attaches it to `damon:damon_aggregated` (tp_btf).
+    pub fn attach_damon(&mut self) -> Result<(), BpfError> {
+        let btf = Btf::from_sys_fs().map_err(|e| BpfError::Btf(e.to_string()))?;
+        let name = self.kind.program();
+        let program_err = |error: ProgramError| BpfError::Program {
+            program: name,
+            target: "tp_btf/damon_aggregated".into(),
+            error: Box::new(error),
+            hint: "",
+        };
+        let prog: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(BpfError::MissingProgram(name))?
+            .try_into()
+            .map_err(program_err)?;
+        prog.load("damon_aggregated", &btf).map_err(program_err)?;
+        prog.attach().map_err(program_err)?;
+        Ok(())
+    }
+
+    /// The kdamond whose regions the DAMON program reports (0: none).
+    pub fn set_damon_owner(&mut self, pid: u32) -> Result<(), BpfError> {
+        let raw = self
+            .ebpf
+            .map_mut(hotpage_ebpf::map::DAMON_OWNER)
+            .ok_or(BpfError::MissingMap(hotpage_ebpf::map::DAMON_OWNER))?;
+        let mut array: Array<&mut MapData, u32> = Array::try_from(raw).map_err(BpfError::Map)?;
+        array.set(0, pid, 0).map_err(BpfError::Map)
+    }
+
+    /// The processes of the kdamond's targets, in their sysfs order (the
+    /// tracepoint's target index); the rest of the map cleared.
+    pub fn set_damon_targets(&mut self, pids: &[u32]) -> Result<(), BpfError> {
+        let raw = self
+            .ebpf
+            .map_mut(hotpage_ebpf::map::DAMON_TARGETS)
+            .ok_or(BpfError::MissingMap(hotpage_ebpf::map::DAMON_TARGETS))?;
+        let mut array: Array<&mut MapData, u32> = Array::try_from(raw).map_err(BpfError::Map)?;
+        for i in 0..hotpage_ebpf::DAMON_MAX_TARGETS {
+            array.set(i as u32, pids.get(i).copied().unwrap_or(0), 0).map_err(BpfError::Map)?;
+        }
         Ok(())
     }
 

@@ -4,16 +4,23 @@
 //! lower-tier node. Every sample (with a physical address or not) then gets
 //! its folio from `/proc/kpageflags`: a page of a THP or mTHP is recorded at
 //! the folio's first pfn and address with the folio's order, as pghot keeps
-//! one record per folio and as the promoter counts what a move costs. Events
-//! of other sources pass through untouched (the hint-fault program reads the
-//! folio at its hook).
+//! one record per folio and as the promoter counts what a move costs. DAMON's
+//! region reports become the region's lower-tier pages here too, within the
+//! budget the [`RegionPlanner`] keeps. Events of other sources pass through
+//! untouched (the hint-fault program reads the folio at its hook).
 
 use std::{path::Path, sync::Arc};
 
 use hotpage_common::{HotpageEvent, PAGE_SHIFT, PfnRange, event_flags, source};
 
 use crate::{
-    collector::EventConsumer, sys::kpageflags::KPageFlags, sys::pagemap::PagemapCache,
+    collector::EventConsumer,
+    sources::damon::{
+        RegionPlanner, RegionStats,
+        regions::{RegionCounters, Window},
+    },
+    sys::kpageflags::KPageFlags,
+    sys::pagemap::{PagemapCache, PagemapEntry},
     sys::topology::NodeRanges,
 };
 
@@ -43,6 +50,16 @@ pub struct AddressResolver<C> {
     out: Vec<HotpageEvent>,
     /// New lower-tier ranges after memory hot-plug, taken between drains.
     layout: Option<tokio::sync::watch::Receiver<Arc<Vec<PfnRange>>>>,
+    /// DAMON regions: how many pages of which, when the DAMON source runs.
+    regions: Option<Regions>,
+}
+
+struct Regions {
+    planner: RegionPlanner,
+    stats: RegionStats,
+    published: Arc<RegionCounters>,
+    windows: Vec<Window>,
+    entries: Vec<PagemapEntry>,
 }
 
 impl<C: EventConsumer> AddressResolver<C> {
@@ -57,6 +74,76 @@ impl<C: EventConsumer> AddressResolver<C> {
             published: Arc::default(),
             out: Vec::with_capacity(256),
             layout: None,
+            regions: None,
+        }
+    }
+
+    /// Expands DAMON's region reports into their lower-tier pages, as
+    /// `planner` bounds them. Without it, region reports are dropped.
+    pub fn expand_regions(&mut self, planner: RegionPlanner) -> Arc<RegionCounters> {
+        let published = Arc::<RegionCounters>::default();
+        self.regions = Some(Regions {
+            planner,
+            stats: RegionStats::default(),
+            published: published.clone(),
+            windows: Vec::new(),
+            entries: Vec::new(),
+        });
+        published
+    }
+
+    /// The lower-tier pages of the windows planned for `events`' regions,
+    /// each an access at the rate DAMON saw for its region, appended to `out`.
+    fn expand(&mut self, events: &[HotpageEvent], out: &mut Vec<HotpageEvent>) {
+        let Some(r) = self.regions.as_mut() else { return };
+        let mut windows = std::mem::take(&mut r.windows);
+        let mut entries = std::mem::take(&mut r.entries);
+        windows.clear();
+        r.planner.plan(events, &mut r.stats, &mut windows);
+        for w in &windows {
+            entries.clear();
+            entries.resize(w.pages as usize, PagemapEntry(0));
+            let Some(pm) = self.maps.get(w.pid) else {
+                self.stats.process_gone += 1;
+                continue;
+            };
+            if pm.entries(w.start, &mut entries).is_err() {
+                self.maps.forget(w.pid);
+                self.stats.process_gone += 1;
+                continue;
+            }
+            let mut i = 0usize;
+            while i < entries.len() {
+                let entry = entries[i];
+                let vaddr = w.start + ((i as u64) << PAGE_SHIFT);
+                i += 1;
+                let Some(pfn) = entry.pfn().filter(|_| entry.present()) else { continue };
+                let Some(nid) = self.ranges.node_of(pfn) else { continue };
+                self.stats.resolved += 1;
+                let ev = self.at_folio(HotpageEvent {
+                    pfn,
+                    vaddr,
+                    time_ns: w.time_ns,
+                    pid: w.pid,
+                    nid: w.nid,
+                    page_nid: nid as i32,
+                    source: source::PGTABLE_SCAN,
+                    order: 0,
+                    flags: event_flags::LATENCY,
+                    latency_ms: w.interval_ms,
+                    reserved: 0,
+                });
+                // One access per folio: skip the rest of a large one.
+                if ev.order > 0 {
+                    let rest = hotpage_common::folio_pages(ev.order).saturating_sub(pfn - ev.pfn + 1);
+                    i = i.saturating_add(rest as usize);
+                }
+                out.push(ev);
+            }
+        }
+        if let Some(r) = self.regions.as_mut() {
+            r.windows = windows;
+            r.entries = entries;
         }
     }
 
@@ -125,6 +212,10 @@ fn needs_lookup(ev: &HotpageEvent) -> bool {
     ev.flags & event_flags::NEED_PFN != 0 || ev.source == source::HW_SAMPLE
 }
 
+fn is_region(ev: &HotpageEvent) -> bool {
+    ev.flags & event_flags::REGION != 0
+}
+
 impl<C: EventConsumer> EventConsumer for AddressResolver<C> {
     fn consume(&mut self, ev: &HotpageEvent) {
         self.consume_batch(std::slice::from_ref(ev));
@@ -137,7 +228,13 @@ impl<C: EventConsumer> EventConsumer for AddressResolver<C> {
         }
         let mut out = std::mem::take(&mut self.out);
         out.clear();
+        if events.iter().any(is_region) {
+            self.expand(events, &mut out);
+        }
         for ev in events {
+            if is_region(ev) {
+                continue;
+            }
             if !needs_lookup(ev) {
                 out.push(*ev);
                 continue;
@@ -156,6 +253,9 @@ impl<C: EventConsumer> EventConsumer for AddressResolver<C> {
 
     fn drained(&mut self) {
         self.published.publish(&self.stats);
+        if let Some(r) = &self.regions {
+            r.published.publish(&r.stats);
+        }
         if let Some(rx) = self.layout.as_mut()
             && rx.has_changed().unwrap_or(false)
         {
@@ -249,5 +349,51 @@ mod tests {
         assert_eq!(got, vec![(2048, 9, 0x4000_0000), (4128, 4, 0x5000_0000), (4144, 0, 0x6000_0000)]);
         let s = r.counters().snapshot();
         assert_eq!((s.resolved, s.large_folio), (1, 2));
+    }
+
+    /// A DAMON region becomes one access per lower-tier folio in it, with the
+    /// interval its nr_accesses implies; pages elsewhere are left out.
+    #[test]
+    fn a_damon_region_becomes_its_lower_tier_folios() {
+        use crate::sources::damon::{DamonConfig, RegionPlanner};
+
+        use std::os::unix::fs::FileExt;
+
+        let root = root_with_large_folios();
+        // The base page 4144 mapped right after the mTHP.
+        let pagemap =
+            std::fs::OpenOptions::new().write(true).open(root.path().join("proc/4242/pagemap")).unwrap();
+        pagemap.write_all_at(&((1u64 << 63) | 4144).to_le_bytes(), (0x5001_0000u64 >> 12) * 8).unwrap();
+        // The THP (pfns 2048..2560), the mTHP (4128..4144) and that page are
+        // on node 1; nothing else is.
+        let mut r = AddressResolver::new(Sink::default(), root.path(), &[range(2048, 4145, 1)]);
+        let counters = r.expand_regions(RegionPlanner::new(DamonConfig::default()));
+        let region = |start: u64, pages: u64, n: u32| HotpageEvent {
+            pid: 4242,
+            vaddr: start,
+            pfn: start + pages * 4096,
+            latency_ms: n,
+            time_ns: 1_000_000_000,
+            nid: 0,
+            page_nid: -1,
+            source: source::PGTABLE_SCAN,
+            flags: event_flags::REGION | event_flags::NEED_PFN,
+            ..HotpageEvent::default()
+        };
+        let other = HotpageEvent { pfn: 3000, page_nid: 1, pid: 7, ..HotpageEvent::default() };
+        // The THP's region (512 pages: the default cap) and the mTHP's with the page after it.
+        r.consume_batch(&[region(0x4000_0000, 512, 10), other, region(0x5000_0000, 17, 3)]);
+        r.drained();
+        let got: Vec<(u64, u8, u64)> = r.next().0.iter().map(|e| (e.pfn, e.order, e.vaddr)).collect();
+        assert_eq!(
+            got,
+            vec![(2048, 9, 0x4000_0000), (4128, 4, 0x5000_0000), (4144, 0, 0x5001_0000), (3000, 0, 0)]
+        );
+        let pages = &r.next().0[..3];
+        assert!(pages.iter().all(|e| e.source == source::PGTABLE_SCAN && e.flags == event_flags::LATENCY));
+        assert!(pages[0].latency_ms < pages[1].latency_ms, "10 accesses: a shorter interval than 3");
+        assert_eq!(pages[1].latency_ms, pages[2].latency_ms);
+        let s = counters.snapshot();
+        assert_eq!((s.regions, s.pages), (2, 529));
     }
 }

@@ -313,6 +313,48 @@ fn the_sample_source_alone_promotes_the_hot_set() {
     assert!(!loaded_program_names().iter().any(|n| n == "hw_sample"), "the sample program is gone");
 }
 
+/// DAMON as the only source, with NUMA balancing off: hotpage starts its own
+/// kdamond on the workload, the hot set reaches node 0 through hotpage alone
+/// and the kernel promotes nothing; at the stop the kdamond is gone and the
+/// settings are back.
+#[test]
+fn the_damon_source_alone_promotes_the_hot_set_with_numa_balancing_off() {
+    in_the_box();
+    // Mode 2 with a rate limit beforehand: what hotpage must turn off and put back.
+    let _mode = pure_tiering_mode();
+    let before = settings_now();
+    let kdamonds = "/sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds";
+    assert_eq!(std::fs::read_to_string(kdamonds).unwrap().trim(), "0");
+    let promoted_by_kernel = vmstat("pgpromote_success");
+    let daemon = start_daemon(&["--sources", "damon"]);
+    assert_eq!(settings_now().0, "0", "NUMA balancing is off while the DAMON source runs");
+    let w = Workload::start(64, 16, 300);
+    let hot = w.hot_pages();
+    let snap = w.stats_when_promoted(hot * 9 / 10, Duration::from_secs(180));
+    let promoted = Workload::promoted_in(&snap, w.pid);
+    eprintln!("DAMON source: {promoted} pages promoted for {hot} hot pages; damon: {}", snap["damon"]);
+    assert!(promoted >= hot * 9 / 10, "only {promoted} of {hot} hot pages promoted: {snap}");
+    let sources: Vec<&str> =
+        snap["sources"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["damon"], "{snap}");
+    let d = &snap["damon"];
+    assert!(d["targets"].as_u64().unwrap() >= 1 && d["kdamond_pid"].as_u64().unwrap() > 0, "{snap}");
+    assert!(d["regions"]["regions"].as_u64().unwrap() > 0 && d["regions"]["pages"].as_u64().unwrap() > 0);
+    // The rule ranks regions by their access rate: not the whole region moves.
+    let region_pages = (w.region.1 - w.region.0) / 4096;
+    assert!(promoted < region_pages * 3 / 4, "{promoted} of the region's {region_pages} pages promoted");
+    // Program names are cut to 15 characters.
+    let damon_program = |n: &String| n.starts_with("damon_aggregat");
+    assert!(loaded_program_names().iter().any(damon_program));
+    let on0 = w.region_nodes().get(&0).copied().unwrap_or(0);
+    assert!(on0 >= hot * 9 / 10, "numa_maps: {on0} pages of the region on node 0");
+    assert_eq!(vmstat("pgpromote_success"), promoted_by_kernel, "the kernel promoted pages itself");
+    assert!(daemon.stop().unwrap().status.success());
+    assert_eq!(std::fs::read_to_string(kdamonds).unwrap().trim(), "0", "hotpage's kdamond is gone");
+    assert_eq!(settings_now(), before);
+    assert!(!loaded_program_names().iter().any(damon_program));
+}
+
 #[test]
 fn the_daemon_records_what_its_hot_map_received_and_a_replay_decides_the_same() {
     in_the_box();

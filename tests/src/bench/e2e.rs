@@ -40,17 +40,19 @@ pub enum System {
     HotpagePghot,
     Hotpage,
     HotpageSamples,
+    HotpageDamon,
     HotpageObserveOnly,
 }
 
 impl System {
-    pub const ALL: [System; 7] = [
+    pub const ALL: [System; 8] = [
         Self::NoMigration,
         Self::Numab2,
         Self::DamonMigrateHot,
         Self::HotpagePghot,
         Self::Hotpage,
         Self::HotpageSamples,
+        Self::HotpageDamon,
         Self::HotpageObserveOnly,
     ];
 
@@ -62,6 +64,7 @@ impl System {
             Self::HotpagePghot => "hotpage, pghot rule",
             Self::Hotpage => "hotpage",
             Self::HotpageSamples => "hotpage (samples)",
+            Self::HotpageDamon => "hotpage (DAMON)",
             Self::HotpageObserveOnly => "hotpage observe-only",
         }
     }
@@ -81,6 +84,8 @@ impl System {
             Self::HotpageSamples => {
                 Some(&["--no-hint-faults", "--samples", "software", "--cpu-budget-percent", "25"])
             }
+            // DAMON alone, with NUMA balancing off (hotpage sets it).
+            Self::HotpageDamon => Some(&["--sources", "damon"]),
             Self::HotpageObserveOnly => Some(&["--observe-only", "--samples", "off"]),
             _ => None,
         }
@@ -232,6 +237,13 @@ fn rule_report() -> Option<serde_json::Value> {
         n.as_object_mut()?.remove("latency");
     }
     Some(rule)
+}
+
+/// CPU seconds of hotpage's own kdamond (DAMON source), from its stats.
+fn hotpage_kdamond_cpu() -> Option<f64> {
+    let out = Command::new(bin("HOTPAGE_BIN", "/bin/hotpage")).args(["stats", "--json"]).output().ok()?;
+    let snapshot: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(snapshot.get("damon")?.get("kdamond_cpu_ns")?.as_u64()? as f64 / 1e9)
 }
 
 /// CPU seconds of a process's threads, summed by thread name, largest first.
@@ -388,7 +400,10 @@ fn kernel_for(system: System, fast_scan: bool) -> Result<SettingsGuard> {
         }
         // hotpage sets the tiering bit and the rate limit itself; mode 2 so
         // that scans spend their budget on node 1 (as NUMAB-2 does).
-        System::HotpagePghot | System::Hotpage | System::HotpageSamples => g.set(NUMA_BALANCING, "2")?,
+        // (The DAMON source turns it off while it runs, and back.)
+        System::HotpagePghot | System::Hotpage | System::HotpageSamples | System::HotpageDamon => {
+            g.set(NUMA_BALANCING, "2")?
+        }
         // Observe-only changes nothing: hint faults without kernel promotion
         // are set up here.
         System::HotpageObserveOnly => {
@@ -489,7 +504,12 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
     let hotpage_cpu = hotpage.as_ref().map(|d| cpu_seconds(d.pid(), false));
     let hotpage_threads = hotpage.as_ref().map(|d| thread_cpu_seconds(d.pid())).unwrap_or_default();
     let hotpage_rule = hotpage.as_ref().and_then(|_| rule_report());
-    let kdamond_cpu = damon.as_ref().and_then(Kdamond::pid).map(|p| cpu_seconds(p, false));
+    // DAMON's kdamond: the migrate_hot one here, or hotpage's (from its stats).
+    let kdamond_cpu = damon
+        .as_ref()
+        .and_then(Kdamond::pid)
+        .map(|p| cpu_seconds(p, false))
+        .or_else(|| hotpage.as_ref().and_then(|_| hotpage_kdamond_cpu()));
     let kswapd_cpu = kswapd.map_or(0.0, |p| cpu_seconds(p, false)) - kswapd0;
     drop(damon);
     let migrated = vmstat("pgmigrate_success") - migrated0;
@@ -752,7 +772,7 @@ const MIN_SHORT_PRECISION: f64 = 0.6;
 fn check_facts(r: &E2eReport) -> Result<()> {
     for run in &r.runs {
         match run.system {
-            System::Hotpage | System::HotpagePghot | System::HotpageSamples
+            System::Hotpage | System::HotpagePghot | System::HotpageSamples | System::HotpageDamon
                 if run.final_hot_on_node0 < 0.9 =>
             {
                 bail!(

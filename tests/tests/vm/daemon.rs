@@ -260,6 +260,39 @@ fn the_daemon_killed_with_9_is_cleaned_up_by_the_next_start() {
     assert!(!loaded_program_names().iter().any(|n| n == "hint_fault"));
 }
 
+/// A DAMON-source daemon killed with -9 leaves its kdamond running; the next
+/// start stops and removes it (and puts NUMA balancing back) before anything else.
+#[test]
+fn a_killed_damon_daemons_kdamond_is_stopped_by_the_next_start() {
+    in_the_box();
+    let _mode = pure_tiering_mode();
+    let before = settings_now();
+    let kdamonds = Path::new("/sys/kernel/mm/damon/admin/kdamonds");
+    let read = |p: &str| std::fs::read_to_string(kdamonds.join(p)).unwrap_or_default().trim().to_owned();
+    let daemon = start_daemon(&["--sources", "damon"]);
+    let w = Workload::start(32, 8, 60);
+    let t = Instant::now();
+    while read("0/state") != "on" {
+        assert!(t.elapsed() < Duration::from_secs(30), "the kdamond never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    daemon.kill().unwrap();
+    assert_eq!(
+        (read("nr_kdamonds"), read("0/state")),
+        ("1".to_owned(), "on".to_owned()),
+        "a crash leaves it running"
+    );
+    assert_eq!(settings_now().0, "0");
+    drop(w);
+    let out =
+        Command::new(hotpage_bin()).args(["run", "--sources", "damon", "--duration", "1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("restored sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds to 0"), "{stderr}");
+    assert_eq!(read("nr_kdamonds"), "0");
+    assert_eq!(settings_now(), before);
+}
+
 #[test]
 fn a_second_daemon_is_refused_while_one_runs() {
     in_the_box();

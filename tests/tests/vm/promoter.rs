@@ -176,18 +176,21 @@ fn a_workload_that_exits_during_promotion_only_adds_counted_gone_pages() {
     assert!(at_exit.moved > 0 && waiting_at_exit >= 256, "{waiting_at_exit} waiting: {}", p.diag());
     child.kill().unwrap();
     child.wait().unwrap();
+    // The worker takes hints into its rate-limited queue before it gets to
+    // them: wait for the hints to go and for the queue to reach the dead pages.
+    let gone_since = |p: &Pipeline| {
+        let c = p.node1();
+        (c.process_gone + c.stale + c.err_esrch) - (at_exit.process_gone + at_exit.stale + at_exit.err_esrch)
+    };
     let t = Instant::now();
-    while waiting(&p) > 0 && t.elapsed() < Duration::from_secs(60) {
+    while (waiting(&p) > 0 || gone_since(&p) == 0) && t.elapsed() < Duration::from_secs(60) {
         p.pump();
         std::thread::sleep(Duration::from_millis(20));
     }
     let c = p.node1();
     assert_eq!(waiting(&p), 0, "every waiting page of the dead process was taken: {}", p.diag());
     // Each was counted as gone (or, its pfn already reused, stale), none as an error.
-    let gone =
-        (c.process_gone + c.stale + c.err_esrch) - (at_exit.process_gone + at_exit.stale + at_exit.err_esrch);
-    assert!(c.process_gone > at_exit.process_gone, "the exit was counted as gone pages: {}", p.diag());
-    assert!(gone > 0, "{}", p.diag());
+    assert!(gone_since(&p) > 0, "the exit was counted as gone pages: {}", p.diag());
     // Nothing of the dead process moved after its exit, but a batch already in move_pages.
     let late = c.moved - at_exit.moved;
     assert!(

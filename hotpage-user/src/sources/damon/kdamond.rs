@@ -157,6 +157,21 @@ impl Kdamond {
         read_value(&self.dir().join("state")).is_ok_and(|s| s == "on")
     }
 
+    /// The kdamond thread's pid once it runs: the thread starts after the
+    /// `state` write returns, so this waits for it (up to `limit`).
+    pub fn wait_pid(&self, limit: std::time::Duration) -> Option<u32> {
+        let t = std::time::Instant::now();
+        loop {
+            if let Some(p) = self.pid() {
+                return Some(p);
+            }
+            if t.elapsed() >= limit || !self.running() {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// The kdamond thread's pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
         read_value(&self.dir().join("pid")).ok()?.parse::<i64>().ok().filter(|p| *p > 0).map(|p| p as u32)

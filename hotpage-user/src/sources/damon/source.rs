@@ -146,6 +146,12 @@ impl DamonSource {
         }
         let running = self.kdamond.running();
         if (running && pids == self.monitored) || (pids.is_empty() && !running) {
+            // The same kdamond: its pid is the filter's (a start whose thread
+            // had not shown its pid yet is caught up here).
+            let now = if running { pid.unwrap_or(0) } else { 0 };
+            if now != self.status.kdamond_pid.load(Relaxed) {
+                self.follow(now, &self.monitored.clone());
+            }
             self.publish_cpu();
             return Ok(());
         }
@@ -157,22 +163,28 @@ impl DamonSource {
         } else {
             self.kdamond.monitor(&pids)?
         };
-        let kpid = if monitored.is_empty() { 0 } else { self.kdamond.pid().unwrap_or(0) };
-        if let Err(e) = self.program.set_damon_targets(&monitored) {
+        let kpid =
+            if monitored.is_empty() { 0 } else { self.kdamond.wait_pid(Duration::from_secs(1)).unwrap_or(0) };
+        self.follow(kpid, &monitored);
+        if !monitored.is_empty() {
+            self.status.starts.fetch_add(1, Relaxed);
+            tracing::info!("DAMON: kdamond {kpid} monitors {} process(es): {monitored:?}", monitored.len());
+        }
+        self.status.targets.store(monitored.len() as u32, Relaxed);
+        self.monitored = monitored;
+        self.publish_cpu();
+        Ok(())
+    }
+
+    /// Points the BPF program at kdamond `kpid` and its targets' pids.
+    fn follow(&mut self, kpid: u32, monitored: &[u32]) {
+        if let Err(e) = self.program.set_damon_targets(monitored) {
             tracing::warn!("DAMON source: setting the targets' pids in the BPF map: {e}");
         }
         if let Err(e) = self.program.set_damon_owner(kpid) {
             tracing::warn!("DAMON source: setting the kdamond's pid in the BPF filter: {e}");
         }
-        if !monitored.is_empty() {
-            self.status.starts.fetch_add(1, Relaxed);
-            tracing::info!("DAMON: kdamond {kpid} monitors {} process(es): {monitored:?}", monitored.len());
-        }
         self.status.kdamond_pid.store(kpid, Relaxed);
-        self.status.targets.store(monitored.len() as u32, Relaxed);
-        self.monitored = monitored;
-        self.publish_cpu();
-        Ok(())
     }
 
     fn publish_cpu(&self) {

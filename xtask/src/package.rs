@@ -130,6 +130,21 @@ fn inspect(deb: &Path, tree: &Path) -> Result<Vec<String>> {
     Ok(problems(&files, &control, &conffiles, &unit, env!("CARGO_PKG_VERSION")))
 }
 
+/// Files the package must hold (the unit's directory varies: checked apart).
+const PACKAGED_FILES: &[&str] = &[
+    "/usr/bin/hotpage",
+    "/etc/hotpage/hotpage.toml",
+    "/usr/share/man/man8/hotpage.8.gz",
+    "/usr/share/man/man8/hotpage-run.8.gz",
+    "/usr/share/man/man8/hotpage-check.8.gz",
+    "/usr/share/bash-completion/completions/hotpage",
+    "/usr/share/zsh/vendor-completions/_hotpage",
+    "/usr/share/fish/vendor_completions.d/hotpage.fish",
+    "/usr/share/doc/hotpage/copyright",
+    "/usr/share/doc/hotpage/changelog.Debian.gz",
+    "/usr/share/hotpage/grafana/hotpage.json",
+];
+
 /// What a correct package holds; each miss is one phrase.
 pub fn problems(files: &[String], control: &str, conffiles: &str, unit: &str, version: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -137,19 +152,7 @@ pub fn problems(files: &[String], control: &str, conffiles: &str, unit: &str, ve
         control.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(|v| v.trim().to_owned()))
     };
     let has = |path: &str| files.iter().any(|f| f == path);
-    for path in [
-        "/usr/bin/hotpage",
-        "/etc/hotpage/hotpage.toml",
-        "/usr/share/man/man8/hotpage.8.gz",
-        "/usr/share/man/man8/hotpage-run.8.gz",
-        "/usr/share/man/man8/hotpage-check.8.gz",
-        "/usr/share/bash-completion/completions/hotpage",
-        "/usr/share/zsh/vendor-completions/_hotpage",
-        "/usr/share/fish/vendor_completions.d/hotpage.fish",
-        "/usr/share/doc/hotpage/copyright",
-        "/usr/share/doc/hotpage/changelog.Debian.gz",
-        "/usr/share/hotpage/grafana/hotpage.json",
-    ] {
+    for path in PACKAGED_FILES {
         if !has(path) {
             out.push(format!("{path} missing"));
         }
@@ -235,22 +238,11 @@ mod tests {
     use super::*;
 
     fn good() -> (Vec<String>, String, String, String) {
-        let files = [
-            "/usr/bin/hotpage",
-            "/etc/hotpage/hotpage.toml",
-            "/usr/share/man/man8/hotpage.8.gz",
-            "/usr/share/man/man8/hotpage-run.8.gz",
-            "/usr/share/man/man8/hotpage-check.8.gz",
-            "/usr/share/bash-completion/completions/hotpage",
-            "/usr/share/zsh/vendor-completions/_hotpage",
-            "/usr/share/fish/vendor_completions.d/hotpage.fish",
-            "/usr/share/doc/hotpage/copyright",
-            "/usr/share/doc/hotpage/changelog.Debian.gz",
-            "/usr/share/hotpage/grafana/hotpage.json",
-            "/usr/lib/systemd/system/hotpage.service",
-        ]
-        .map(String::from)
-        .to_vec();
+        let files: Vec<String> = PACKAGED_FILES
+            .iter()
+            .chain(&["/usr/lib/systemd/system/hotpage.service"])
+            .map(|f| (*f).to_owned())
+            .collect();
         let control =
             "Package: hotpage\nVersion: 0.1.0-1\nArchitecture: amd64\nMaintainer: A <a@b.example>\n\
                        Section: admin\nDepends: libc6 (>= 2.34)\n"

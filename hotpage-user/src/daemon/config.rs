@@ -41,7 +41,8 @@ pub enum ConfigFileError {
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     pub sources: SourcesFile,
-    pub damon: DamonFile,
+    /// `[damon]`: the DAMON source's knobs.
+    pub damon: DamonConfig,
     pub hotmap: HotMapFile,
     pub promoter: PromoterFile,
     pub kernel: KernelFile,
@@ -74,57 +75,6 @@ impl Default for SourcesFile {
             samples: "auto".into(),
             sample_period: None,
             cpu_budget_percent: crate::sources::samples::DEFAULT_BUDGET * 100.0,
-        }
-    }
-}
-
-/// `[damon]`: the DAMON source's knobs (see [`DamonConfig`]).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DamonFile {
-    pub sample_us: u64,
-    pub aggr_us: u64,
-    pub min_regions: u64,
-    pub max_regions: u64,
-    pub min_nr_accesses: u32,
-    pub region_max_pages: u64,
-    pub pages_per_second: u64,
-    pub target_min_mib: u64,
-    pub max_targets: usize,
-    pub retarget_s: u64,
-}
-
-impl Default for DamonFile {
-    fn default() -> Self {
-        let d = DamonConfig::default();
-        Self {
-            sample_us: d.sample_us,
-            aggr_us: d.aggr_us,
-            min_regions: d.min_regions,
-            max_regions: d.max_regions,
-            min_nr_accesses: d.min_nr_accesses,
-            region_max_pages: d.region_max_pages,
-            pages_per_second: d.pages_per_second,
-            target_min_mib: d.target_min_mib,
-            max_targets: d.max_targets,
-            retarget_s: d.retarget_s,
-        }
-    }
-}
-
-impl DamonFile {
-    fn config(&self) -> DamonConfig {
-        DamonConfig {
-            sample_us: self.sample_us,
-            aggr_us: self.aggr_us,
-            min_regions: self.min_regions,
-            max_regions: self.max_regions,
-            min_nr_accesses: self.min_nr_accesses,
-            region_max_pages: self.region_max_pages,
-            pages_per_second: self.pages_per_second,
-            target_min_mib: self.target_min_mib,
-            max_targets: self.max_targets,
-            retarget_s: self.retarget_s,
         }
     }
 }
@@ -373,7 +323,7 @@ impl FileConfig {
                     .into(),
             ));
         }
-        let damon = self.damon.config();
+        let damon = self.damon;
         damon.validate().map_err(invalid)?;
         let budget = self.sources.cpu_budget_percent;
         if !(budget > 0.0 && budget <= 100.0) {

@@ -19,8 +19,10 @@ pub use kdamond::{DamonError, Kdamond, damon_status};
 pub use regions::{RegionPlanner, RegionStats};
 pub use source::{DamonSource, DamonStatus};
 
-/// The DAMON source's knobs (`[damon]` in the configuration file).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The DAMON source's knobs (`[damon]` in the configuration file, every key
+/// optional, unknown keys refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DamonConfig {
     /// DAMON's sampling interval, µs: each region's access bit is checked once per sample.
     pub sample_us: u64,

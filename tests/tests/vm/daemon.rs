@@ -381,7 +381,14 @@ fn the_damon_source_alone_promotes_the_hot_set_with_numa_balancing_off() {
     assert!(loaded_program_names().iter().any(damon_program));
     let on0 = w.region_nodes().get(&0).copied().unwrap_or(0);
     assert!(on0 >= hot * 9 / 10, "numa_maps: {on0} pages of the region on node 0");
-    assert_eq!(vmstat("pgpromote_success"), promoted_by_kernel, "the kernel promoted pages itself");
+    // Every page of the workload on node 0 is one hotpage moved: the kernel
+    // promoted none of them (it marks no page with NUMA balancing off; pages
+    // of other processes marked before the switch may still fault once, so
+    // the system-wide pgpromote_success is not the measure).
+    let after = stats_json().expect("the daemon answers");
+    let promoted_after = Workload::promoted_in(&after, w.pid);
+    assert!(on0 <= promoted_after, "{on0} pages on node 0, hotpage promoted {promoted_after}");
+    eprintln!("kernel promotions during the run: {}", vmstat("pgpromote_success") - promoted_by_kernel);
     assert!(daemon.stop().unwrap().status.success());
     assert_eq!(std::fs::read_to_string(kdamonds).unwrap().trim(), "0", "hotpage's kdamond is gone");
     assert_eq!(settings_now(), before);

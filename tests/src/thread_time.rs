@@ -11,14 +11,8 @@ pub fn named_thread_cpu_time(name: &str) -> Option<std::time::Duration> {
         if comm.trim() != name {
             continue;
         }
-        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        return Some(std::time::Duration::from_millis(ticks * 1000 / hz));
+        let (user, system) = hotpage::sys::thread_time::stat_cpu_times(&task.path().join("stat"))?;
+        return Some(user + system);
     }
     None
 }

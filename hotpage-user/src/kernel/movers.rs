@@ -9,7 +9,8 @@ use crate::{
     sys::sysfs::{numbered_entries, read_text, read_u64},
 };
 
-const DAMON_KDAMONDS: &str = "sys/kernel/mm/damon/admin/kdamonds";
+/// DAMON's sysfs directory of kdamonds, relative to the root.
+pub const DAMON_KDAMONDS: &str = "sys/kernel/mm/damon/admin/kdamonds";
 
 /// Running DAMON schemes that migrate between tiers, as one line each.
 pub fn damon_migrations(root: &Path) -> Vec<String> {

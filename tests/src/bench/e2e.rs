@@ -209,16 +209,10 @@ fn vmstat(k: &str) -> u64 {
     read_vmstat(Path::new("/")).ok().and_then(|m| m.get(k).copied()).unwrap_or(0)
 }
 
-/// (utime, stime) in seconds from a `stat` file (fields 14 and 15).
+/// (utime, stime) in seconds from a `stat` file.
 fn stat_cpu_seconds(path: &Path) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    // After the comm: state (field 3) first, so utime and stime (14, 15) are the 12th and 13th.
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some((field(11) as f64 / hz, field(12) as f64 / hz))
+    let (user, system) = hotpage::sys::thread_time::stat_cpu_times(path)?;
+    Some((user.as_secs_f64(), system.as_secs_f64()))
 }
 
 /// utime + stime of a process, seconds (or stime alone).
@@ -229,9 +223,14 @@ fn cpu_seconds(pid: u32, system_only: bool) -> f64 {
 
 /// The running daemon's rule report (verdicts, thresholds), without
 /// its latency histograms.
-fn rule_report() -> Option<serde_json::Value> {
+/// hotpage's `stats --json` snapshot, once at the end of a run.
+fn stats_snapshot() -> Option<serde_json::Value> {
     let out = Command::new(bin("HOTPAGE_BIN", "/bin/hotpage")).args(["stats", "--json"]).output().ok()?;
-    let snapshot: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// hotpage's rule from a snapshot: verdicts and thresholds, without the histograms.
+fn rule_report(snapshot: &serde_json::Value) -> Option<serde_json::Value> {
     let mut rule = snapshot.get("rule")?.clone();
     for n in rule.get_mut("nodes")?.as_array_mut()? {
         n.as_object_mut()?.remove("latency");
@@ -239,10 +238,8 @@ fn rule_report() -> Option<serde_json::Value> {
     Some(rule)
 }
 
-/// CPU seconds of hotpage's own kdamond (DAMON source), from its stats.
-fn hotpage_kdamond_cpu() -> Option<f64> {
-    let out = Command::new(bin("HOTPAGE_BIN", "/bin/hotpage")).args(["stats", "--json"]).output().ok()?;
-    let snapshot: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+/// CPU seconds of hotpage's own kdamond (DAMON source), from a snapshot.
+fn hotpage_kdamond_cpu(snapshot: &serde_json::Value) -> Option<f64> {
     Some(snapshot.get("damon")?.get("kdamond_cpu_ns")?.as_u64()? as f64 / 1e9)
 }
 
@@ -503,13 +500,14 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
     let workload_sys: f64 = truths.iter().map(|t| cpu_seconds(t.pid, true)).sum();
     let hotpage_cpu = hotpage.as_ref().map(|d| cpu_seconds(d.pid(), false));
     let hotpage_threads = hotpage.as_ref().map(|d| thread_cpu_seconds(d.pid())).unwrap_or_default();
-    let hotpage_rule = hotpage.as_ref().and_then(|_| rule_report());
+    let snapshot = hotpage.as_ref().and_then(|_| stats_snapshot());
+    let hotpage_rule = snapshot.as_ref().and_then(rule_report);
     // DAMON's kdamond: the migrate_hot one here, or hotpage's (from its stats).
     let kdamond_cpu = damon
         .as_ref()
         .and_then(Kdamond::pid)
         .map(|p| cpu_seconds(p, false))
-        .or_else(|| hotpage.as_ref().and_then(|_| hotpage_kdamond_cpu()));
+        .or_else(|| snapshot.as_ref().and_then(hotpage_kdamond_cpu));
     let kswapd_cpu = kswapd.map_or(0.0, |p| cpu_seconds(p, false)) - kswapd0;
     drop(damon);
     let migrated = vmstat("pgmigrate_success") - migrated0;

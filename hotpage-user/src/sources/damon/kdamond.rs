@@ -13,8 +13,7 @@ use thiserror::Error;
 use super::DamonConfig;
 use crate::kernel::settings::{SettingsError, SettingsGuard, read_value};
 
-/// DAMON's sysfs directory, relative to the root.
-pub const KDAMONDS: &str = "sys/kernel/mm/damon/admin/kdamonds";
+pub use crate::kernel::movers::DAMON_KDAMONDS as KDAMONDS;
 
 #[derive(Debug, Error)]
 pub enum DamonError {

@@ -18,6 +18,7 @@ use super::{DamonConfig, DamonError, Kdamond, targets::lower_tier_users, tracepo
 use crate::{
     kernel::settings::SettingsGuard,
     sources::{BpfError, DamonArgs, LoadOptions, LoadedSource, SourceCounters, SourceKind},
+    sys::thread_time::stat_cpu_times,
 };
 
 /// What `stats` and the metrics show of the DAMON source.
@@ -74,18 +75,6 @@ pub struct DamonSource {
     cpu_now_ns: u64,
 }
 
-/// utime + stime of a thread, ns.
-fn thread_cpu_ns(root: &Path, pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(root.join(format!("proc/{pid}/stat"))).ok()?;
-    // Fields after the command (which may hold spaces): state is field 3.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(ticks * 1_000_000_000 / hz)
-}
-
 impl DamonSource {
     /// Loads and attaches the program, creates hotpage's kdamond (through
     /// `guard`) and starts it on the processes holding lower-tier memory
@@ -140,9 +129,9 @@ impl DamonSource {
         self.status.target_pages.store(users.iter().map(|u| u.1).sum(), Relaxed);
         let pid = self.kdamond.pid();
         if let Some(p) = pid
-            && let Some(ns) = thread_cpu_ns(&self.root, p)
+            && let Some((user, system)) = stat_cpu_times(&self.root.join(format!("proc/{p}/stat")))
         {
-            self.cpu_now_ns = ns;
+            self.cpu_now_ns = (user + system).as_nanos() as u64;
         }
         let running = self.kdamond.running();
         if (running && pids == self.monitored) || (pids.is_empty() && !running) {

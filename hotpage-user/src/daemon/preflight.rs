@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use btf_rs::Btf;
 use hotpage_common::PfnRange;
 
 use crate::{
@@ -19,6 +20,10 @@ pub struct Preflight {
     pub release: String,
     /// The hint-fault hook, when hint faults are wanted.
     pub hook: Option<kernel::HintFaultHook>,
+    /// The kernel's BTF, kept for the sources that read more of it (the DAMON
+    /// tracepoint's prototype): a parse costs seconds of CPU under emulation.
+    /// Drop it once they have started.
+    pub btf: Btf,
 }
 
 /// Checks in the order an operator fixes them: what the machine lacks is
@@ -31,14 +36,13 @@ pub fn preflight(root: &Path, what: &str, hint_faults: bool) -> Result<Preflight
     // Both programs are CO-RE: BTF is needed even without the hint-fault hook.
     let btf = kernel::kernel_btf(root)?;
     let hook = if hint_faults { Some(kernel::HintFaultHook::probe(&btf, root, &release)?) } else { None };
-    drop(btf);
     require_root(what)?;
     if let Some(Err(e)) = hook.as_ref().map(|h| &h.stamp) {
         tracing::warn!(
             "hint faults carry no scan-to-fault latency: {e}; the latency rule falls back to pghot's"
         );
     }
-    Ok(Preflight { topo, ranges, release, hook })
+    Ok(Preflight { topo, ranges, release, hook, btf })
 }
 
 /// Takes the kernel settings (after putting back what a crashed run left)

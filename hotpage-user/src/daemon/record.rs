@@ -49,7 +49,7 @@ async fn record_until_stopped(
     req: RecordRequest<'_>,
 ) -> Result<()> {
     let shutdown = Shutdown::install()?;
-    let Preflight { topo, ranges, release, hook } = preflight(root, "hotpage record", cfg.hint_faults)?;
+    let Preflight { topo, ranges, release, hook, .. } = preflight(root, "hotpage record", cfg.hint_faults)?;
     let sampler = cfg.samples.pick(root)?;
     // Restored when `_settings` drops, after the programs are gone.
     let _settings = kernel_settings(root, run_dir, req.set_tiering)?;

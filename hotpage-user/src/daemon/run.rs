@@ -61,7 +61,7 @@ async fn daemon(
     let started = Instant::now();
     let shutdown = Shutdown::install()?;
     let observe_only = cfg.promoter.rate_limit == RateLimit::ObserveOnly;
-    let Preflight { topo, ranges, release, hook } = preflight(root, "hotpage run", cfg.hint_faults)?;
+    let Preflight { topo, ranges, release, hook, btf } = preflight(root, "hotpage run", cfg.hint_faults)?;
     let sampler = cfg.samples.pick(root)?;
 
     // Refuse to fight another mover of pages (observe-only moves nothing, so it only warns).
@@ -125,8 +125,8 @@ async fn daemon(
     let mut damon = None;
     if let (Some(dcfg), Some(guard)) = (cfg.damon, settings.as_mut()) {
         let lower: Vec<u32> = topo.lower_tier_nodes().map(|n| n.id).collect();
-        let (src, ring, counters) =
-            DamonSource::start(root, guard, dcfg, &cfg.load, &lower).context("starting the DAMON source")?;
+        let (src, ring, counters) = DamonSource::start(root, guard, dcfg, &cfg.load, &lower, &btf)
+            .context("starting the DAMON source")?;
         sources.rings.push(ring);
         sources.attached.push(AttachedSource {
             name: SourceKind::Damon.name().into(),
@@ -136,6 +136,7 @@ async fn daemon(
         });
         damon = Some((src, dcfg));
     }
+    drop(btf);
 
     let layout = MemoryLayout::from(&topo);
     let map = Arc::new(HotMap::new(&layout, cfg.hotmap, cfg.hint_capacity)?);
@@ -165,7 +166,7 @@ async fn daemon(
     let damon_feed = damon.as_ref().map(|(src, dcfg)| DamonFeed {
         status: src.status(),
         config: *dcfg,
-        regions: consumer.expand_regions(RegionPlanner::new(*dcfg)),
+        regions: consumer.expand_regions(RegionPlanner::new(*dcfg).following(src.status())),
     });
     // Memory hot-plug: new lower-tier ranges reach the resolver and the
     // sample filter through this channel; the watch updates the rest.

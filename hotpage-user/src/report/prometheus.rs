@@ -436,6 +436,36 @@ fn damon(o: &mut Out, d: &super::DamonSnapshot) {
     o.family("hotpage_damon_kdamond_cpu_seconds_total", "counter", "CPU time of the kdamond hotpage runs.");
     o.sample("hotpage_damon_kdamond_cpu_seconds_total", &[], st.kdamond_cpu_ns as f64 / 1e9);
     o.family(
+        "hotpage_damon_kdamond_cpu_share_ratio",
+        "gauge",
+        "The kdamond's CPU time over the CPU budget's last interval, share of one core.",
+    );
+    o.sample("hotpage_damon_kdamond_cpu_share_ratio", &[], st.kdamond_share_ppm as f64 / 1e6);
+    o.family(
+        "hotpage_damon_kdamond_cpu_budget_ratio",
+        "gauge",
+        "Most the kdamond may cost, share of one core (0: no budget).",
+    );
+    o.sample("hotpage_damon_kdamond_cpu_budget_ratio", &[], st.cpu_budget_ppm as f64 / 1e6);
+    o.family(
+        "hotpage_damon_sample_interval_seconds",
+        "gauge",
+        "DAMON's sampling interval now, set by the CPU budget.",
+    );
+    o.sample("hotpage_damon_sample_interval_seconds", &[], st.sample_us as f64 / 1e6);
+    o.family(
+        "hotpage_damon_aggregation_interval_seconds",
+        "gauge",
+        "DAMON's aggregation interval now (the same samples per aggregation).",
+    );
+    o.sample("hotpage_damon_aggregation_interval_seconds", &[], st.aggr_us as f64 / 1e6);
+    o.family(
+        "hotpage_damon_interval_changes_total",
+        "counter",
+        "Times the CPU budget changed DAMON's intervals.",
+    );
+    o.sample("hotpage_damon_interval_changes_total", &[], st.interval_changes as f64);
+    o.family(
         "hotpage_damon_targets",
         "gauge",
         "Processes the kdamond monitors (those holding lower-tier memory).",

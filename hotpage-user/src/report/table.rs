@@ -112,16 +112,26 @@ pub fn render_stats(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
         let cpu_s = st.kdamond_cpu_ns as f64 / 1e9;
         out += &format!(
             "\ndamon: kdamond {} on {} process(es) holding {} MiB of lower-tier memory ({} start(s)), sampling \
-             every {} µs, aggregating every {} ms; kdamond CPU {:.1} s ({:.2}% of a core); regions: {} reported, \
-             {} windowed, {} over budget; {} pages looked up (budget {}/s)\n",
+             every {} µs, aggregating every {} ms ({}); kdamond CPU {:.1} s ({:.2}% of a core, {:.2}% lately); \
+             regions: {} reported, {} windowed, {} over budget; {} pages looked up (budget {}/s)\n",
             if st.kdamond_pid == 0 { "-".to_owned() } else { st.kdamond_pid.to_string() },
             st.targets,
             st.target_pages >> 8,
             st.starts,
             st.sample_us,
             st.aggr_us / 1000,
+            if st.cpu_budget_ppm == 0 {
+                "no CPU budget".to_owned()
+            } else {
+                format!(
+                    "CPU budget {:.1}%, {} change(s)",
+                    st.cpu_budget_ppm as f64 / 1e4,
+                    st.interval_changes
+                )
+            },
             cpu_s,
             100.0 * cpu_s / d.running_s.max(1e-9),
+            st.kdamond_share_ppm as f64 / 1e4,
             r.regions,
             r.windowed,
             r.over_budget,

@@ -7,6 +7,7 @@
 //! page and folio before the collector's consumer records them.
 
 mod counters;
+pub mod cpu_budget;
 pub mod damon;
 pub mod hook_check;
 mod object;

@@ -395,6 +395,55 @@ fn the_damon_source_alone_promotes_the_hot_set_with_numa_balancing_off() {
     assert!(!loaded_program_names().iter().any(damon_program));
 }
 
+/// A kdamond over its CPU budget (here 0.01% of a core, which any kdamond
+/// exceeds) gets wider sampling and aggregation intervals, committed to the
+/// running kdamond: the same thread goes on reporting regions.
+#[test]
+fn an_over_budget_kdamond_samples_less_often_without_a_restart() {
+    in_the_box();
+    let _mode = pure_tiering_mode();
+    let config = std::env::temp_dir().join("hotpage-damon-budget.toml");
+    std::fs::write(&config, "[damon]\ncpu_budget_percent = 0.01\n").unwrap();
+    let daemon = start_daemon(&["--sources", "damon", "--config", config.to_str().unwrap()]);
+    let w = Workload::start(32, 8, 300);
+    let damon = || stats_json().expect("the daemon answers")["damon"].clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let widened = loop {
+        let d = damon();
+        if d["interval_changes"].as_u64().unwrap() >= 1 && d["kdamond_pid"].as_u64().unwrap() > 0 {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the budget never moved the intervals: {d}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!("over budget: {widened}");
+    let (sample_us, aggr_us) = (widened["sample_us"].as_u64().unwrap(), widened["aggr_us"].as_u64().unwrap());
+    assert!(sample_us > 5_000 && sample_us <= 100_000, "{widened}");
+    assert_eq!(aggr_us, sample_us * 20, "the same samples per aggregation");
+    let intervals = "/sys/kernel/mm/damon/admin/kdamonds/0/contexts/0/monitoring_attrs/intervals";
+    let sysfs =
+        |f: &str| std::fs::read_to_string(format!("{intervals}/{f}")).unwrap().trim().parse::<u64>().unwrap();
+    assert!(sysfs("sample_us") > 5_000, "sysfs sample_us {}", sysfs("sample_us"));
+    // The same kdamond reports on at the new pace.
+    let regions = |d: &serde_json::Value| d["regions"]["regions"].as_u64().unwrap();
+    let at_change = regions(&widened);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = damon();
+        assert_eq!(d["kdamond_pid"], widened["kdamond_pid"], "the kdamond was restarted: {d}");
+        assert_eq!(d["starts"], widened["starts"], "{d}");
+        if regions(&d) > at_change {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no region reported after the change: {d}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(w);
+    assert!(daemon.stop().unwrap().status.success());
+    let kdamonds = "/sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds";
+    assert_eq!(std::fs::read_to_string(kdamonds).unwrap().trim(), "0", "hotpage's kdamond is gone");
+}
+
 #[test]
 fn the_daemon_records_what_its_hot_map_received_and_a_replay_decides_the_same() {
     in_the_box();

@@ -144,6 +144,19 @@ impl Kdamond {
         Ok(pids)
     }
 
+    /// Sets the sampling and aggregation intervals; a running kdamond takes
+    /// them online (`commit`: its regions and their counts are kept, DAMON
+    /// rescales the counts to the new interval).
+    pub fn set_intervals(&self, sample_us: u64, aggr_us: u64) -> Result<(), DamonError> {
+        let intervals = self.dir().join("contexts/0/monitoring_attrs/intervals");
+        write(&intervals.join("sample_us"), sample_us)?;
+        write(&intervals.join("aggr_us"), aggr_us)?;
+        if self.running() {
+            write(&self.dir().join("state"), "commit")?;
+        }
+        Ok(())
+    }
+
     /// Stops the kdamond (it stays configured).
     pub fn stop(&self) {
         if self.running() {
@@ -235,6 +248,26 @@ mod tests {
         std::fs::write(dir.join("0/state"), "off\n").unwrap();
         guard.restore().unwrap();
         assert_eq!(read("nr_kdamonds"), "0");
+    }
+
+    #[test]
+    fn new_intervals_reach_a_running_kdamond_through_commit() {
+        let root = fake_root(0);
+        let run = tempfile::tempdir().unwrap();
+        let (mut guard, _) = SettingsGuard::acquire(root.path(), run.path()).unwrap();
+        let k = Kdamond::create(root.path(), &mut guard, DamonConfig::default()).unwrap();
+        let dir = root.path().join(KDAMONDS).join("0");
+        let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap().trim().to_owned();
+        // Stopped: the files change, the state is left alone.
+        k.set_intervals(20_000, 400_000).unwrap();
+        assert_eq!(read("contexts/0/monitoring_attrs/intervals/sample_us"), "20000");
+        assert_eq!(read("contexts/0/monitoring_attrs/intervals/aggr_us"), "400000");
+        assert_eq!(read("state"), "off");
+        // Running: committed online (the kernel reads the files again; no restart).
+        k.monitor(&[100]).unwrap();
+        k.set_intervals(80_000, 1_600_000).unwrap();
+        assert_eq!(read("contexts/0/monitoring_attrs/intervals/sample_us"), "80000");
+        assert_eq!(read("state"), "commit");
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub use source::{DamonSource, DamonStatus};
 
 /// The DAMON source's knobs (`[damon]` in the configuration file, every key
 /// optional, unknown keys refused).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DamonConfig {
     /// DAMON's sampling interval, µs: each region's access bit is checked once per sample.
@@ -44,6 +44,12 @@ pub struct DamonConfig {
     pub max_targets: usize,
     /// Seconds between looks for processes that came or went.
     pub retarget_s: u64,
+    /// Most of one core the kdamond may use, %: over it, the sampling and
+    /// aggregation intervals widen together (the same samples per
+    /// aggregation), back towards `sample_us` when well under. 0: no budget.
+    pub cpu_budget_percent: f64,
+    /// The widest sampling interval the budget may reach, µs.
+    pub max_sample_us: u64,
 }
 
 impl Default for DamonConfig {
@@ -61,6 +67,8 @@ impl Default for DamonConfig {
             target_min_mib: 4,
             max_targets: 16,
             retarget_s: 10,
+            cpu_budget_percent: crate::sources::cpu_budget::DEFAULT_BUDGET * 100.0,
+            max_sample_us: 100_000,
         }
     }
 }
@@ -69,6 +77,21 @@ impl DamonConfig {
     /// Samples per aggregation interval: the most `nr_accesses` can be.
     pub fn samples_per_aggregation(&self) -> u64 {
         (self.aggr_us / self.sample_us.max(1)).max(1)
+    }
+
+    /// The aggregation interval that goes with sampling interval
+    /// `sample_us` (the budget keeps the samples per aggregation).
+    pub fn aggr_us_for(&self, sample_us: u64) -> u64 {
+        sample_us.saturating_mul(self.samples_per_aggregation())
+    }
+
+    /// The kdamond's budget, if any: its period is DAMON's sampling interval.
+    pub fn cpu_budget(&self) -> Option<crate::sources::cpu_budget::CpuBudget> {
+        (self.cpu_budget_percent > 0.0).then(|| crate::sources::cpu_budget::CpuBudget {
+            budget: self.cpu_budget_percent / 100.0,
+            min_period: self.sample_us,
+            max_period: self.max_sample_us,
+        })
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -87,9 +110,43 @@ impl DamonConfig {
         if self.region_max_pages == 0 || self.pages_per_second == 0 {
             return Err("damon.region_max_pages and damon.pages_per_second must be at least 1".into());
         }
+        if !(0.0..=100.0).contains(&self.cpu_budget_percent) {
+            return Err(format!(
+                "damon.cpu_budget_percent ({}) must be in [0, 100] (0: no budget)",
+                self.cpu_budget_percent
+            ));
+        }
+        if self.max_sample_us < self.sample_us {
+            return Err(format!(
+                "damon.max_sample_us ({}) must be at least damon.sample_us ({})",
+                self.max_sample_us, self.sample_us
+            ));
+        }
         if self.max_targets == 0 || self.retarget_s == 0 {
             return Err("damon.max_targets and damon.retarget_s must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_widens_both_intervals_within_its_bounds() {
+        let cfg = DamonConfig::default();
+        let budget = cfg.cpu_budget().expect("a budget by default");
+        // A kdamond at 40% of a core against 3%: the most one step widens (×16), capped at max_sample_us.
+        let next = budget.next_period_at(cfg.sample_us, 0.40);
+        assert_eq!(next, 80_000);
+        assert_eq!(cfg.aggr_us_for(next), 1_600_000);
+        assert_eq!(budget.next_period_at(next, 0.40), cfg.max_sample_us);
+        // Well under: back towards the configured interval, never below it.
+        assert_eq!(budget.next_period_at(next, 0.001), 40_000);
+        assert_eq!(budget.next_period_at(cfg.sample_us, 0.0), cfg.sample_us);
+        assert!(DamonConfig { cpu_budget_percent: 0.0, ..cfg }.cpu_budget().is_none());
+        assert!(DamonConfig { cpu_budget_percent: 101.0, ..cfg }.validate().is_err());
+        assert!(DamonConfig { max_sample_us: 1_000, ..cfg }.validate().is_err());
     }
 }

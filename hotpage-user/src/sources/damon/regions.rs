@@ -8,7 +8,9 @@
 
 use hotpage_common::{HotpageEvent, PAGE_SHIFT, PAGE_SIZE};
 
-use super::DamonConfig;
+use std::sync::{Arc, atomic::Ordering::Relaxed};
+
+use super::{DamonConfig, DamonStatus};
 
 crate::counter_set! {
     /// What became of DAMON's regions.
@@ -36,6 +38,9 @@ pub struct Window {
 
 pub struct RegionPlanner {
     cfg: DamonConfig,
+    /// The source's status, whose sampling interval the CPU budget moves
+    /// (none: `cfg.sample_us` throughout).
+    status: Option<Arc<DamonStatus>>,
     /// Pages that may still be looked up (refilled at pages_per_second, one second's worth at most).
     tokens: f64,
     last_ns: Option<u64>,
@@ -44,7 +49,22 @@ pub struct RegionPlanner {
 
 impl RegionPlanner {
     pub fn new(cfg: DamonConfig) -> Self {
-        Self { cfg, tokens: cfg.pages_per_second as f64, last_ns: None, order: Vec::new() }
+        Self { cfg, status: None, tokens: cfg.pages_per_second as f64, last_ns: None, order: Vec::new() }
+    }
+
+    /// Reads the sampling interval from the running source's status, so
+    /// `nr_accesses` is priced at the interval the kdamond counts in.
+    pub fn following(mut self, status: Arc<DamonStatus>) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    fn sample_us(&self) -> u64 {
+        self.status
+            .as_ref()
+            .map(|s| s.sample_us.load(Relaxed))
+            .filter(|&us| us > 0)
+            .unwrap_or(self.cfg.sample_us)
     }
 
     pub fn config(&self) -> &DamonConfig {
@@ -62,7 +82,7 @@ impl RegionPlanner {
         }
         let samples = self.cfg.samples_per_aggregation() as f64;
         let p = (n / (samples + 1.0)).min(samples / (samples + 1.0));
-        let s_ms = self.cfg.sample_us as f64 / 1000.0;
+        let s_ms = self.sample_us() as f64 / 1000.0;
         let ms = -s_ms / (1.0 - p).ln();
         ms.clamp(1.0, u32::MAX as f64 / 2.0).round() as u32
     }
@@ -85,7 +105,8 @@ impl RegionPlanner {
                 (self.tokens + dt * self.cfg.pages_per_second as f64).min(self.cfg.pages_per_second as f64);
         }
         self.last_ns = Some(now);
-        let aggregation = now / (self.cfg.aggr_us.max(1) * 1000);
+        let aggr_us = self.cfg.aggr_us_for(self.sample_us());
+        let aggregation = now / (aggr_us.max(1) * 1000);
         for k in 0..self.order.len() {
             let ev = &events[self.order[k]];
             stats.regions += 1;
@@ -152,6 +173,18 @@ mod tests {
         assert!((95..=110).contains(&ms[0]), "{ms:?}");
         assert!(ms[19] <= 5, "{ms:?}");
         assert_eq!(p.interval_ms(0), u32::MAX);
+    }
+
+    #[test]
+    fn a_wider_sampling_interval_prices_the_same_count_slower() {
+        let status = Arc::new(DamonStatus::default());
+        let p = RegionPlanner::new(DamonConfig::default()).following(status.clone());
+        // Nothing published yet: the configured interval.
+        let at_5ms = p.interval_ms(4);
+        status.sample_us.store(80_000, Relaxed);
+        let at_80ms = p.interval_ms(4);
+        // 4 of 20 samples is the same share of samples; 16× the time between them.
+        assert!((15 * at_5ms..=17 * at_5ms).contains(&at_80ms), "{at_5ms} {at_80ms}");
     }
 
     #[test]

@@ -8,16 +8,19 @@ use std::{
         Arc,
         atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
+use btf_rs::Btf;
 use serde::{Deserialize, Serialize};
 
 use super::{DamonConfig, DamonError, Kdamond, targets::lower_tier_users, tracepoint};
 use crate::{
     kernel::settings::SettingsGuard,
-    sources::{BpfError, DamonArgs, LoadOptions, LoadedSource, SourceCounters, SourceKind},
+    sources::{
+        BpfError, DamonArgs, LoadOptions, LoadedSource, SourceCounters, SourceKind, cpu_budget::CpuBudget,
+    },
     sys::thread_time::stat_cpu_times,
 };
 
@@ -32,6 +35,13 @@ pub struct DamonStatus {
     pub kdamond_cpu_ns: AtomicU64,
     /// Times the kdamond was (re)started on a new target list.
     pub starts: AtomicU64,
+    /// DAMON's sampling and aggregation intervals now, µs (the CPU budget moves them).
+    pub sample_us: AtomicU64,
+    pub aggr_us: AtomicU64,
+    /// The kdamond's CPU time over the last budget interval, ppm of one core.
+    pub kdamond_share_ppm: AtomicU64,
+    /// Times the budget changed the intervals.
+    pub interval_changes: AtomicU64,
 }
 
 /// [`DamonStatus`] read at one moment.
@@ -46,6 +56,10 @@ pub struct DamonReport {
     pub sample_us: u64,
     pub aggr_us: u64,
     pub pages_per_second: u64,
+    /// The kdamond's budget, ppm of one core (0: none), and its last measured share.
+    pub cpu_budget_ppm: u64,
+    pub kdamond_share_ppm: u64,
+    pub interval_changes: u64,
 }
 
 impl DamonStatus {
@@ -56,9 +70,12 @@ impl DamonStatus {
             target_pages: self.target_pages.load(Relaxed),
             kdamond_cpu_ns: self.kdamond_cpu_ns.load(Relaxed),
             starts: self.starts.load(Relaxed),
-            sample_us: cfg.sample_us,
-            aggr_us: cfg.aggr_us,
+            sample_us: self.sample_us.load(Relaxed),
+            aggr_us: self.aggr_us.load(Relaxed),
             pages_per_second: cfg.pages_per_second,
+            cpu_budget_ppm: (cfg.cpu_budget_percent * 1e4).round() as u64,
+            kdamond_share_ppm: self.kdamond_share_ppm.load(Relaxed),
+            interval_changes: self.interval_changes.load(Relaxed),
         }
     }
 }
@@ -73,7 +90,16 @@ pub struct DamonSource {
     /// CPU time of kdamonds that have exited, and of the running one at the last look.
     cpu_done_ns: u64,
     cpu_now_ns: u64,
+    budget: Option<CpuBudget>,
+    /// The sampling interval the kdamond runs with, µs.
+    sample_us: u64,
+    /// When the budget last looked, and the kdamond's CPU time then.
+    budget_mark: Option<(Instant, u64)>,
 }
+
+/// Seconds between the budget's looks at the kdamond's CPU time (its
+/// resolution is a clock tick: 10 ms).
+const BUDGET_EVERY_S: u32 = 2;
 
 impl DamonSource {
     /// Loads and attaches the program, creates hotpage's kdamond (through
@@ -85,10 +111,9 @@ impl DamonSource {
         cfg: DamonConfig,
         opts: &LoadOptions,
         lower: &[u32],
+        btf: &Btf,
     ) -> Result<(Self, RingBuf<MapData>, SourceCounters), DamonError> {
-        let btf = crate::kernel::kernel_btf(root).map_err(|e| DamonError::Tracepoint(e.to_string()))?;
-        let args = tracepoint::aggregated_args(&btf)?;
-        drop(btf);
+        let args = tracepoint::aggregated_args(btf)?;
         let bpf = |e: BpfError| DamonError::Tracepoint(e.to_string());
         let opts = LoadOptions { damon: DamonArgs::new(args, cfg.min_nr_accesses), ..*opts };
         let mut program = LoadedSource::load(SourceKind::Damon, &opts).map_err(bpf)?;
@@ -96,15 +121,21 @@ impl DamonSource {
         let counters = program.take_counters().map_err(bpf)?;
         program.attach_damon().map_err(bpf)?;
         let kdamond = Kdamond::create(root, guard, cfg)?;
+        let status = Arc::new(DamonStatus::default());
+        status.sample_us.store(cfg.sample_us, Relaxed);
+        status.aggr_us.store(cfg.aggr_us, Relaxed);
         let mut me = Self {
             root: root.to_owned(),
             program,
             kdamond,
             lower: lower.to_vec(),
             monitored: Vec::new(),
-            status: Arc::default(),
+            status,
             cpu_done_ns: 0,
             cpu_now_ns: 0,
+            budget: cfg.cpu_budget(),
+            sample_us: cfg.sample_us,
+            budget_mark: None,
         };
         me.retarget()?;
         Ok((me, ring, counters))
@@ -127,12 +158,7 @@ impl DamonSource {
         let mut pids: Vec<u32> = users.iter().map(|u| u.0).collect();
         pids.sort_unstable();
         self.status.target_pages.store(users.iter().map(|u| u.1).sum(), Relaxed);
-        let pid = self.kdamond.pid();
-        if let Some(p) = pid
-            && let Some((user, system)) = stat_cpu_times(&self.root.join(format!("proc/{p}/stat")))
-        {
-            self.cpu_now_ns = (user + system).as_nanos() as u64;
-        }
+        let pid = self.read_cpu();
         let running = self.kdamond.running();
         if (running && pids == self.monitored) || (pids.is_empty() && !running) {
             // The same kdamond: its pid is the filter's (a start whose thread
@@ -176,28 +202,82 @@ impl DamonSource {
         self.status.kdamond_pid.store(kpid, Relaxed);
     }
 
+    /// Reads the running kdamond's CPU time; returns its pid.
+    fn read_cpu(&mut self) -> Option<u32> {
+        let pid = self.kdamond.pid();
+        if let Some(p) = pid
+            && let Some((user, system)) = stat_cpu_times(&self.root.join(format!("proc/{p}/stat")))
+        {
+            self.cpu_now_ns = (user + system).as_nanos() as u64;
+        }
+        self.publish_cpu();
+        pid
+    }
+
+    /// The CPU budget: the kdamond's share of a core since the last look
+    /// moves DAMON's sampling interval (and the aggregation interval with it).
+    fn keep_to_budget(&mut self) {
+        let Some(budget) = self.budget else { return };
+        let total = self.cpu_done_ns + self.cpu_now_ns;
+        let now = Instant::now();
+        let Some((then, before)) = self.budget_mark.replace((now, total)) else { return };
+        let wall = now.duration_since(then).as_nanos() as f64;
+        if wall <= 0.0 || !self.kdamond.running() {
+            return;
+        }
+        let share = total.saturating_sub(before) as f64 / wall;
+        self.status.kdamond_share_ppm.store((share * 1e6).round() as u64, Relaxed);
+        let next = budget.next_period_at(self.sample_us, share);
+        if next == self.sample_us {
+            return;
+        }
+        let aggr_us = self.kdamond.config().aggr_us_for(next);
+        match self.kdamond.set_intervals(next, aggr_us) {
+            Ok(()) => {
+                tracing::info!(
+                    "DAMON: kdamond at {:.1}% of a core (budget {:.1}%): sampling every {} µs, aggregating every {} ms",
+                    share * 100.0,
+                    budget.budget * 100.0,
+                    next,
+                    aggr_us / 1000
+                );
+                self.sample_us = next;
+                self.status.sample_us.store(next, Relaxed);
+                self.status.aggr_us.store(aggr_us, Relaxed);
+                self.status.interval_changes.fetch_add(1, Relaxed);
+            }
+            Err(e) => tracing::warn!("DAMON source: changing the kdamond's intervals: {e}"),
+        }
+    }
+
     fn publish_cpu(&self) {
         self.status.kdamond_cpu_ns.store(self.cpu_done_ns + self.cpu_now_ns, Relaxed);
     }
 
-    /// Every `retarget_s`: [`Self::retarget`]. Owns the source: aborting
+    /// Every `retarget_s`: [`Self::retarget`] (while nothing is monitored: no
+    /// process holds lower-tier memory yet, or they all exited: every second);
+    /// every [`BUDGET_EVERY_S`]: the CPU budget. Owns the source: aborting
     /// the task stops the kdamond and detaches the program.
-    /// While nothing is monitored (no process holds lower-tier memory yet,
-    /// or they all exited), every second.
     pub async fn run(mut self) {
         let every = self.kdamond.config().retarget_s;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.tick().await;
-        let mut since = 0;
+        let (mut since, mut budget_ticks) = (0, 0);
         loop {
             tick.tick().await;
             since += 1;
             if since < every && !self.monitored.is_empty() && self.kdamond.running() {
-                continue;
+                self.read_cpu();
+            } else {
+                since = 0;
+                if let Err(e) = self.retarget() {
+                    tracing::warn!("DAMON source: {e}");
+                }
             }
-            since = 0;
-            if let Err(e) = self.retarget() {
-                tracing::warn!("DAMON source: {e}");
+            budget_ticks += 1;
+            if budget_ticks >= BUDGET_EVERY_S {
+                budget_ticks = 0;
+                self.keep_to_budget();
             }
         }
     }

@@ -5,7 +5,6 @@
 //! get their pfn from pagemap ([`crate::sources::AddressResolver`]); a CPU budget moves the sample
 //! period ([`CpuBudget`]).
 
-pub mod budget;
 pub mod events;
 pub mod perf_event;
 pub mod pmu;
@@ -25,7 +24,7 @@ use hotpage_common::PfnRange;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use budget::{CpuBudget, DEFAULT_BUDGET, IntervalCost};
+pub use super::cpu_budget::{CpuBudget, DEFAULT_BUDGET, IntervalCost};
 pub use events::{CpuEvents, EventsError, online_cpus};
 pub use pmu::{PmuError, Sampler, SamplerKind};
 

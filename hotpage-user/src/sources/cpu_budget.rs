@@ -1,9 +1,10 @@
-//! The sample source's CPU budget. Each interval the collector measures what
-//! sampling cost it (the BPF program's run time, from the kernel's run-time
-//! statistics, plus the consumer's share of its thread's CPU time) as a share
-//! of one core, and moves the sample period so the share stays under the
+//! A source's CPU budget: each interval the source's cost is measured as a
+//! share of one core and its period moved so the share stays under the
 //! budget: sampling less when over, more again when well under, never more
-//! often than the PMU's default period.
+//! often than its configured period. The sample source prices its BPF
+//! program's run time plus the consumer's CPU time and moves the PMU's
+//! sample period; the DAMON source prices its kdamond and moves DAMON's
+//! sampling interval.
 
 /// Default budget: 3% of one core.
 pub const DEFAULT_BUDGET: f64 = 0.03;
@@ -45,7 +46,11 @@ impl CpuBudget {
     /// Over budget: longer in proportion (up to ×16 at once), aiming 20%
     /// under. Under 40% of budget: halved, down to the minimum. Otherwise kept.
     pub fn next_period(&self, period: u64, cost: &IntervalCost) -> u64 {
-        let share = cost.share();
+        self.next_period_at(period, cost.share())
+    }
+
+    /// [`Self::next_period`] for a cost already measured as a share of one core.
+    pub fn next_period_at(&self, period: u64, share: f64) -> u64 {
         let next = if share > self.budget {
             let factor = (share / (self.budget * 0.8)).min(16.0);
             (period as f64 * factor).ceil() as u64

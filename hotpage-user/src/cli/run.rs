@@ -71,6 +71,10 @@ pub struct SourceArgs {
     /// Most CPU the sample source may cost, percent of one core.
     #[arg(long, value_name = "PERCENT")]
     cpu_budget_percent: Option<f64>,
+    /// Most CPU the DAMON source may cost (its kdamond plus region
+    /// expansion), percent of one core; 0: no budget.
+    #[arg(long, value_name = "PERCENT")]
+    damon_cpu_budget_percent: Option<f64>,
     /// Do not attach the hint-fault program (samples only).
     #[arg(long)]
     no_hint_faults: bool,
@@ -94,6 +98,9 @@ impl SourceArgs {
         }
         if let Some(b) = self.cpu_budget_percent {
             file.sources.cpu_budget_percent = b;
+        }
+        if let Some(b) = self.damon_cpu_budget_percent {
+            file.damon.cpu_budget_percent = b;
         }
         if self.no_hint_faults {
             file.sources.hint_faults = false;

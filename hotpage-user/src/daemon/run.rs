@@ -163,10 +163,10 @@ async fn daemon(
         None => Recorder::off(feeder),
     };
     let mut consumer = AddressResolver::new(recorder, root, &ranges);
-    let damon_feed = damon.as_ref().map(|(src, dcfg)| DamonFeed {
-        status: src.status(),
-        config: *dcfg,
-        regions: consumer.expand_regions(RegionPlanner::new(*dcfg).following(src.status())),
+    let damon_feed = damon.as_mut().map(|(src, dcfg)| {
+        let regions = consumer.expand_regions(RegionPlanner::new(*dcfg).following(src.status()));
+        src.count_expansion(regions.clone());
+        DamonFeed { status: src.status(), config: *dcfg, regions }
     });
     // Memory hot-plug: new lower-tier ranges reach the resolver and the
     // sample filter through this channel; the watch updates the rest.

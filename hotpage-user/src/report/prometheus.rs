@@ -436,17 +436,23 @@ fn damon(o: &mut Out, d: &super::DamonSnapshot) {
     o.family("hotpage_damon_kdamond_cpu_seconds_total", "counter", "CPU time of the kdamond hotpage runs.");
     o.sample("hotpage_damon_kdamond_cpu_seconds_total", &[], st.kdamond_cpu_ns as f64 / 1e9);
     o.family(
-        "hotpage_damon_kdamond_cpu_share_ratio",
-        "gauge",
-        "The kdamond's CPU time over the CPU budget's last interval, share of one core.",
+        "hotpage_damon_expansion_cpu_seconds_total",
+        "counter",
+        "CPU time hotpage spent turning DAMON's regions into pages.",
     );
-    o.sample("hotpage_damon_kdamond_cpu_share_ratio", &[], st.kdamond_share_ppm as f64 / 1e6);
+    o.sample("hotpage_damon_expansion_cpu_seconds_total", &[], d.regions.cpu_ns as f64 / 1e9);
     o.family(
-        "hotpage_damon_kdamond_cpu_budget_ratio",
+        "hotpage_damon_cpu_share_ratio",
         "gauge",
-        "Most the kdamond may cost, share of one core (0: no budget).",
+        "The DAMON source's cost over the CPU budget's last interval (kdamond plus region expansion), share of one core.",
     );
-    o.sample("hotpage_damon_kdamond_cpu_budget_ratio", &[], st.cpu_budget_ppm as f64 / 1e6);
+    o.sample("hotpage_damon_cpu_share_ratio", &[], st.cpu_share_ppm as f64 / 1e6);
+    o.family(
+        "hotpage_damon_cpu_budget_ratio",
+        "gauge",
+        "Most the DAMON source may cost (kdamond plus region expansion), share of one core (0: no budget).",
+    );
+    o.sample("hotpage_damon_cpu_budget_ratio", &[], st.cpu_budget_ppm as f64 / 1e6);
     o.family(
         "hotpage_damon_sample_interval_seconds",
         "gauge",

@@ -112,8 +112,9 @@ pub fn render_stats(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
         let cpu_s = st.kdamond_cpu_ns as f64 / 1e9;
         out += &format!(
             "\ndamon: kdamond {} on {} process(es) holding {} MiB of lower-tier memory ({} start(s)), sampling \
-             every {} µs, aggregating every {} ms ({}); kdamond CPU {:.1} s ({:.2}% of a core, {:.2}% lately); \
-             regions: {} reported, {} windowed, {} over budget; {} pages looked up (budget {}/s)\n",
+             every {} µs, aggregating every {} ms ({}); kdamond CPU {:.1} s ({:.2}% of a core), region expansion \
+             {:.1} s, both {:.2}% of a core lately; regions: {} reported, {} windowed, {} over budget; {} pages \
+             looked up (budget {}/s)\n",
             if st.kdamond_pid == 0 { "-".to_owned() } else { st.kdamond_pid.to_string() },
             st.targets,
             st.target_pages >> 8,
@@ -131,7 +132,8 @@ pub fn render_stats(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
             },
             cpu_s,
             100.0 * cpu_s / d.running_s.max(1e-9),
-            st.kdamond_share_ppm as f64 / 1e4,
+            r.cpu_ns as f64 / 1e9,
+            st.cpu_share_ppm as f64 / 1e4,
             r.regions,
             r.windowed,
             r.over_budget,

@@ -21,6 +21,7 @@ use crate::{
     },
     sys::kpageflags::KPageFlags,
     sys::pagemap::{PagemapCache, PagemapEntry},
+    sys::thread_time::thread_cpu_time,
     sys::topology::NodeRanges,
 };
 
@@ -96,6 +97,9 @@ impl<C: EventConsumer> AddressResolver<C> {
     /// each an access at the rate DAMON saw for its region, appended to `out`.
     fn expand(&mut self, events: &[HotpageEvent], out: &mut Vec<HotpageEvent>) {
         let Some(r) = self.regions.as_mut() else { return };
+        // The source's own cost, for stats and the DAMON CPU budget: one
+        // clock read per batch holding regions (a few per aggregation).
+        let started = thread_cpu_time();
         let mut windows = std::mem::take(&mut r.windows);
         let mut entries = std::mem::take(&mut r.entries);
         windows.clear();
@@ -144,6 +148,7 @@ impl<C: EventConsumer> AddressResolver<C> {
         if let Some(r) = self.regions.as_mut() {
             r.windows = windows;
             r.entries = entries;
+            r.stats.cpu_ns += thread_cpu_time().saturating_sub(started).as_nanos() as u64;
         }
     }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use super::DamonConfig;
+use super::{DamonAttrs, DamonConfig};
 use crate::kernel::settings::{SettingsError, SettingsGuard, read_value};
 
 pub use crate::kernel::movers::DAMON_KDAMONDS as KDAMONDS;
@@ -146,15 +146,20 @@ impl Kdamond {
 
     /// Sets the sampling and aggregation intervals; a running kdamond takes
     /// them online (`commit`: its regions and their counts are kept, DAMON
-    /// rescales the counts to the new interval).
-    pub fn set_intervals(&self, sample_us: u64, aggr_us: u64) -> Result<(), DamonError> {
-        let intervals = self.dir().join("contexts/0/monitoring_attrs/intervals");
-        write(&intervals.join("sample_us"), sample_us)?;
-        write(&intervals.join("aggr_us"), aggr_us)?;
-        if self.running() {
-            write(&self.dir().join("state"), "commit")?;
+    /// rescales the counts to the new interval). A kdamond that refuses them
+    /// keeps the files' previous values too, so a restart runs as before.
+    pub fn set_attrs(&self, attrs: &DamonAttrs) -> Result<(), DamonError> {
+        let i = self.dir().join("contexts/0/monitoring_attrs/intervals");
+        let files = [i.join("sample_us"), i.join("aggr_us")];
+        let before = files.iter().map(|f| read_value(f)).collect::<Result<Vec<_>, _>>()?;
+        let set = |values: &[String]| files.iter().zip(values).try_for_each(|(f, v)| write(f, v));
+        let new = [attrs.sample_us, attrs.aggr_us].map(|v| v.to_string());
+        let applied = set(&new)
+            .and_then(|()| if self.running() { write(&self.dir().join("state"), "commit") } else { Ok(()) });
+        if applied.is_err() {
+            let _ = set(&before);
         }
-        Ok(())
+        applied
     }
 
     /// Stops the kdamond (it stays configured).
@@ -251,7 +256,7 @@ mod tests {
     }
 
     #[test]
-    fn new_intervals_reach_a_running_kdamond_through_commit() {
+    fn new_attributes_reach_a_running_kdamond_through_commit() {
         let root = fake_root(0);
         let run = tempfile::tempdir().unwrap();
         let (mut guard, _) = SettingsGuard::acquire(root.path(), run.path()).unwrap();
@@ -259,15 +264,22 @@ mod tests {
         let dir = root.path().join(KDAMONDS).join("0");
         let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap().trim().to_owned();
         // Stopped: the files change, the state is left alone.
-        k.set_intervals(20_000, 400_000).unwrap();
+        k.set_attrs(&DamonAttrs { sample_us: 20_000, aggr_us: 400_000 }).unwrap();
         assert_eq!(read("contexts/0/monitoring_attrs/intervals/sample_us"), "20000");
         assert_eq!(read("contexts/0/monitoring_attrs/intervals/aggr_us"), "400000");
         assert_eq!(read("state"), "off");
         // Running: committed online (the kernel reads the files again; no restart).
         k.monitor(&[100]).unwrap();
-        k.set_intervals(80_000, 1_600_000).unwrap();
+        k.set_attrs(&DamonAttrs { sample_us: 80_000, aggr_us: 1_600_000 }).unwrap();
         assert_eq!(read("contexts/0/monitoring_attrs/intervals/sample_us"), "80000");
         assert_eq!(read("state"), "commit");
+        // Refused (here: a file that reads but cannot be written, after the
+        // sampling interval was): the value written is put back.
+        let aggr = dir.join("contexts/0/monitoring_attrs/intervals/aggr_us");
+        std::fs::remove_file(&aggr).unwrap();
+        std::os::unix::fs::symlink("/proc/version", &aggr).unwrap();
+        assert!(k.set_attrs(&DamonAttrs { sample_us: 5_000, aggr_us: 100_000 }).is_err());
+        assert_eq!(read("contexts/0/monitoring_attrs/intervals/sample_us"), "80000");
     }
 
     #[test]

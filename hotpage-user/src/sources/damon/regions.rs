@@ -19,6 +19,7 @@ crate::counter_set! {
         windowed: "regions larger than damon.region_max_pages, expanded a window at a time",
         over_budget: "regions left out (or cut short) by damon.pages_per_second",
         pages: "pages of regions looked up in pagemap",
+        cpu_ns: "CPU time hotpage spent turning regions into pages (planning, pagemap, folios), ns",
     }
 }
 

@@ -15,7 +15,9 @@ use aya::maps::{MapData, RingBuf};
 use btf_rs::Btf;
 use serde::{Deserialize, Serialize};
 
-use super::{DamonConfig, DamonError, Kdamond, targets::lower_tier_users, tracepoint};
+use super::{
+    DamonConfig, DamonError, Kdamond, RegionCounters, SLOWDOWN_ONE, targets::lower_tier_users, tracepoint,
+};
 use crate::{
     kernel::settings::SettingsGuard,
     sources::{
@@ -38,9 +40,10 @@ pub struct DamonStatus {
     /// DAMON's sampling and aggregation intervals now, µs (the CPU budget moves them).
     pub sample_us: AtomicU64,
     pub aggr_us: AtomicU64,
-    /// The kdamond's CPU time over the last budget interval, ppm of one core.
-    pub kdamond_share_ppm: AtomicU64,
-    /// Times the budget changed the intervals.
+    /// The source's cost over the budget's last interval (its kdamond plus
+    /// hotpage's region expansion), ppm of one core.
+    pub cpu_share_ppm: AtomicU64,
+    /// Times the budget changed the kdamond's attributes.
     pub interval_changes: AtomicU64,
 }
 
@@ -56,9 +59,10 @@ pub struct DamonReport {
     pub sample_us: u64,
     pub aggr_us: u64,
     pub pages_per_second: u64,
-    /// The kdamond's budget, ppm of one core (0: none), and its last measured share.
+    /// The source's CPU budget, ppm of one core (0: none), and its cost over
+    /// the budget's last interval (kdamond plus region expansion).
     pub cpu_budget_ppm: u64,
-    pub kdamond_share_ppm: u64,
+    pub cpu_share_ppm: u64,
     pub interval_changes: u64,
 }
 
@@ -74,7 +78,7 @@ impl DamonStatus {
             aggr_us: self.aggr_us.load(Relaxed),
             pages_per_second: cfg.pages_per_second,
             cpu_budget_ppm: (cfg.cpu_budget_percent * 1e4).round() as u64,
-            kdamond_share_ppm: self.kdamond_share_ppm.load(Relaxed),
+            cpu_share_ppm: self.cpu_share_ppm.load(Relaxed),
             interval_changes: self.interval_changes.load(Relaxed),
         }
     }
@@ -91,10 +95,12 @@ pub struct DamonSource {
     cpu_done_ns: u64,
     cpu_now_ns: u64,
     budget: Option<CpuBudget>,
-    /// The sampling interval the kdamond runs with, µs.
-    sample_us: u64,
-    /// When the budget last looked, and the kdamond's CPU time then.
+    /// The kdamond's slowdown now, thousandths (see [`DamonConfig::attrs_at`]).
+    slowdown: u64,
+    /// When the budget last looked, and the source's CPU time then.
     budget_mark: Option<(Instant, u64)>,
+    /// hotpage's side of the cost: the resolver's region expansion.
+    expansion: Option<Arc<RegionCounters>>,
 }
 
 /// Seconds between the budget's looks at the kdamond's CPU time (its
@@ -134,8 +140,9 @@ impl DamonSource {
             cpu_done_ns: 0,
             cpu_now_ns: 0,
             budget: cfg.cpu_budget(),
-            sample_us: cfg.sample_us,
+            slowdown: SLOWDOWN_ONE,
             budget_mark: None,
+            expansion: None,
         };
         me.retarget()?;
         Ok((me, ring, counters))
@@ -147,6 +154,12 @@ impl DamonSource {
 
     pub fn config(&self) -> &DamonConfig {
         self.kdamond.config()
+    }
+
+    /// The resolver's region counters: their CPU time counts against the
+    /// budget with the kdamond's (as the sample source's consumer does).
+    pub fn count_expansion(&mut self, regions: Arc<RegionCounters>) {
+        self.expansion = Some(regions);
     }
 
     /// Follows processes that came or went (and a kdamond that stopped
@@ -214,11 +227,13 @@ impl DamonSource {
         pid
     }
 
-    /// The CPU budget: the kdamond's share of a core since the last look
-    /// moves DAMON's sampling interval (and the aggregation interval with it).
+    /// The CPU budget: the source's share of a core since the last look (its
+    /// kdamond's and hotpage's region expansion) sets how much less work the
+    /// kdamond does: how much wider its intervals are.
     fn keep_to_budget(&mut self) {
         let Some(budget) = self.budget else { return };
-        let total = self.cpu_done_ns + self.cpu_now_ns;
+        let expansion = self.expansion.as_ref().map_or(0, |r| r.snapshot().cpu_ns);
+        let total = self.cpu_done_ns + self.cpu_now_ns + expansion;
         let now = Instant::now();
         let Some((then, before)) = self.budget_mark.replace((now, total)) else { return };
         let wall = now.duration_since(then).as_nanos() as f64;
@@ -226,27 +241,34 @@ impl DamonSource {
             return;
         }
         let share = total.saturating_sub(before) as f64 / wall;
-        self.status.kdamond_share_ppm.store((share * 1e6).round() as u64, Relaxed);
-        let next = budget.next_period_at(self.sample_us, share);
-        if next == self.sample_us {
+        self.status.cpu_share_ppm.store((share * 1e6).round() as u64, Relaxed);
+        let next = budget.next_period_at(self.slowdown, share);
+        let cfg = self.kdamond.config();
+        let attrs = cfg.attrs_at(next);
+        if attrs == cfg.attrs_at(self.slowdown) {
+            self.slowdown = next;
             return;
         }
-        let aggr_us = self.kdamond.config().aggr_us_for(next);
-        match self.kdamond.set_intervals(next, aggr_us) {
+        match self.kdamond.set_attrs(&attrs) {
             Ok(()) => {
                 tracing::info!(
-                    "DAMON: kdamond at {:.1}% of a core (budget {:.1}%): sampling every {} µs, aggregating every {} ms",
+                    "DAMON source at {:.1}% of a core (budget {:.1}%): sampling every {} µs, aggregating every {} ms",
                     share * 100.0,
                     budget.budget * 100.0,
-                    next,
-                    aggr_us / 1000
+                    attrs.sample_us,
+                    attrs.aggr_us / 1000
                 );
-                self.sample_us = next;
-                self.status.sample_us.store(next, Relaxed);
-                self.status.aggr_us.store(aggr_us, Relaxed);
+                self.slowdown = next;
+                self.status.sample_us.store(attrs.sample_us, Relaxed);
+                self.status.aggr_us.store(attrs.aggr_us, Relaxed);
                 self.status.interval_changes.fetch_add(1, Relaxed);
             }
-            Err(e) => tracing::warn!("DAMON source: changing the kdamond's intervals: {e}"),
+            Err(e) => {
+                tracing::warn!(
+                    "DAMON source: the kdamond did not take new intervals ({e}); its CPU budget is off from now on"
+                );
+                self.budget = None;
+            }
         }
     }
 

@@ -261,8 +261,10 @@ async fn daemon(
 
     // The sample source's CPU budget, on this thread (the collector's).
     let budget = sources.spawn_budget(Some(layout_rx));
-    // The DAMON source follows processes that come and go; aborting the task stops its kdamond.
-    let damon_task = damon.map(|(src, _)| tokio::spawn(src.run()));
+    // The DAMON source follows processes that come and go, on its own thread;
+    // stopping it stops its kdamond.
+    let damon_thread =
+        damon.map(|(src, _)| src.spawn()).transpose().context("starting the DAMON source's thread")?;
     tasks.push(tokio::spawn(layout_watch::watch(layout_watch::LayoutWatch::new(root, &ranges), followers)));
 
     let mut collector =
@@ -292,9 +294,12 @@ async fn daemon(
             Err(e) => tracing::warn!("finishing the recording: {e}"),
         }
     }
-    for t in [budget, damon_task].into_iter().flatten() {
+    if let Some(t) = budget {
         t.abort();
         let _ = t.await;
+    }
+    if let Some(t) = damon_thread {
+        t.stop();
     }
     sources.detach_hint_faults();
     drop(sources);

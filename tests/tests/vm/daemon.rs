@@ -417,6 +417,14 @@ fn an_over_budget_kdamond_samples_less_often_without_a_restart() {
         std::thread::sleep(Duration::from_millis(500));
     };
     eprintln!("over budget: {widened}");
+    // The source's loop runs on its own thread, not the collector's.
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", daemon.pid()))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect();
+    assert!(threads.iter().any(|c| c == "damon"), "threads: {threads:?}");
     let (sample_us, aggr_us) = (widened["sample_us"].as_u64().unwrap(), widened["aggr_us"].as_u64().unwrap());
     assert!(sample_us > 5_000 && sample_us <= 100_000, "{widened}");
     assert_eq!(aggr_us, sample_us * 20, "the same samples per aggregation");

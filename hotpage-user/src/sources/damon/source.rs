@@ -278,8 +278,8 @@ impl DamonSource {
 
     /// Every `retarget_s`: [`Self::retarget`] (while nothing is monitored: no
     /// process holds lower-tier memory yet, or they all exited: every second);
-    /// every [`BUDGET_EVERY_S`]: the CPU budget. Owns the source: aborting
-    /// the task stops the kdamond and detaches the program.
+    /// every [`BUDGET_EVERY_S`]: the CPU budget. Owns the source: dropping
+    /// the future stops the kdamond and detaches the program.
     pub async fn run(mut self) {
         let every = self.kdamond.config().retarget_s;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -302,6 +302,54 @@ impl DamonSource {
                 self.keep_to_budget();
             }
         }
+    }
+}
+
+/// [`DamonSource::run`] on its own thread (`damon`): reading `numa_maps` and
+/// restarting the kdamond (up to a second's wait for its pid) do not hold up
+/// the collector's thread. [`DamonThread::stop`] ends it: the source drops
+/// there, stopping its kdamond and detaching its program.
+pub struct DamonThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DamonSource {
+    pub fn spawn(self) -> std::io::Result<DamonThread> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name("damon".into()).spawn(move || {
+            rt.block_on(async move {
+                tokio::select! {
+                    () = self.run() => {}
+                    _ = stopped => {}
+                }
+            });
+        })?;
+        Ok(DamonThread { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl DamonThread {
+    /// Ends the loop and waits for the thread (the source, its kdamond and
+    /// its program are gone when this returns).
+    pub fn stop(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::warn!("the DAMON source's thread panicked");
+        }
+    }
+}
+
+impl Drop for DamonThread {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

@@ -43,7 +43,7 @@ pub struct DamonStatus {
     /// The source's cost over the budget's last interval (its kdamond plus
     /// hotpage's region expansion), ppm of one core.
     pub cpu_share_ppm: AtomicU64,
-    /// Times the budget changed the kdamond's attributes.
+    /// Times the budget changed the intervals.
     pub interval_changes: AtomicU64,
 }
 
@@ -99,13 +99,17 @@ pub struct DamonSource {
     slowdown: u64,
     /// When the budget last looked, and the source's CPU time then.
     budget_mark: Option<(Instant, u64)>,
+    /// Budget windows in a row that asked for more sampling.
+    quiet_windows: u32,
     /// hotpage's side of the cost: the resolver's region expansion.
     expansion: Option<Arc<RegionCounters>>,
 }
 
-/// Seconds between the budget's looks at the kdamond's CPU time (its
-/// resolution is a clock tick: 10 ms).
-const BUDGET_EVERY_S: u32 = 2;
+/// Seconds between the budget's looks at the source's CPU time. The
+/// kdamond's comes in clock ticks (10 ms): at a 3% budget a 2 s window holds
+/// about 6 of them, and a tick's noise crossed the halving threshold, so the
+/// budget swung (27 changes in 3 minutes in a CI run, each a `commit`).
+const BUDGET_EVERY_S: u32 = 6;
 
 impl DamonSource {
     /// Loads and attaches the program, creates hotpage's kdamond (through
@@ -142,6 +146,7 @@ impl DamonSource {
             budget: cfg.cpu_budget(),
             slowdown: SLOWDOWN_ONE,
             budget_mark: None,
+            quiet_windows: 0,
             expansion: None,
         };
         me.retarget()?;
@@ -242,7 +247,19 @@ impl DamonSource {
         }
         let share = total.saturating_sub(before) as f64 / wall;
         self.status.cpu_share_ppm.store((share * 1e6).round() as u64, Relaxed);
-        let next = budget.next_period_at(self.slowdown, share);
+        let mut next = budget.next_period_at(self.slowdown, share);
+        // Sample more often again only after two quiet windows in a row: a
+        // single low reading is as likely noise as a change of load.
+        if next < self.slowdown {
+            self.quiet_windows += 1;
+            if self.quiet_windows < 2 {
+                next = self.slowdown;
+            } else {
+                self.quiet_windows = 0;
+            }
+        } else {
+            self.quiet_windows = 0;
+        }
         let cfg = self.kdamond.config();
         let attrs = cfg.attrs_at(next);
         if attrs == cfg.attrs_at(self.slowdown) {

@@ -45,15 +45,12 @@ pub struct DamonConfig {
     /// Seconds between looks for processes that came or went.
     pub retarget_s: u64,
     /// Most of one core the source may use (its kdamond plus hotpage's region
-    /// expansion), %: over it the kdamond does less work ([`DamonConfig::attrs_at`]),
+    /// expansion), %: over it the kdamond samples less often ([`DamonConfig::cpu_budget`]),
     /// more again when well under. 0: no budget.
     pub cpu_budget_percent: f64,
     /// The widest sampling interval the budget may reach, µs.
     pub max_sample_us: u64,
 }
-
-/// The slowdown of 1 in [`DamonConfig::attrs_at`]'s thousandths.
-pub const SLOWDOWN_ONE: u64 = 1000;
 
 /// The kdamond's attributes the budget moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,32 +92,24 @@ impl DamonConfig {
         sample_us.saturating_mul(self.samples_per_aggregation())
     }
 
-    /// The source's budget, if any. Its "period" is the kdamond's slowdown
-    /// in thousandths (1000: the configured attributes; see [`Self::attrs_at`]).
+    /// The source's budget, if any. Its period is DAMON's sampling interval:
+    /// the kdamond's cost is one check per region per sample, so widening the
+    /// interval `k` times cuts it `k` times. The regions stay: a kdamond runs
+    /// below its `max_regions` much of the time and grows back to it only over
+    /// many aggregations, a lag that made a budget on regions swing (measured
+    /// in the box: 31 changes in 3 minutes, the hot set not found); the
+    /// intervals act at the next sample.
     pub fn cpu_budget(&self) -> Option<crate::sources::cpu_budget::CpuBudget> {
         (self.cpu_budget_percent > 0.0).then(|| crate::sources::cpu_budget::CpuBudget {
             budget: self.cpu_budget_percent / 100.0,
-            min_period: SLOWDOWN_ONE,
-            max_period: (self.max_slowdown() * SLOWDOWN_ONE as f64).round() as u64,
+            min_period: self.sample_us,
+            max_period: self.max_sample_us,
         })
     }
 
-    fn max_slowdown(&self) -> f64 {
-        self.max_sample_us as f64 / self.sample_us as f64
-    }
-
-    /// How the kdamond does `slowdown` (thousandths, ≥ 1000) times less work:
-    /// its cost is one check per region per sample, so the sampling interval
-    /// widens `slowdown` times, up to `max_sample_us`, and the aggregation
-    /// interval with it (the same samples per aggregation). The regions stay:
-    /// a kdamond runs below its `max_regions` much of the time and grows back
-    /// to it only over many aggregations, a lag that made a budget on regions
-    /// swing (measured in the box: 31 changes in 3 minutes, the hot set not
-    /// found); the intervals act at the next sample.
-    pub fn attrs_at(&self, slowdown: u64) -> DamonAttrs {
-        let f = (slowdown as f64 / SLOWDOWN_ONE as f64).max(1.0);
-        let sample_us =
-            ((self.sample_us as f64 * f).round() as u64).clamp(self.sample_us, self.max_sample_us);
+    /// The intervals for sampling interval `sample_us`: the aggregation
+    /// interval keeps the samples per aggregation.
+    pub fn attrs_for(&self, sample_us: u64) -> DamonAttrs {
         DamonAttrs { sample_us, aggr_us: self.aggr_us_for(sample_us) }
     }
 
@@ -164,28 +153,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_slowdown_widens_both_intervals() {
+    fn the_budget_widens_both_intervals_within_its_bounds() {
         let cfg = DamonConfig::default();
-        let at = |f: f64| cfg.attrs_at((f * SLOWDOWN_ONE as f64) as u64);
-        assert_eq!(at(1.0), DamonAttrs { sample_us: 5_000, aggr_us: 100_000 });
-        assert_eq!(at(0.5), DamonAttrs { sample_us: 5_000, aggr_us: 100_000 });
+        assert_eq!(cfg.attrs_for(5_000), DamonAttrs { sample_us: 5_000, aggr_us: 100_000 });
         // The same 20 samples per aggregation.
-        assert_eq!(at(8.0), DamonAttrs { sample_us: 40_000, aggr_us: 800_000 });
-        assert_eq!(at(1e6), DamonAttrs { sample_us: cfg.max_sample_us, aggr_us: 20 * cfg.max_sample_us });
-    }
-
-    #[test]
-    fn the_budget_slows_the_kdamond_within_its_bounds() {
-        let cfg = DamonConfig::default();
+        assert_eq!(cfg.attrs_for(40_000), DamonAttrs { sample_us: 40_000, aggr_us: 800_000 });
         let budget = cfg.cpu_budget().expect("a budget by default");
         // A source at 40% of a core against 3%: the most one step asks (×16).
-        let next = budget.next_period_at(SLOWDOWN_ONE, 0.40);
-        assert_eq!(next, 16 * SLOWDOWN_ONE);
-        assert_eq!(budget.next_period_at(next, 0.40), budget.max_period);
-        assert_eq!(cfg.attrs_at(budget.max_period).sample_us, cfg.max_sample_us);
-        // Well under: back towards the configured attributes, never past them.
-        assert_eq!(budget.next_period_at(next, 0.001), 8 * SLOWDOWN_ONE);
-        assert_eq!(budget.next_period_at(SLOWDOWN_ONE, 0.0), SLOWDOWN_ONE);
+        let next = budget.next_period_at(cfg.sample_us, 0.40);
+        assert_eq!(next, 80_000);
+        assert_eq!(budget.next_period_at(next, 0.40), cfg.max_sample_us);
+        // Well under: back towards the configured interval, never below it.
+        assert_eq!(budget.next_period_at(next, 0.001), 40_000);
+        assert_eq!(budget.next_period_at(cfg.sample_us, 0.0), cfg.sample_us);
         assert!(DamonConfig { cpu_budget_percent: 0.0, ..cfg }.cpu_budget().is_none());
         assert!(DamonConfig { cpu_budget_percent: 101.0, ..cfg }.validate().is_err());
         assert!(DamonConfig { max_sample_us: 1_000, ..cfg }.validate().is_err());

@@ -15,9 +15,7 @@ use aya::maps::{MapData, RingBuf};
 use btf_rs::Btf;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    DamonConfig, DamonError, Kdamond, RegionCounters, SLOWDOWN_ONE, targets::lower_tier_users, tracepoint,
-};
+use super::{DamonConfig, DamonError, Kdamond, RegionCounters, targets::lower_tier_users, tracepoint};
 use crate::{
     kernel::settings::SettingsGuard,
     sources::{
@@ -95,8 +93,8 @@ pub struct DamonSource {
     cpu_done_ns: u64,
     cpu_now_ns: u64,
     budget: Option<CpuBudget>,
-    /// The kdamond's slowdown now, thousandths (see [`DamonConfig::attrs_at`]).
-    slowdown: u64,
+    /// The sampling interval the kdamond runs with, µs (the budget's period).
+    sample_us: u64,
     /// When the budget last looked, and the source's CPU time then.
     budget_mark: Option<(Instant, u64)>,
     /// Budget windows in a row that asked for more sampling.
@@ -144,7 +142,7 @@ impl DamonSource {
             cpu_done_ns: 0,
             cpu_now_ns: 0,
             budget: cfg.cpu_budget(),
-            slowdown: SLOWDOWN_ONE,
+            sample_us: cfg.sample_us,
             budget_mark: None,
             quiet_windows: 0,
             expansion: None,
@@ -247,25 +245,23 @@ impl DamonSource {
         }
         let share = total.saturating_sub(before) as f64 / wall;
         self.status.cpu_share_ppm.store((share * 1e6).round() as u64, Relaxed);
-        let mut next = budget.next_period_at(self.slowdown, share);
+        let mut next = budget.next_period_at(self.sample_us, share);
         // Sample more often again only after two quiet windows in a row: a
         // single low reading is as likely noise as a change of load.
-        if next < self.slowdown {
+        if next < self.sample_us {
             self.quiet_windows += 1;
             if self.quiet_windows < 2 {
-                next = self.slowdown;
+                next = self.sample_us;
             } else {
                 self.quiet_windows = 0;
             }
         } else {
             self.quiet_windows = 0;
         }
-        let cfg = self.kdamond.config();
-        let attrs = cfg.attrs_at(next);
-        if attrs == cfg.attrs_at(self.slowdown) {
-            self.slowdown = next;
+        if next == self.sample_us {
             return;
         }
+        let attrs = self.kdamond.config().attrs_for(next);
         match self.kdamond.set_attrs(&attrs) {
             Ok(()) => {
                 tracing::info!(
@@ -275,7 +271,7 @@ impl DamonSource {
                     attrs.sample_us,
                     attrs.aggr_us / 1000
                 );
-                self.slowdown = next;
+                self.sample_us = next;
                 self.status.sample_us.store(attrs.sample_us, Relaxed);
                 self.status.aggr_us.store(attrs.aggr_us, Relaxed);
                 self.status.interval_changes.fetch_add(1, Relaxed);

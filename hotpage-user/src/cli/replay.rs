@@ -175,6 +175,10 @@ fn render(r: &ReplayReport, file: &Path) -> String {
     if with_truth {
         header.push("HOT PROMOTED pages");
     }
+    let with_fast = r.timeline.iter().any(|t| !t.fast.is_empty());
+    if with_fast {
+        header.push("FAST (rule)");
+    }
     let mut t = table(&header);
     for step in &r.timeline {
         let mut row = vec![
@@ -185,6 +189,17 @@ fn render(r: &ReplayReport, file: &Path) -> String {
         ];
         if let Some(h) = step.hot_promoted_pages {
             row.push(h.to_string());
+        }
+        if with_fast {
+            let nodes: Vec<String> = step
+                .fast
+                .iter()
+                .map(|f| match f.threshold_ms {
+                    Some(ms) => format!("node {} < {ms:.0} ms ({})", f.nid, f.source),
+                    None => format!("node {} {}", f.nid, f.source),
+                })
+                .collect();
+            row.push(nodes.join(", "));
         }
         t.add_row(row);
     }

@@ -110,6 +110,32 @@ pub struct Step {
     /// Hot base pages promoted so far, with a ground truth.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hot_promoted_pages: Option<u64>,
+    /// Each lower-tier node's "fast" as the rule drew it then (the latency
+    /// policy): where a replay stalls, this says whether the threshold did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fast: Vec<StepThreshold>,
+}
+
+/// One node's threshold at a timeline step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StepThreshold {
+    pub nid: u32,
+    /// Latencies under this count as fast; None while learning.
+    pub threshold_ms: Option<f64>,
+    /// "learning", "split", "drained" or "quantile".
+    pub source: String,
+}
+
+impl StepThreshold {
+    fn of(rule: &HotnessRule) -> Vec<Self> {
+        if rule.policy() != Policy::Latency {
+            return Vec::new();
+        }
+        rule.thresholds()
+            .into_iter()
+            .map(|(nid, threshold_ms, source)| Self { nid, threshold_ms, source: source.into() })
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -357,7 +383,7 @@ pub fn replay(data: &[u8], opts: &ReplayOptions, truth: &[Truth]) -> Result<Repl
         }
     }
     state.run_workers(&mut workers, true);
-    state.step(true);
+    state.step(true, feeder.rule());
     let trailer = reader.trailer().cloned().unwrap_or_default();
     let rule = feeder.rule().map(|r| r.report()).unwrap_or_default();
     Ok(state.report(&header, trailer, feeder.stats(), map.counters(), rule, &workers))
@@ -490,7 +516,7 @@ impl State<'_> {
         }
         self.scratch = scratch;
         self.run_workers(workers, false);
-        self.step(false);
+        self.step(false, feeder.rule());
     }
 
     /// Runs each worker whose flag is up (and is not backing off) or whose
@@ -510,7 +536,7 @@ impl State<'_> {
     }
 
     /// Adds timeline steps up to now.
-    fn step(&mut self, last: bool) {
+    fn step(&mut self, last: bool, rule: Option<&HotnessRule>) {
         while self.now_ms >= self.next_step_ms || last {
             let t_ms = if last { self.now_ms } else { self.next_step_ms };
             let promoted = self.promoted_pages();
@@ -521,6 +547,7 @@ impl State<'_> {
                 ready: self.ready,
                 promoted_pages: promoted,
                 hot_promoted_pages: hot,
+                fast: rule.map(StepThreshold::of).unwrap_or_default(),
             });
             if last {
                 break;

@@ -235,6 +235,17 @@ impl HotnessRule {
         }
     }
 
+    /// Each node's threshold as of now: (node, fast under this many ms, how it was found).
+    pub fn thresholds(&self) -> Vec<(u32, Option<f64>, &'static str)> {
+        self.nodes
+            .iter()
+            .map(|(&nid, n)| {
+                let t = n.classes.threshold();
+                (nid, t.class.map(|c| latency::class_floor_ms(c + 1)), t.source.name())
+            })
+            .collect()
+    }
+
     /// The report as of now.
     pub fn report(&self) -> RuleReport {
         RuleReport {
@@ -243,14 +254,12 @@ impl HotnessRule {
             nodes: self
                 .nodes
                 .iter()
-                .map(|(&nid, n)| {
-                    let t = n.classes.threshold();
-                    NodeRuleReport {
-                        nid,
-                        threshold_ms: t.class.map(|c| latency::class_floor_ms(c + 1)),
-                        threshold_source: t.source.name().into(),
-                        latency: n.faults.clone(),
-                    }
+                .zip(self.thresholds())
+                .map(|((_, n), (nid, threshold_ms, source))| NodeRuleReport {
+                    nid,
+                    threshold_ms,
+                    threshold_source: source.into(),
+                    latency: n.faults.clone(),
                 })
                 .collect(),
         }

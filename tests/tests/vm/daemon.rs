@@ -78,10 +78,25 @@ impl Workload {
     /// `hotpage stats --json` once this workload has `pages` promoted, or at the limit.
     pub fn stats_when_promoted(&self, pages: u64, limit: Duration) -> serde_json::Value {
         let t = Instant::now();
+        let mut report = t;
         loop {
             let s = stats_json().expect("the daemon answers");
-            if Self::promoted_in(&s, self.pid) >= pages || t.elapsed() > limit {
+            let promoted = Self::promoted_in(&s, self.pid);
+            if promoted >= pages || t.elapsed() > limit {
                 return s;
+            }
+            // A trajectory in the log, so a run that falls short shows how.
+            if report.elapsed() >= Duration::from_secs(15) {
+                report = Instant::now();
+                eprintln!(
+                    "{:>4} s: {promoted} of {pages} pages promoted; rule: {}; hot map: {}",
+                    t.elapsed().as_secs(),
+                    s["rule"]["counters"],
+                    s["hotmap"]["feed"]
+                );
+                for n in s["rule"]["nodes"].as_array().into_iter().flatten() {
+                    eprintln!("      node {}: {} {}", n["nid"], n["threshold_source"], n["threshold_ms"]);
+                }
             }
             std::thread::sleep(Duration::from_millis(500));
         }

@@ -25,12 +25,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use hotpage_common::{HotpageEvent, event_flags};
+use hotpage_common::{HotpageEvent, event_flags, source};
 use serde::{Deserialize, Serialize};
 
 pub use latency::LatencyHistogram;
 pub use scores::{PageScore, PageScores};
-pub use threshold::{ClassHistogram, Threshold, ThresholdSource};
+pub use threshold::{ClassHistogram, Placement, Threshold, ThresholdSource};
 
 use crate::hotmap::MemoryLayout;
 
@@ -199,6 +199,13 @@ impl HotnessRule {
         }
         let Some(nid) = self.scores.node_of(ev.pfn) else { return Verdict::Pass };
         let node = self.nodes.entry(nid).or_default();
+        // A run's latencies come from one source (DAMON runs without hint
+        // faults; samples carry none), so the node's split follows it.
+        node.classes.set_placement(if ev.source == source::PGTABLE_SCAN {
+            Placement::Valley
+        } else {
+            Placement::HalfwayToValley
+        });
         let Threshold { class: threshold, source } = node.classes.threshold();
         // Once the fast mode has drained, what passes is stragglers or luck:
         // three fast faults in a row instead of two.

@@ -14,7 +14,7 @@ use crate::{
     daemon::config::FileConfig,
     recording::{FormatError, Reader, ReplayOptions, ReplayReport, Truth, replay},
     report::table::{mib, table},
-    rule::latency::LatencyHistogram,
+    rule::{self, latency::LatencyHistogram},
 };
 
 #[derive(Debug, Args)]
@@ -191,14 +191,8 @@ fn render(r: &ReplayReport, file: &Path) -> String {
             row.push(h.to_string());
         }
         if with_fast {
-            let nodes: Vec<String> = step
-                .fast
-                .iter()
-                .map(|f| match f.threshold_ms {
-                    Some(ms) => format!("node {} < {ms:.0} ms ({})", f.nid, f.source),
-                    None => format!("node {} {}", f.nid, f.source),
-                })
-                .collect();
+            let nodes: Vec<String> =
+                step.fast.iter().map(|f| rule::fast_on_node(f.nid, f.threshold_ms, &f.source)).collect();
             row.push(nodes.join(", "));
         }
         t.add_row(row);

@@ -115,18 +115,20 @@ pub struct RuleReport {
     pub nodes: Vec<NodeRuleReport>,
 }
 
+/// One node's threshold in words: "node 1 under 44 ms (split)", "node 1 learning".
+pub fn fast_on_node(nid: u32, threshold_ms: Option<f64>, source: &str) -> String {
+    match threshold_ms {
+        Some(t) => format!("node {nid} under {t:.0} ms ({source})"),
+        None => format!("node {nid} {source}"),
+    }
+}
+
 impl RuleReport {
     /// The verdicts and each node's threshold, one line.
     pub fn summary(&self) -> String {
         let c = &self.counters;
-        let nodes: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| match n.threshold_ms {
-                Some(t) => format!("node {} under {t:.0} ms ({})", n.nid, n.threshold_source),
-                None => format!("node {} {}", n.nid, n.threshold_source),
-            })
-            .collect();
+        let nodes: Vec<String> =
+            self.nodes.iter().map(|n| fast_on_node(n.nid, n.threshold_ms, &n.threshold_source)).collect();
         format!(
             "rule {}: {} hint faults qualified, {} rejected, {} without a latency; fast: {}\n",
             self.policy,

@@ -34,7 +34,7 @@ use crate::{
         CounterSnapshot, Mapping, NodeMemory, NodeStats, NodeWorker, PromoterConfig, PromoterError,
         PromoterSystem, TargetLedger, Targets,
     },
-    rule::{HotnessRule, Policy, RuleReport, latency::LatencyHistogram},
+    rule::{HotnessRule, NodeThreshold, Policy, RuleReport, latency::LatencyHistogram},
     sys::clock::ns_to_tick,
 };
 
@@ -113,29 +113,7 @@ pub struct Step {
     /// Each lower-tier node's "fast" as the rule drew it then (the latency
     /// policy): where a replay stalls, this says whether the threshold did.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub fast: Vec<StepThreshold>,
-}
-
-/// One node's threshold at a timeline step.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct StepThreshold {
-    pub nid: u32,
-    /// Latencies under this count as fast; None while learning.
-    pub threshold_ms: Option<f64>,
-    /// "learning", "split", "drained" or "quantile".
-    pub source: String,
-}
-
-impl StepThreshold {
-    fn of(rule: &HotnessRule) -> Vec<Self> {
-        if rule.policy() != Policy::Latency {
-            return Vec::new();
-        }
-        rule.thresholds()
-            .into_iter()
-            .map(|(nid, threshold_ms, source)| Self { nid, threshold_ms, source: source.into() })
-            .collect()
-    }
+    pub fast: Vec<NodeThreshold>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -547,7 +525,10 @@ impl State<'_> {
                 ready: self.ready,
                 promoted_pages: promoted,
                 hot_promoted_pages: hot,
-                fast: rule.map(StepThreshold::of).unwrap_or_default(),
+                fast: rule
+                    .filter(|r| r.policy() == Policy::Latency)
+                    .map(HotnessRule::thresholds)
+                    .unwrap_or_default(),
             });
             if last {
                 break;

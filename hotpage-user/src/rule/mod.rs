@@ -115,11 +115,27 @@ pub struct RuleReport {
     pub nodes: Vec<NodeRuleReport>,
 }
 
+/// One node's threshold as of a moment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NodeThreshold {
+    pub nid: u32,
+    /// Latencies under this count as fast; None while learning.
+    pub threshold_ms: Option<f64>,
+    /// "learning", "split", "drained" or "quantile" (see `ThresholdSource`).
+    pub source: &'static str,
+}
+
 /// One node's threshold in words: "node 1 under 44 ms (split)", "node 1 learning".
 pub fn fast_on_node(nid: u32, threshold_ms: Option<f64>, source: &str) -> String {
     match threshold_ms {
         Some(t) => format!("node {nid} under {t:.0} ms ({source})"),
         None => format!("node {nid} {source}"),
+    }
+}
+
+impl fmt::Display for NodeThreshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&fast_on_node(self.nid, self.threshold_ms, self.source))
     }
 }
 
@@ -145,6 +161,17 @@ struct NodeRule {
     classes: ClassHistogram,
     faults: LatencyHistogram,
     since_refresh: u32,
+}
+
+impl NodeRule {
+    fn threshold(&self, nid: u32) -> NodeThreshold {
+        let t = self.classes.threshold();
+        NodeThreshold {
+            nid,
+            threshold_ms: t.class.map(|c| latency::class_floor_ms(c + 1)),
+            source: t.source.name(),
+        }
+    }
 }
 
 /// Redraw a node's threshold every this many mean updates.
@@ -244,15 +271,9 @@ impl HotnessRule {
         }
     }
 
-    /// Each node's threshold as of now: (node, fast under this many ms, how it was found).
-    pub fn thresholds(&self) -> Vec<(u32, Option<f64>, &'static str)> {
-        self.nodes
-            .iter()
-            .map(|(&nid, n)| {
-                let t = n.classes.threshold();
-                (nid, t.class.map(|c| latency::class_floor_ms(c + 1)), t.source.name())
-            })
-            .collect()
+    /// Each node's threshold as of now.
+    pub fn thresholds(&self) -> Vec<NodeThreshold> {
+        self.nodes.iter().map(|(&nid, n)| n.threshold(nid)).collect()
     }
 
     /// The report as of now.
@@ -263,12 +284,14 @@ impl HotnessRule {
             nodes: self
                 .nodes
                 .iter()
-                .zip(self.thresholds())
-                .map(|((_, n), (nid, threshold_ms, source))| NodeRuleReport {
-                    nid,
-                    threshold_ms,
-                    threshold_source: source.into(),
-                    latency: n.faults.clone(),
+                .map(|(&nid, n)| {
+                    let t = n.threshold(nid);
+                    NodeRuleReport {
+                        nid,
+                        threshold_ms: t.threshold_ms,
+                        threshold_source: t.source.into(),
+                        latency: n.faults.clone(),
+                    }
                 })
                 .collect(),
         }

@@ -34,7 +34,7 @@ crate::counter_set! {
     err_eacces: "pages refused with EACCES (mapped by several processes)",
     err_efault: "pages refused with EFAULT (bad address, zero page)",
     err_enoent: "pages refused with ENOENT (not present, or not migratable)",
-    err_esrch: "pages of processes that exited during the call (ESRCH)",
+    err_esrch: "pages of processes that exited during the call (ESRCH, or EINVAL with their memory gone)",
     err_other: "pages refused with any other errno",
     call_errors: "move_pages calls that failed as a whole (other than ESRCH)",
     }

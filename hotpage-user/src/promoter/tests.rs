@@ -3,7 +3,7 @@
 //! the headroom watermark, verification, latency; then the worker threads.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io,
     sync::{Arc, Mutex, atomic::AtomicU64},
     time::{Duration, Instant},
@@ -37,6 +37,8 @@ struct FakeSystem {
     /// pagemap lookups made (pages).
     lookups: Arc<AtomicU64>,
     respond: Responder,
+    /// Processes whose memory is gone from here on (pagemap reads nothing).
+    exited: Arc<Mutex<HashSet<u32>>>,
     now: u64,
     /// When set, the clock runs from here (tests with worker threads).
     started: Option<Instant>,
@@ -70,6 +72,7 @@ impl FakeSystem {
             calls: Arc::default(),
             lookups: Arc::default(),
             respond,
+            exited: Arc::default(),
             now: 1_000,
             started: None,
         }
@@ -79,6 +82,9 @@ impl FakeSystem {
 impl PromoterSystem for FakeSystem {
     fn mapping(&mut self, pid: u32, vaddr: u64) -> Mapping {
         self.lookups.fetch_add(1, Ordering::Relaxed);
+        if self.exited.lock().unwrap().contains(&pid) {
+            return Mapping::ProcessGone;
+        }
         self.mappings.get(&(pid, vaddr)).copied().unwrap_or(Mapping::Present(pfn_of(vaddr)))
     }
 
@@ -327,6 +333,40 @@ fn a_process_that_exits_during_the_call_is_counted_not_fatal() {
     assert_eq!(w.round(true).moved, 1, "the other process still moves");
     let s = w.stats().snapshot();
     assert_eq!((s.err_esrch, s.call_errors, s.moved), (3, 0, 1));
+}
+
+/// A process between exit_mm() and its reaping: move_pages finds the task
+/// but no memory and says EINVAL. Counted as an exit, not as an error.
+#[test]
+fn a_process_whose_memory_went_during_the_call_is_counted_as_exited() {
+    let (map, targets) = topo_parts(RecordMode::Default);
+    for i in 0..3 {
+        ready(&map, S + i, 7, 0);
+    }
+    let exited: Arc<Mutex<HashSet<u32>>> = Arc::default();
+    let gone = exited.clone();
+    let mut env = FakeSystem::new(Box::new(move |c: &Call, _: &mut [i32]| {
+        gone.lock().unwrap().insert(c.pid);
+        Err(io::Error::from_raw_os_error(libc::EINVAL))
+    }));
+    env.exited = exited;
+    let mut w = worker(&map, targets, unlimited(), env);
+    assert_eq!(w.round(true).moved, 0);
+    let s = w.stats().snapshot();
+    assert_eq!((s.err_esrch, s.call_errors, s.err_other), (3, 0, 0));
+}
+
+/// EINVAL from a process that still has its memory is an error.
+#[test]
+fn einval_from_a_live_process_is_a_call_error() {
+    let (map, targets) = topo_parts(RecordMode::Default);
+    ready(&map, S, 7, 0);
+    let env =
+        FakeSystem::new(Box::new(|_: &Call, _: &mut [i32]| Err(io::Error::from_raw_os_error(libc::EINVAL))));
+    let mut w = worker(&map, targets, unlimited(), env);
+    assert_eq!(w.round(true).moved, 0);
+    let s = w.stats().snapshot();
+    assert_eq!((s.err_esrch, s.call_errors, s.err_other), (0, 1, 1));
 }
 
 #[test]

@@ -329,7 +329,13 @@ impl<E: PromoterSystem> NodeWorker<E> {
         let result = self.env.move_pages(pid, &self.addrs, Some(&self.nodes), &mut self.status, flags);
         let now = self.env.now_tick();
         match result {
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+            // EINVAL: the process is exiting, its memory already gone
+            // (find_mm_struct finds the task but no mm): an exit as ESRCH is.
+            Err(e)
+                if e.raw_os_error() == Some(libc::ESRCH)
+                    || (e.raw_os_error() == Some(libc::EINVAL)
+                        && self.env.mapping(pid, go[0].hint.vaddr) == Mapping::ProcessGone) =>
+            {
                 self.stats.add(Counter::err_esrch, pages);
                 return 0;
             }

@@ -140,8 +140,19 @@ impl ClassHistogram {
         let ceiling = class_of(CEILING_MS);
         let capped = |c: u8| Some(c.min(ceiling));
         if let Some(split) = otsu(&self.weights, self.placement) {
-            self.last_split = Some((split, self.share_up_to(split)));
-            return Threshold { class: capped(split), source: ThresholdSource::Split };
+            let share = self.share_up_to(split);
+            // Once the fast mode drained, a valley inside what is left (the
+            // cold pages' own spread) is no new hot set: it must hold as much
+            // of the weight as the drained mode still counted as present.
+            let rearmed = match (self.threshold.source, self.last_split) {
+                (ThresholdSource::Drained, Some((_, then))) => share * DRAINED_AT >= then,
+                _ => true,
+            };
+            if rearmed {
+                self.last_split = Some((split, share));
+                return Threshold { class: capped(split), source: ThresholdSource::Split };
+            }
+            return Threshold { class: self.threshold.class, source: ThresholdSource::Drained };
         }
         if let Some((c, share)) = self.last_split {
             // No valley this time. Measured on DAMON's region figures: the hot
@@ -306,6 +317,32 @@ mod tests {
         }
         h.refresh();
         assert_eq!(h.threshold(), Threshold { class: split.class, source: ThresholdSource::Drained });
+    }
+
+    #[test]
+    fn after_a_drain_only_a_mode_of_the_old_size_splits_again() {
+        // Split (hot 800 of 7800), then the hot pages leave.
+        let mut h = histogram(&[(11, 800), (18, 7000)]);
+        let split = h.threshold();
+        for _ in 0..200_000 {
+            h.add(18);
+        }
+        h.refresh();
+        assert_eq!(h.threshold().source, ThresholdSource::Drained);
+        // The cold pages' own spread grows a small fast shoulder with a
+        // valley (DAMON's region figures did): no new hot set, still drained.
+        for _ in 0..400 {
+            h.add(14);
+        }
+        assert!(otsu(&h.weights, h.placement).is_some(), "the shoulder has a valley");
+        h.refresh();
+        assert_eq!(h.threshold(), Threshold { class: split.class, source: ThresholdSource::Drained });
+        // A new hot set as big as the old one (it moved): a split again.
+        for _ in 0..6000 {
+            h.add(11);
+        }
+        h.refresh();
+        assert_eq!(h.threshold().source, ThresholdSource::Split);
     }
 
     #[test]

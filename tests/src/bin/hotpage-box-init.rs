@@ -115,6 +115,57 @@ fn hold_static_keys()
     (event, stats)
 }
 
+/// Empties every vCPU's TLB every `hotpage_box.tlb_turnover_us` (kernel
+/// command line; 0: never). x86 Linux clears a PTE's accessed bit without a
+/// TLB flush (`ptep_test_and_clear_young`), trusting the TLB to turn over
+/// soon, and the CPU sets the bit again only on a TLB miss. A hardware TLB
+/// holds a few MiB of 4 KiB pages, so a workload touching more memory misses
+/// all the time; QEMU's software TLB grows to millions of entries and is
+/// emptied only on a CR3 write, so a single busy workload never misses and
+/// DAMON saw its hottest pages idle for minutes. A SCHED_FIFO thread of
+/// this process per vCPU wakes every period: switching to its address space
+/// and back writes CR3, which empties QEMU's TLB for that vCPU.
+fn turn_over_tlbs() {
+    let Ok(cmdline) = fs::read_to_string("/proc/cmdline") else { return };
+    let us: u64 = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("hotpage_box.tlb_turnover_us="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if us == 0 {
+        return;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    for cpu in 0..cpus {
+        let spawned = std::thread::Builder::new().name(format!("tlb-turnover-{cpu}")).spawn(move || {
+            // SAFETY: the set is a plain bitmask initialised by CPU_ZERO;
+            // both calls act on this thread only (pid 0).
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_ZERO(&mut set);
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, size_of_val(&set), &set) != 0 {
+                    eprintln!(
+                        "box-init: pinning the TLB turnover to CPU {cpu}: {}",
+                        std::io::Error::last_os_error()
+                    );
+                    return;
+                }
+                // Real-time: it preempts the workload when it wakes, not at the next tick.
+                let param = libc::sched_param { sched_priority: 1 };
+                libc::sched_setscheduler(0, libc::SCHED_FIFO, &param);
+            }
+            loop {
+                std::thread::sleep(std::time::Duration::from_micros(us));
+            }
+        });
+        if let Err(e) = spawned {
+            eprintln!("box-init: TLB turnover thread: {e}");
+        }
+    }
+}
+
 fn main() {
     mount("proc", "/proc", "proc");
     mount("sysfs", "/sys", "sysfs");
@@ -127,6 +178,7 @@ fn main() {
     mount("tmpfs", "/results", "tmpfs");
     install_busybox();
     let _keys = hold_static_keys();
+    turn_over_tlbs();
 
     let status = Command::new("/bin/sh")
         .arg("/box/run.sh")
@@ -139,5 +191,9 @@ fn main() {
     send_results();
     println!("VMTEST_RC={rc}");
     let _ = std::io::stdout().flush();
+    // The status line must leave the UART before QEMU exits: write() only
+    // queues it, and a busy vCPU (the TLB turnover) once lost it.
+    // SAFETY: tcdrain on stdout has no memory preconditions.
+    unsafe { libc::tcdrain(1) };
     power_off(rc);
 }

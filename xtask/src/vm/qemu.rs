@@ -32,6 +32,12 @@ pub struct BoxSpec {
     /// Memory of node 1 (CPU-less "CXL", lower tier), MiB.
     #[arg(long, default_value_t = 1024)]
     pub node1_mib: u32,
+    /// How often each vCPU's TLB is emptied, µs (0: never). QEMU's software
+    /// TLB grows to millions of entries and x86 Linux clears accessed bits
+    /// without a flush, so without this a page the workload keeps touching
+    /// never sets its accessed bit again and DAMON sees it idle (docs/box.md).
+    #[arg(long, default_value_t = 5000)]
+    pub tlb_turnover_us: u64,
     /// Kill the guest after this many seconds and report a hang.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
@@ -101,8 +107,13 @@ fn qemu_command(kernel: &Path, initrd: &Path, results_port: &Path, qmp: &Path, s
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
-        // mitigations=off: speculation defences only slow TCG down here.
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=4 mitigations=off rdinit=/init"])
+        // mitigations=off: speculation defences only slow TCG down here. The
+        // TLB turnover is the box init's (tests/src/bin/hotpage-box-init.rs).
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 panic=-1 quiet loglevel=4 mitigations=off rdinit=/init hotpage_box.tlb_turnover_us={}",
+            spec.tlb_turnover_us
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -167,13 +167,17 @@ mod tests {
 
     #[test]
     fn more_accesses_mean_a_shorter_interval() {
-        let p = RegionPlanner::new(DamonConfig::default());
+        let p = RegionPlanner::new(DamonConfig { aggr_us: 100_000, ..DamonConfig::default() });
         let ms: Vec<u32> = (1..=20).map(|n| p.interval_ms(n)).collect();
         assert!(ms.windows(2).all(|w| w[0] >= w[1]), "{ms:?}");
         // 1 of 20 samples 5 ms apart: about 100 ms between accesses; 20 of 20: under a sample.
         assert!((95..=110).contains(&ms[0]), "{ms:?}");
         assert!(ms[19] <= 5, "{ms:?}");
         assert_eq!(p.interval_ms(0), u32::MAX);
+        // The default's 80 samples: 1 of 80 is about 400 ms, 20 of 80 about 17 ms.
+        let p = RegionPlanner::new(DamonConfig::default());
+        assert!((380..=420).contains(&p.interval_ms(1)), "{}", p.interval_ms(1));
+        assert!((16..=19).contains(&p.interval_ms(20)), "{}", p.interval_ms(20));
     }
 
     #[test]
@@ -220,7 +224,12 @@ mod tests {
 
     #[test]
     fn a_big_region_is_covered_a_window_at_a_time() {
-        let cfg = DamonConfig { region_max_pages: 64, pages_per_second: 1_000_000, ..DamonConfig::default() };
+        let cfg = DamonConfig {
+            region_max_pages: 64,
+            pages_per_second: 1_000_000,
+            aggr_us: 100_000,
+            ..DamonConfig::default()
+        };
         let mut p = RegionPlanner::new(cfg);
         let mut starts = std::collections::BTreeSet::new();
         for agg in 0..10u64 {

@@ -36,7 +36,7 @@ crate::counter_set! {
     err_enoent: "pages refused with ENOENT (not present, or not migratable)",
     err_esrch: "pages of processes that exited during the call (ESRCH, or EINVAL with their memory gone)",
     err_other: "pages refused with any other errno",
-    call_errors: "move_pages calls that failed as a whole (other than ESRCH)",
+    call_errors: "move_pages calls that failed as a whole (other than a process's exit: see err_esrch)",
     }
 }
 

@@ -145,7 +145,7 @@ impl ClassHistogram {
             // cold pages' own spread) is no new hot set: it must hold as much
             // of the weight as the drained mode still counted as present.
             let rearmed = match (self.threshold.source, self.last_split) {
-                (ThresholdSource::Drained, Some((_, then))) => share * DRAINED_AT >= then,
+                (ThresholdSource::Drained, Some((_, then))) => still_there(share, then),
                 _ => true,
             };
             if rearmed {
@@ -159,10 +159,10 @@ impl ClassHistogram {
             // mode is broad, lost its valley a second after the first split
             // while 95% of it was still unpromoted, and three-in-a-row under a
             // too-tight split held 30% of the hot set back for 25 s.
-            let source = if self.share_up_to(c) * DRAINED_AT < share {
-                ThresholdSource::Drained
-            } else {
+            let source = if still_there(self.share_up_to(c), share) {
                 ThresholdSource::Split
+            } else {
+                ThresholdSource::Drained
             };
             return Threshold { class: capped(c), source };
         }
@@ -176,6 +176,13 @@ impl ClassHistogram {
         }
         Threshold { class: None, source: ThresholdSource::Learning }
     }
+}
+
+/// Whether a fast mode holding share `now` of the weight is still the one
+/// that held `then` at its split: at least 1/[`DRAINED_AT`] of it. The bar
+/// for "drained" and for a split after a drain to count as a new hot set.
+fn still_there(now: f64, then: f64) -> bool {
+    now * DRAINED_AT >= then
 }
 
 /// Otsu's split of a class histogram, moved to the valley between the two

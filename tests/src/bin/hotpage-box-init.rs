@@ -154,7 +154,12 @@ fn turn_over_tlbs() {
                 }
                 // Real-time: it preempts the workload when it wakes, not at the next tick.
                 let param = libc::sched_param { sched_priority: 1 };
-                libc::sched_setscheduler(0, libc::SCHED_FIFO, &param);
+                if libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) != 0 {
+                    eprintln!(
+                        "box-init: the TLB turnover on CPU {cpu} runs without SCHED_FIFO: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
             }
             loop {
                 std::thread::sleep(std::time::Duration::from_micros(us));

@@ -424,16 +424,17 @@ fn the_damon_source_alone_promotes_the_hot_set_with_numa_balancing_off() {
 #[test]
 fn an_over_budget_kdamond_samples_less_often_without_a_restart() {
     in_the_box();
-    let _mode = pure_tiering_mode();
-    let config = std::env::temp_dir().join("hotpage-damon-budget.toml");
-    std::fs::write(&config, "[damon]\ncpu_budget_percent = 0.01\n").unwrap();
     // Observe-only, and no NUMA balancing either: nothing moves, so the
     // workload stays a target for the budget's two looks (promoting, the
     // rule's fastest-tenth fallback took 6220 of its 8192 pages before a
-    // split was seen, and the kdamond stopped with no target left).
+    // split was seen, and the kdamond stopped with no target left). Through
+    // the test's guard, which puts the original back at the end.
+    let mut mode = pure_tiering_mode();
+    mode.set(NUMA_BALANCING, "0").unwrap();
+    let config = std::env::temp_dir().join("hotpage-damon-budget.toml");
+    std::fs::write(&config, "[damon]\ncpu_budget_percent = 0.01\n").unwrap();
     let daemon =
         start_daemon(&["--sources", "damon", "--observe-only", "--config", config.to_str().unwrap()]);
-    std::fs::write("/proc/sys/kernel/numa_balancing", "0").unwrap();
     let w = Workload::start(32, 8, 300);
     let damon = || stats_json().expect("the daemon answers")["damon"].clone();
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -145,7 +145,7 @@ fn rule(o: &mut Out, r: &RuleReport) {
     o.family(
         "hotpage_rule_threshold_seconds",
         "gauge",
-        "Scan-to-fault latency under which a page's faults count as fast (absent while learning).",
+        "Scan-to-fault latency under which a page's faults count as fast (absent while learning, and once the fastest-tenth fallback is spent).",
     );
     for n in &r.nodes {
         if let Some(t) = n.threshold_ms {

@@ -98,9 +98,11 @@ crate::counter_set! {
 #[serde(default)]
 pub struct NodeRuleReport {
     pub nid: u32,
-    /// Latencies under this count as fast; None while learning.
+    /// Latencies under this count as fast; None while learning or once the
+    /// fallback's tenth is taken.
     pub threshold_ms: Option<f64>,
-    /// "learning", "split", "drained" or "quantile" (see `ThresholdSource`).
+    /// "learning", "split", "drained" or "quantile" (see `ThresholdSource`),
+    /// or "tenth taken" (the fallback has let its share of pages through).
     pub threshold_source: String,
     /// Every latency seen on the node (per fault).
     pub latency: LatencyHistogram,
@@ -119,9 +121,11 @@ pub struct RuleReport {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct NodeThreshold {
     pub nid: u32,
-    /// Latencies under this count as fast; None while learning.
+    /// Latencies under this count as fast; None while learning or once the
+    /// fallback's tenth is taken.
     pub threshold_ms: Option<f64>,
-    /// "learning", "split", "drained" or "quantile" (see `ThresholdSource`).
+    /// "learning", "split", "drained" or "quantile" (see `ThresholdSource`),
+    /// or "tenth taken" (the fallback has let its share of pages through).
     pub source: &'static str,
 }
 
@@ -161,15 +165,29 @@ struct NodeRule {
     classes: ClassHistogram,
     faults: LatencyHistogram,
     since_refresh: u32,
+    /// Pages on the node whose score has a mean (each counted once per stay).
+    pages: u64,
+    /// Faults qualified by the fastest-tenth fallback (before any split).
+    fallback_taken: u64,
 }
 
 impl NodeRule {
+    /// Whether the fallback has let its tenth of the node's pages through.
+    /// Without two modes a page's mean is one noisy figure among equals, so
+    /// a new "fastest tenth" turns up every scan as the last one leaves: the
+    /// fallback may take a tenth of the pages once, not a tenth each scan
+    /// (a DAMON box run promoted 6220 of 8192 pages in 10 s so).
+    fn fallback_spent(&self) -> bool {
+        self.fallback_taken as f64 >= self.pages as f64 * threshold::FALLBACK_QUANTILE
+    }
+
     fn threshold(&self, nid: u32) -> NodeThreshold {
         let t = self.classes.threshold();
+        let spent = t.source == ThresholdSource::Quantile && self.fallback_spent();
         NodeThreshold {
             nid,
-            threshold_ms: t.class.map(|c| latency::class_floor_ms(c + 1)),
-            source: t.source.name(),
+            threshold_ms: t.class.filter(|_| !spent).map(|c| latency::class_floor_ms(c + 1)),
+            source: if spent { "tenth taken" } else { t.source.name() },
         }
     }
 }
@@ -241,14 +259,17 @@ impl HotnessRule {
         let needed = if source == ThresholdSource::Drained { 3 } else { 2 };
         let ms = ev.latency_ms;
         let fast = threshold.is_some_and(|t| latency::class_of(ms) <= t);
-        let Some(score) =
-            self.scores.update(ev.pfn, |s| s.after(ms).with_streak(if fast { s.streak() + 1 } else { 0 }))
-        else {
+        let mut had_mean = false;
+        let Some(score) = self.scores.update(ev.pfn, |s| {
+            had_mean = s.has_mean();
+            s.after(ms).with_streak(if fast { s.streak() + 1 } else { 0 })
+        }) else {
             return Verdict::Pass;
         };
         self.stats.latencies += 1;
         node.faults.add(ms);
         if score.has_mean() {
+            node.pages += u64::from(!had_mean);
             node.classes.add(score.class());
             node.since_refresh += 1;
             if node.since_refresh >= REFRESH_EVERY {
@@ -262,7 +283,12 @@ impl HotnessRule {
         // Fast faults in a row and a fast mean: a cold page's exponential
         // latencies dip under the threshold now and then, rarely twice in a
         // row with its mean following.
-        if score.streak() >= needed && threshold.is_some_and(|t| score.class() <= t) {
+        let mut qualifies = score.streak() >= needed && threshold.is_some_and(|t| score.class() <= t);
+        if qualifies && source == ThresholdSource::Quantile {
+            qualifies = !node.fallback_spent();
+            node.fallback_taken += u64::from(qualifies);
+        }
+        if qualifies {
             self.stats.qualified += 1;
             Verdict::Qualified
         } else {
@@ -409,6 +435,34 @@ mod tests {
         }
         assert!(new_qualified.len() >= 900, "{} of 1024 new hot pages qualified", new_qualified.len());
         assert!(old_after < 20, "{old_after} faults of the old hot set qualified after it cooled");
+    }
+
+    /// No hot set: every page at the same rate. Without a split the rule
+    /// takes the fastest tenth; as those pages leave the node (promoted),
+    /// the next fastest must not count as "the fastest tenth" again, or the
+    /// rule promotes the whole region a tenth at a time.
+    #[test]
+    fn without_a_hot_set_the_fastest_tenth_is_taken_once() {
+        let mut rule = HotnessRule::new(Policy::Latency, &layout());
+        let mut rng = Rng(0x6a09_e667_f3bc_c908);
+        let all = 8192u64;
+        let mut promoted = vec![false; all as usize];
+        for _scan in 0..60 {
+            for p in 0..all {
+                if !promoted[p as usize]
+                    && rule.judge(&fault(S + p, rng.latency(5.0, 20.0))) == Verdict::Qualified
+                {
+                    promoted[p as usize] = true;
+                }
+            }
+        }
+        let n = promoted.iter().filter(|&&p| p).count();
+        assert!(
+            (all as usize / 20..=all as usize / 8).contains(&n),
+            "{n} of {all} equally warm pages promoted"
+        );
+        let node = &rule.report().nodes[0];
+        assert_eq!((node.threshold_source.as_str(), node.threshold_ms), ("tenth taken", None));
     }
 
     /// The same stream under the pghot policy: every fault passes.

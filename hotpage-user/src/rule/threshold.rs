@@ -17,8 +17,9 @@ const MIN_WEIGHT: u64 = 512;
 const MIN_MODE_SHARE: u64 = 200;
 /// …and their means be this many classes (one octave) apart.
 const MIN_SEPARATION: f64 = 2.0;
-/// Without two modes yet, the fastest this share of pages counts as hot.
-const FALLBACK_QUANTILE: f64 = 0.1;
+/// Without two modes yet, the fastest this share of pages counts as hot (and
+/// the rule lets at most this share of the node's pages qualify so).
+pub const FALLBACK_QUANTILE: f64 = 0.1;
 /// Never hotter than the kernel's own default `hot_threshold_ms` allows.
 pub const CEILING_MS: u32 = 1000;
 /// Without a split now, the fast mode counts as drained once the share of

@@ -425,10 +425,10 @@ fn the_damon_source_alone_promotes_the_hot_set_with_numa_balancing_off() {
 fn an_over_budget_kdamond_samples_less_often_without_a_restart() {
     in_the_box();
     // Observe-only, and no NUMA balancing either: nothing moves, so the
-    // workload stays a target for the budget's two looks (promoting, the
-    // rule's fastest-tenth fallback took 6220 of its 8192 pages before a
-    // split was seen, and the kdamond stopped with no target left). Through
-    // the test's guard, which puts the original back at the end.
+    // workload stays a target for the budget's two looks (a promoting run
+    // once moved most of its pages to node 0 and the kdamond stopped with no
+    // target left). Through the test's guard, which puts the original back
+    // at the end.
     let mut mode = pure_tiering_mode();
     mode.set(NUMA_BALANCING, "0").unwrap();
     let config = std::env::temp_dir().join("hotpage-damon-budget.toml");

@@ -41,11 +41,18 @@ pub enum System {
     Hotpage,
     HotpageSamples,
     HotpageDamon,
+    /// The DAMON source with DAMON's own 20 samples per aggregation (its
+    /// 100 ms `aggr_us`), and with 200: the sample count's comparison
+    /// (docs/damon.md); only when asked for by name.
+    #[serde(rename = "hotpage_damon_20_samples")]
+    HotpageDamon20Samples,
+    #[serde(rename = "hotpage_damon_200_samples")]
+    HotpageDamon200Samples,
     HotpageObserveOnly,
 }
 
 impl System {
-    pub const ALL: [System; 8] = [
+    pub const ALL: [System; 10] = [
         Self::NoMigration,
         Self::Numab2,
         Self::DamonMigrateHot,
@@ -53,6 +60,8 @@ impl System {
         Self::Hotpage,
         Self::HotpageSamples,
         Self::HotpageDamon,
+        Self::HotpageDamon20Samples,
+        Self::HotpageDamon200Samples,
         Self::HotpageObserveOnly,
     ];
 
@@ -65,6 +74,8 @@ impl System {
             Self::Hotpage => "hotpage",
             Self::HotpageSamples => "hotpage (samples)",
             Self::HotpageDamon => "hotpage (DAMON)",
+            Self::HotpageDamon20Samples => "hotpage (DAMON, 20 samples)",
+            Self::HotpageDamon200Samples => "hotpage (DAMON, 200 samples)",
             Self::HotpageObserveOnly => "hotpage observe-only",
         }
     }
@@ -72,6 +83,15 @@ impl System {
     /// The JSON name (`--systems`).
     pub fn name(self) -> String {
         serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    }
+
+    /// DAMON samples per aggregation other than hotpage's default (80).
+    fn damon_samples(self) -> Option<u64> {
+        match self {
+            Self::HotpageDamon20Samples => Some(20),
+            Self::HotpageDamon200Samples => Some(200),
+            _ => None,
+        }
     }
 
     fn hotpage_args(self) -> Option<&'static [&'static str]> {
@@ -89,7 +109,9 @@ impl System {
             // default the kdamond's emulated page-table checks (10-20× a
             // hardware one) widen its intervals ×16 and the hot set is found
             // 4× later (docs/benchmarks.md).
-            Self::HotpageDamon => Some(&["--sources", "damon", "--damon-cpu-budget-percent", "25"]),
+            Self::HotpageDamon | Self::HotpageDamon20Samples | Self::HotpageDamon200Samples => {
+                Some(&["--sources", "damon", "--damon-cpu-budget-percent", "25"])
+            }
             Self::HotpageObserveOnly => Some(&["--observe-only", "--samples", "off"]),
             _ => None,
         }
@@ -402,9 +424,12 @@ fn kernel_for(system: System, fast_scan: bool) -> Result<SettingsGuard> {
         // hotpage sets the tiering bit and the rate limit itself; mode 2 so
         // that scans spend their budget on node 1 (as NUMAB-2 does).
         // (The DAMON source turns it off while it runs, and back.)
-        System::HotpagePghot | System::Hotpage | System::HotpageSamples | System::HotpageDamon => {
-            g.set(NUMA_BALANCING, "2")?
-        }
+        System::HotpagePghot
+        | System::Hotpage
+        | System::HotpageSamples
+        | System::HotpageDamon
+        | System::HotpageDamon20Samples
+        | System::HotpageDamon200Samples => g.set(NUMA_BALANCING, "2")?,
         // Observe-only changes nothing: hint faults without kernel promotion
         // are set up here.
         System::HotpageObserveOnly => {
@@ -473,7 +498,13 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
     };
     let hotpage = match system.hotpage_args() {
         Some(args) => {
-            let args: Vec<&str> = args.iter().copied().chain(["--record", "/tmp/e2e.hprec"]).collect();
+            let mut args: Vec<&str> = args.iter().copied().chain(["--record", "/tmp/e2e.hprec"]).collect();
+            let config = "/tmp/e2e-hotpage.toml";
+            if let Some(n) = system.damon_samples() {
+                // sample_us stays at its 5 ms default; the budget widens both alike.
+                std::fs::write(config, format!("[damon]\naggr_us = {}\n", n * 5000))?;
+                args.extend(["--config", config]);
+            }
             Some(Daemon::start(&bin("HOTPAGE_BIN", "/bin/hotpage"), &args)?)
         }
         None => None,
@@ -666,7 +697,11 @@ impl Plan {
             // the 20 s (one CI run reported two accessed regions in 21 s), so
             // 20 s says nothing reliable about it. The box tests cover it
             // (`vm test -- damon`: hot set promoted, kernel promoting nothing).
-            chosen = System::ALL.iter().copied().filter(|s| !short || *s != System::HotpageDamon).collect();
+            chosen = System::ALL
+                .iter()
+                .copied()
+                .filter(|s| s.damon_samples().is_none() && (!short || *s != System::HotpageDamon))
+                .collect();
         }
         let all = self::scenarios(short);
         let picked: Vec<Scenario> = all
@@ -800,6 +835,7 @@ fn check_facts(r: &E2eReport) -> Result<()> {
             // DAMON's regions adapt over seconds under TCG, longer than the
             // short form's 20 s for the whole hot set: it must have started
             // on it, precisely, with the kernel promoting nothing.
+            // (At its defaults: the sample-count variants are comparisons.)
             System::HotpageDamon
                 if run.final_hot_on_node0 < 0.25
                     || run.precision < MIN_SHORT_PRECISION
@@ -821,8 +857,7 @@ fn check_facts(r: &E2eReport) -> Result<()> {
             _ => {}
         }
     }
-    let ran = |s: System| r.runs.iter().any(|run| run.system == s);
-    let damon = if ran(System::HotpageDamon) {
+    let damon = if r.runs.iter().any(|run| run.system == System::HotpageDamon) {
         "; on DAMON it started on it with the kernel promoting nothing"
     } else {
         ""
@@ -896,10 +931,22 @@ mod tests {
     fn the_short_form_leaves_damon_out_unless_asked() {
         let short = Plan::new(true, true, &[], &[], None).unwrap();
         assert!(!short.systems.contains(&System::HotpageDamon));
-        assert_eq!(short.systems.len(), System::ALL.len() - 1);
+        // Nor the sample-count variants, which run only when named.
+        assert_eq!(short.systems.len(), System::ALL.len() - 3);
         let full = Plan::new(false, false, &[], &[], None).unwrap();
         assert!(full.systems.contains(&System::HotpageDamon));
+        assert!(!full.systems.iter().any(|s| s.damon_samples().is_some()));
         let asked = Plan::new(true, true, &["hotpage_damon".into()], &[], None).unwrap();
         assert_eq!(asked.systems, vec![System::HotpageDamon]);
+        let samples = Plan::new(
+            false,
+            false,
+            &["hotpage_damon_20_samples".into(), "hotpage_damon_200_samples".into()],
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(samples.systems, vec![System::HotpageDamon20Samples, System::HotpageDamon200Samples]);
+        assert!(samples.systems.iter().all(|s| s.hotpage_args().is_some()));
     }
 }

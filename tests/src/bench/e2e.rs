@@ -186,6 +186,11 @@ pub struct RunResult {
     pub kdamond_cpu_s: Option<f64>,
     /// CPU seconds of node 0's kswapd (demotion, in "tight").
     pub kswapd_cpu_s: f64,
+    /// Whether the kernel called node 0 hopeless for kswapd (`node_unreclaimable`
+    /// in /proc/zoneinfo, after repeated failed reclaims: kswapd is then not
+    /// woken) when the workload started and at its end. Three "tight" runs
+    /// stalled with kswapd idle; this says whether that was why.
+    pub node0_unreclaimable: (Option<bool>, Option<bool>),
     /// System CPU seconds of the workloads (their hint faults and the kernel's migrations run there).
     pub workload_sys_cpu_s: f64,
     pub numa_hint_faults: u64,
@@ -286,6 +291,27 @@ fn thread_cpu_seconds(pid: u32) -> Vec<(String, f64)> {
 }
 
 /// The pid of the kernel thread named `comm` (e.g. "kswapd0").
+/// Whether any of node `nid`'s zones reports `node_unreclaimable` in
+/// /proc/zoneinfo text; None when the node has no such line.
+fn node_unreclaimable(zoneinfo: &str, nid: u32) -> Option<bool> {
+    let mut node = None;
+    let mut found = None;
+    for line in zoneinfo.lines() {
+        if let Some(rest) = line.strip_prefix("Node ") {
+            node = rest.split(',').next().and_then(|n| n.trim().parse::<u32>().ok());
+        } else if node == Some(nid)
+            && let Some(v) = line.trim().strip_prefix("node_unreclaimable:")
+        {
+            found = Some(found.unwrap_or(false) || v.trim() != "0");
+        }
+    }
+    found
+}
+
+fn node0_unreclaimable_now() -> Option<bool> {
+    node_unreclaimable(&std::fs::read_to_string("/proc/zoneinfo").ok()?, 0)
+}
+
 fn kthread_pid(comm: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
@@ -521,6 +547,7 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
     }
     // The clock starts when the last workload has placed its memory and begins updating.
     let start = Instant::now();
+    let unreclaimable0 = node0_unreclaimable_now();
     let hotpage_startup = hotpage.as_ref().map(|d| cpu_seconds(d.pid(), false));
     let mut timeline = Vec::new();
     while start.elapsed().as_secs_f64() < sc.seconds {
@@ -544,6 +571,7 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
         .map(|p| cpu_seconds(p, false))
         .or_else(|| snapshot.as_ref().and_then(hotpage_kdamond_cpu));
     let kswapd_cpu = kswapd.map_or(0.0, |p| cpu_seconds(p, false)) - kswapd0;
+    let unreclaimable = (unreclaimable0, node0_unreclaimable_now());
     drop(damon);
     let migrated = vmstat("pgmigrate_success") - migrated0;
     let kernel_promoted = vmstat("pgpromote_success") - promoted0;
@@ -589,6 +617,7 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
         hotpage_rule,
         kdamond_cpu_s: kdamond_cpu,
         kswapd_cpu_s: kswapd_cpu,
+        node0_unreclaimable: unreclaimable,
         workload_sys_cpu_s: workload_sys,
         numa_hint_faults: faults,
         kernel_promoted_pages: kernel_promoted,
@@ -737,6 +766,12 @@ pub fn run(plan: &Plan) -> Result<E2eReport> {
                     r.migrated_bytes >> 20,
                     r.t90_s
                 );
+                if sc.tight {
+                    eprintln!(
+                        "e2e:   kswapd {:.1} CPU s; node 0 unreclaimable (start, end): {:?}",
+                        r.kswapd_cpu_s, r.node0_unreclaimable
+                    );
+                }
                 runs.push(r);
             }
         }
@@ -925,6 +960,17 @@ mod tests {
         assert_eq!(picked("hot set 512"), 2, "a part picks every name containing it");
         assert_eq!(picked("tight"), 1);
         assert_eq!(picked("nothing like it"), 0);
+    }
+
+    #[test]
+    fn node_unreclaimable_is_read_per_node() {
+        let box_zoneinfo = include_str!("../../fixtures/cxl-box-6.12/proc/zoneinfo");
+        assert_eq!(node_unreclaimable(box_zoneinfo, 0), Some(false));
+        assert_eq!(node_unreclaimable(box_zoneinfo, 1), Some(false));
+        assert_eq!(node_unreclaimable(box_zoneinfo, 2), None);
+        let hopeless = box_zoneinfo.replacen("node_unreclaimable:  0", "node_unreclaimable:  1", 1);
+        assert_eq!(node_unreclaimable(&hopeless, 0), Some(true));
+        assert_eq!(node_unreclaimable(&hopeless, 1), Some(false));
     }
 
     #[test]

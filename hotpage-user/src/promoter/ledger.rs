@@ -147,7 +147,13 @@ mod tests {
     fn memory(free_above: u64) -> impl Fn() -> Option<NodeMemory> {
         // 1 GiB node: headroom 64 MiB = 16384 pages, low 1000.
         move || {
-            Some(NodeMemory { total: 262_144, free: 1000 + 16_384 + free_above, low: 1000, demotes: false })
+            Some(NodeMemory {
+                total: 262_144,
+                free: 1000 + 16_384 + free_above,
+                low: 1000,
+                demotes: false,
+                kswapd_hopeless: false,
+            })
         }
     }
 

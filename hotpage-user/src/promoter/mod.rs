@@ -104,10 +104,15 @@ impl PromoterConfig {
     /// the headroom; when the kernel demotes (`demotion_enabled`) and no
     /// headroom was asked for, a little under the low watermark, as the
     /// kernel's own promotion does: the allocation wakes kswapd, which demotes
-    /// the node's coldest pages to make the room (the "tight" case).
+    /// the node's coldest pages to make the room (the "tight" case). When the
+    /// kernel has given up waking kswapd for the node (`node_unreclaimable`),
+    /// no floor: the allocations then go down to the min watermark and
+    /// reclaim (demote) directly, whose progress makes kswapd wakeable again.
+    /// Otherwise every promotion waits for a kswapd that never comes (three
+    /// "tight" runs of the bench stalled so, the kernel's own promotion too).
     pub fn floor_pages(&self, m: &NodeMemory) -> u64 {
         if m.demotes && self.headroom_mib.is_none() {
-            return m.low - m.low / 8;
+            return if m.kswapd_hopeless { 0 } else { m.low - m.low / 8 };
         }
         m.low.saturating_add(self.headroom_pages(m.total))
     }

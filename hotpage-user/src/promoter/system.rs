@@ -42,6 +42,9 @@ pub struct NodeMemory {
     /// The kernel demotes this node's cold pages to a lower tier under
     /// pressure (`/sys/kernel/mm/numa/demotion_enabled`).
     pub demotes: bool,
+    /// The kernel no longer wakes kswapd for this node (`node_unreclaimable`
+    /// in /proc/zoneinfo; read only when the node is down to its low watermark).
+    pub kswapd_hopeless: bool,
 }
 
 pub trait PromoterSystem: Send {
@@ -217,7 +220,14 @@ impl PromoterSystem for LiveSystem {
         let m = read_node_meminfo(&self.root, nid).ok()?;
         let low = self.low_watermark(nid);
         let demotes = self.targets_demote();
-        Some(NodeMemory { total: m.get("MemTotal")? / 4, free: m.get("MemFree")? / 4, low, demotes })
+        let free = m.get("MemFree")? / 4;
+        // Only a node at its watermark waits for kswapd; elsewhere the state
+        // does not matter and zoneinfo is not read every round.
+        let kswapd_hopeless = demotes
+            && free <= low
+            && read_zoneinfo(&self.root)
+                .is_ok_and(|z| z.iter().any(|z| z.node == nid && z.node_unreclaimable));
+        Some(NodeMemory { total: m.get("MemTotal")? / 4, free, low, demotes, kswapd_hopeless })
     }
 
     fn move_pages(
@@ -253,6 +263,41 @@ mod tests {
         assert_eq!(m.total, 1030832 / 4);
         // DMA32's 10787 plus the empty Movable zone's 32.
         assert_eq!(m.low, 10819);
+    }
+
+    /// Node 0 of a copy of the box capture at `free_kb`, with demotion on and
+    /// node 0's `node_unreclaimable` as given.
+    fn box_with_node0(free_kb: u64, unreclaimable: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        crate::test_fixtures::copy_tree(&cxl_box(), dir.path());
+        let meminfo = dir.path().join("sys/devices/system/node/node0/meminfo");
+        let text = std::fs::read_to_string(&meminfo).unwrap();
+        let text =
+            text.replace("Node 0 MemFree:          903156 kB", &format!("Node 0 MemFree: {free_kb} kB"));
+        std::fs::write(&meminfo, text).unwrap();
+        let demotion = dir.path().join(crate::kernel::settings::DEMOTION_ENABLED);
+        std::fs::create_dir_all(demotion.parent().unwrap()).unwrap();
+        std::fs::write(&demotion, "true\n").unwrap();
+        // Node 0's per-node stats are printed in its first zone (DMA).
+        let zoneinfo = dir.path().join("proc/zoneinfo");
+        let text = std::fs::read_to_string(&zoneinfo).unwrap();
+        let flag = format!("node_unreclaimable:  {}", u8::from(unreclaimable));
+        std::fs::write(&zoneinfo, text.replacen("node_unreclaimable:  0", &flag, 1)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_node_at_its_watermark_whose_kswapd_the_kernel_gave_up_on_is_hopeless() {
+        let low = LiveSystem::new(&cxl_box()).node_memory(0).unwrap().low;
+        let at_watermark_kb = low * 4 - 40;
+        let hopeless = box_with_node0(at_watermark_kb, true);
+        let m = LiveSystem::new(hopeless.path()).node_memory(0).unwrap();
+        assert!(m.demotes && m.free < m.low && m.kswapd_hopeless, "{m:?}");
+        // kswapd still wakes, or the node has room: not hopeless.
+        let waking = box_with_node0(at_watermark_kb, false);
+        assert!(!LiveSystem::new(waking.path()).node_memory(0).unwrap().kswapd_hopeless);
+        let roomy = box_with_node0(903156, true);
+        assert!(!LiveSystem::new(roomy.path()).node_memory(0).unwrap().kswapd_hopeless);
     }
 
     #[test]

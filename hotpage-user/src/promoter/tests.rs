@@ -472,10 +472,16 @@ fn observe_only_moves_nothing_and_counts_what_would_move() {
 fn room_for_100_pages() -> (PromoterConfig, FakeSystem) {
     let cfg = PromoterConfig { headroom_mib: Some(4), ..unlimited() };
     let env = FakeSystem::new(move_all());
-    env.memory
-        .lock()
-        .unwrap()
-        .insert(0, NodeMemory { total: 262_144, free: 2000 + 1024 + 100, low: 2000, demotes: false });
+    env.memory.lock().unwrap().insert(
+        0,
+        NodeMemory {
+            total: 262_144,
+            free: 2000 + 1024 + 100,
+            low: 2000,
+            demotes: false,
+            kswapd_hopeless: false,
+        },
+    );
     (cfg, env)
 }
 
@@ -500,10 +506,10 @@ fn a_full_target_takes_nothing() {
         ready(&map, S + i, 7, 0);
     }
     let env = FakeSystem::new(move_all());
-    env.memory
-        .lock()
-        .unwrap()
-        .insert(0, NodeMemory { total: 262_144, free: 3000, low: 2000, demotes: false });
+    env.memory.lock().unwrap().insert(
+        0,
+        NodeMemory { total: 262_144, free: 3000, low: 2000, demotes: false, kswapd_hopeless: false },
+    );
     let calls = env.calls.clone();
     let mut w = worker(&map, targets, unlimited(), env);
     assert_eq!(w.round(true), RoundEnd { moved: 0, limited: true });
@@ -629,10 +635,16 @@ fn workers_of_two_nodes_share_the_targets_headroom() {
     let memory = SharedMemory::default();
     // 1 GiB node 0: low 2000, headroom 64 MiB; 101 pages above that.
     let headroom = cfg.headroom_pages(262_144);
-    memory
-        .lock()
-        .unwrap()
-        .insert(0, NodeMemory { total: 262_144, free: 2000 + headroom + 101, low: 2000, demotes: false });
+    memory.lock().unwrap().insert(
+        0,
+        NodeMemory {
+            total: 262_144,
+            free: 2000 + headroom + 101,
+            low: 2000,
+            demotes: false,
+            kswapd_hopeless: false,
+        },
+    );
     let mut workers: Vec<NodeWorker<FakeSystem>> = [1, 3]
         .into_iter()
         .map(|nid| {
@@ -668,7 +680,10 @@ fn a_full_target_costs_a_bounded_number_of_rounds() {
         ready(&map, S + i, 7, 0);
     }
     let memory = SharedMemory::default();
-    memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 3000, low: 2000, demotes: false });
+    memory.lock().unwrap().insert(
+        0,
+        NodeMemory { total: 262_144, free: 3000, low: 2000, demotes: false, kswapd_hopeless: false },
+    );
     let cfg = PromoterConfig { sleep_ms: 20, ..unlimited() };
     let lookups = Arc::new(AtomicU64::new(0));
     let (m, l) = (memory.clone(), lookups.clone());
@@ -695,7 +710,10 @@ fn a_full_target_costs_a_bounded_number_of_rounds() {
     assert_eq!(lookups.load(Ordering::Relaxed), 0, "no pagemap reads");
     assert!(c.limited_rounds >= 1);
     // Room again: the waiting pages move.
-    memory.lock().unwrap().insert(0, NodeMemory { total: 262_144, free: 200_000, low: 2000, demotes: false });
+    memory.lock().unwrap().insert(
+        0,
+        NodeMemory { total: 262_144, free: 200_000, low: 2000, demotes: false, kswapd_hopeless: false },
+    );
     let t = Instant::now();
     while promoter.reports()[0].counters.moved < 2020 {
         assert!(t.elapsed() < Duration::from_secs(20), "{:?}", promoter.reports()[0].counters);
@@ -780,11 +798,13 @@ fn when_the_target_is_short_the_hottest_pages_go_first() {
 
 #[test]
 fn with_demotion_on_the_floor_drops_under_the_low_watermark() {
-    let m = NodeMemory { total: 262_144, free: 10_000, low: 2000, demotes: false };
+    let m = NodeMemory { total: 262_144, free: 10_000, low: 2000, demotes: false, kswapd_hopeless: false };
     let auto = PromoterConfig::default();
     assert_eq!(auto.floor_pages(&m), 2000 + (64 << 8), "low watermark + 64 MiB");
     let demotes = NodeMemory { demotes: true, ..m };
     assert_eq!(auto.floor_pages(&demotes), 1750, "an allocation there wakes kswapd, which demotes");
+    let hopeless = NodeMemory { kswapd_hopeless: true, ..demotes };
+    assert_eq!(auto.floor_pages(&hopeless), 0, "kswapd is not woken: the allocations reclaim directly");
     let asked = PromoterConfig { headroom_mib: Some(4), ..auto };
     assert_eq!(asked.floor_pages(&demotes), 2000 + 1024, "an operator's headroom stands");
 }

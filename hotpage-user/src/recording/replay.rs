@@ -293,7 +293,10 @@ pub fn replay(data: &[u8], opts: &ReplayOptions, truth: &[Truth]) -> Result<Repl
             Some(f) if header.topology.node(m.node).is_some_and(|n| n.top_tier) => f,
             _ => m.free,
         };
-        sim.sim().memory.insert(m.node, NodeMemory { total: m.total, free, low: m.low, demotes: false });
+        sim.sim().memory.insert(
+            m.node,
+            NodeMemory { total: m.total, free, low: m.low, demotes: false, kswapd_hopeless: false },
+        );
     }
     let mut workers = Vec::new();
     if !opts.as_recorded {

@@ -20,6 +20,10 @@ pub struct Zone {
     pub managed: u64,
     /// Absent for empty zones (the kernel prints no `start_pfn` for them).
     pub start_pfn: Option<u64>,
+    /// The node's `node_unreclaimable` (printed once per node, in one of its
+    /// zones): kswapd failed to reclaim so often that the kernel stopped
+    /// waking it for the node; direct reclaim that makes progress resets it.
+    pub node_unreclaimable: bool,
 }
 
 impl Zone {
@@ -72,6 +76,7 @@ pub fn parse_zoneinfo(text: &str) -> Vec<Zone> {
             "managed" => zone.managed = value,
             "start_pfn:" => zone.start_pfn = Some(value),
             "promo" => zone.promo = value,
+            "node_unreclaimable:" => zone.node_unreclaimable = value != 0,
             _ => {}
         }
     }
@@ -95,5 +100,10 @@ mod tests {
         assert_eq!(dma32_1.free, 250689);
         let normal0 = zones.iter().find(|z| z.node == 0 && z.name == "Normal").unwrap();
         assert_eq!(normal0.span(), None);
+        assert!(!zones.iter().any(|z| z.node_unreclaimable));
+        let text = std::fs::read_to_string(cxl_box().join("proc/zoneinfo")).unwrap();
+        let hopeless = parse_zoneinfo(&text.replacen("node_unreclaimable:  0", "node_unreclaimable:  1", 1));
+        let flagged: Vec<u32> = hopeless.iter().filter(|z| z.node_unreclaimable).map(|z| z.node).collect();
+        assert_eq!(flagged, [0]);
     }
 }

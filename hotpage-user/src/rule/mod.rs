@@ -165,7 +165,7 @@ struct NodeRule {
     classes: ClassHistogram,
     faults: LatencyHistogram,
     since_refresh: u32,
-    /// Pages on the node whose score has a mean (each counted once per stay).
+    /// Pages on the node whose score has a mean (counted when it forms).
     pages: u64,
     /// Faults qualified by the fastest-tenth fallback (before any split).
     fallback_taken: u64,

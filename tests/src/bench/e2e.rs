@@ -291,25 +291,11 @@ fn thread_cpu_seconds(pid: u32) -> Vec<(String, f64)> {
 }
 
 /// The pid of the kernel thread named `comm` (e.g. "kswapd0").
-/// Whether any of node `nid`'s zones reports `node_unreclaimable` in
-/// /proc/zoneinfo text; None when the node has no such line.
-fn node_unreclaimable(zoneinfo: &str, nid: u32) -> Option<bool> {
-    let mut node = None;
-    let mut found = None;
-    for line in zoneinfo.lines() {
-        if let Some(rest) = line.strip_prefix("Node ") {
-            node = rest.split(',').next().and_then(|n| n.trim().parse::<u32>().ok());
-        } else if node == Some(nid)
-            && let Some(v) = line.trim().strip_prefix("node_unreclaimable:")
-        {
-            found = Some(found.unwrap_or(false) || v.trim() != "0");
-        }
-    }
-    found
-}
-
+/// Whether the kernel has stopped waking kswapd for node 0 (any of its
+/// zones' `node_unreclaimable`); None when zoneinfo cannot be read.
 fn node0_unreclaimable_now() -> Option<bool> {
-    node_unreclaimable(&std::fs::read_to_string("/proc/zoneinfo").ok()?, 0)
+    let zones = hotpage::sys::zoneinfo::read_zoneinfo(Path::new("/")).ok()?;
+    Some(zones.iter().any(|z| z.node == 0 && z.node_unreclaimable))
 }
 
 fn kthread_pid(comm: &str) -> Option<u32> {
@@ -960,17 +946,6 @@ mod tests {
         assert_eq!(picked("hot set 512"), 2, "a part picks every name containing it");
         assert_eq!(picked("tight"), 1);
         assert_eq!(picked("nothing like it"), 0);
-    }
-
-    #[test]
-    fn node_unreclaimable_is_read_per_node() {
-        let box_zoneinfo = include_str!("../../fixtures/cxl-box-6.12/proc/zoneinfo");
-        assert_eq!(node_unreclaimable(box_zoneinfo, 0), Some(false));
-        assert_eq!(node_unreclaimable(box_zoneinfo, 1), Some(false));
-        assert_eq!(node_unreclaimable(box_zoneinfo, 2), None);
-        let hopeless = box_zoneinfo.replacen("node_unreclaimable:  0", "node_unreclaimable:  1", 1);
-        assert_eq!(node_unreclaimable(&hopeless, 0), Some(true));
-        assert_eq!(node_unreclaimable(&hopeless, 1), Some(false));
     }
 
     #[test]

@@ -290,7 +290,6 @@ fn thread_cpu_seconds(pid: u32) -> Vec<(String, f64)> {
     by_name
 }
 
-/// The pid of the kernel thread named `comm` (e.g. "kswapd0").
 /// Whether the kernel has stopped waking kswapd for node 0 (any of its
 /// zones' `node_unreclaimable`); None when zoneinfo cannot be read.
 fn node0_unreclaimable_now() -> Option<bool> {
@@ -298,6 +297,7 @@ fn node0_unreclaimable_now() -> Option<bool> {
     Some(zones.iter().any(|z| z.node == 0 && z.node_unreclaimable))
 }
 
+/// The pid of the kernel thread named `comm` (e.g. "kswapd0").
 fn kthread_pid(comm: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
@@ -511,9 +511,9 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
     let hotpage = match system.hotpage_args() {
         Some(args) => {
             let mut args: Vec<&str> = args.iter().copied().chain(["--record", "/tmp/e2e.hprec"]).collect();
-            let config = "/tmp/e2e-hotpage.toml";
             if let Some(n) = system.damon_samples() {
                 // sample_us stays at its 5 ms default; the budget widens both alike.
+                let config = "/tmp/e2e-hotpage.toml";
                 std::fs::write(config, format!("[damon]\naggr_us = {}\n", n * 5000))?;
                 args.extend(["--config", config]);
             }

@@ -138,6 +138,7 @@ pub fn snapshot() -> Snapshot {
             nodes: vec![NodeRuleReport {
                 nid: 1,
                 threshold_ms: Some(180.0),
+                fault_threshold_ms: Some(361.0),
                 threshold_source: "split".into(),
                 latency: {
                     let mut h = LatencyHistogram::new();

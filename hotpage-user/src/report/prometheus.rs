@@ -145,13 +145,28 @@ fn rule(o: &mut Out, r: &RuleReport) {
     o.family(
         "hotpage_rule_threshold_seconds",
         "gauge",
-        "Scan-to-fault latency under which a page's faults count as fast (absent while learning, and once the fastest-tenth fallback is spent).",
+        "Scan-to-fault latency under which a page's mean latency counts as fast (absent while learning, and once the fastest-tenth fallback is spent).",
     );
     for n in &r.nodes {
         if let Some(t) = n.threshold_ms {
             let node = n.nid.to_string();
             o.sample(
                 "hotpage_rule_threshold_seconds",
+                &[("node", &node), ("source", &n.threshold_source)],
+                t / 1e3,
+            );
+        }
+    }
+    o.family(
+        "hotpage_rule_fault_threshold_seconds",
+        "gauge",
+        "Scan-to-fault latency under which one fault continues a page's streak of fast faults (the valley while a split stands; else the threshold).",
+    );
+    for n in &r.nodes {
+        if let Some(t) = n.fault_threshold_ms {
+            let node = n.nid.to_string();
+            o.sample(
+                "hotpage_rule_fault_threshold_seconds",
                 &[("node", &node), ("source", &n.threshold_source)],
                 t / 1e3,
             );

@@ -573,7 +573,7 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
         if !out.status.success() {
             bail!("hotpage run failed: {}", out.status);
         }
-        sent = send_recording(recording, &truth_paths, &sc.name, system);
+        sent = send_recording(recording, &truth_paths, &sc.name, system, rep);
     }
     drop(filler);
     drop(kernel);
@@ -625,14 +625,20 @@ fn slug(s: &str) -> String {
 
 /// Sends a hotpage run's recording and its ground truths out of the box (and
 /// deletes them here, so they take no memory from the next runs). Returns
-/// their names; none when this is not the box.
+/// their names; none when this is not the box. Each repetition keeps its
+/// own: the first as `e2e-<scenario>-<system>`, later ones with `-rep<n>`
+/// (a stalled repetition could not be replayed when they overwrote each other).
 fn send_recording(
     recording: &Path,
     truths: &[PathBuf],
     scenario: &str,
     system: System,
+    rep: usize,
 ) -> (Option<String>, Vec<String>) {
-    let stem = format!("e2e-{}-{}", slug(scenario), slug(system.label()));
+    let mut stem = format!("e2e-{}-{}", slug(scenario), slug(system.label()));
+    if rep > 0 {
+        stem.push_str(&format!("-rep{}", rep + 1));
+    }
     let send = |path: &Path, name: String| match crate::box_results::send(path, &name) {
         Ok(()) => Some(name),
         Err(e) => {

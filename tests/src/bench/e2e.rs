@@ -623,11 +623,17 @@ fn slug(s: &str) -> String {
     words.join("-")
 }
 
-/// Sends a hotpage run's recording and its ground truths out of the box (and
-/// deletes them here, so they take no memory from the next runs). Returns
-/// their names; none when this is not the box. Each repetition keeps its
+/// The file stem of a run's recording and truths. Each repetition keeps its
 /// own: the first as `e2e-<scenario>-<system>`, later ones with `-rep<n>`
 /// (a stalled repetition could not be replayed when they overwrote each other).
+fn recording_stem(scenario: &str, system: System, rep: usize) -> String {
+    let stem = format!("e2e-{}-{}", slug(scenario), slug(system.label()));
+    if rep == 0 { stem } else { format!("{stem}-rep{}", rep + 1) }
+}
+
+/// Sends a hotpage run's recording and its ground truths out of the box (and
+/// deletes them here, so they take no memory from the next runs). Returns
+/// their names; none when this is not the box.
 fn send_recording(
     recording: &Path,
     truths: &[PathBuf],
@@ -635,10 +641,7 @@ fn send_recording(
     system: System,
     rep: usize,
 ) -> (Option<String>, Vec<String>) {
-    let mut stem = format!("e2e-{}-{}", slug(scenario), slug(system.label()));
-    if rep > 0 {
-        stem.push_str(&format!("-rep{}", rep + 1));
-    }
+    let stem = recording_stem(scenario, system, rep);
     let send = |path: &Path, name: String| match crate::box_results::send(path, &name) {
         Ok(()) => Some(name),
         Err(e) => {
@@ -952,6 +955,20 @@ mod tests {
         assert_eq!(picked("hot set 512"), 2, "a part picks every name containing it");
         assert_eq!(picked("tight"), 1);
         assert_eq!(picked("nothing like it"), 0);
+    }
+
+    #[test]
+    fn each_repetition_keeps_its_own_recording() {
+        let sc = "hot set 512 MiB / 64 MiB";
+        let stems: Vec<String> = (0..3).map(|rep| recording_stem(sc, System::Hotpage, rep)).collect();
+        assert_eq!(
+            stems,
+            [
+                "e2e-hot-set-512-mib-64-mib-hotpage",
+                "e2e-hot-set-512-mib-64-mib-hotpage-rep2",
+                "e2e-hot-set-512-mib-64-mib-hotpage-rep3"
+            ]
+        );
     }
 
     #[test]

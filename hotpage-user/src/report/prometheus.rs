@@ -9,8 +9,11 @@ use std::fmt::Write;
 use super::Snapshot;
 use crate::{
     promoter::{Counter, stats::LATENCY_BUCKETS_MS},
-    rule::{RuleReport, latency::BUCKET_BOUNDS_MS},
+    rule::{NodeRuleReport, RuleReport, latency::BUCKET_BOUNDS_MS},
 };
+
+/// One of the rule's per-node bars (ms), for the threshold gauges.
+type NodeBar = fn(&NodeRuleReport) -> Option<f64>;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -142,34 +145,25 @@ fn rule(o: &mut Out, r: &RuleReport) {
     for (verdict, v) in [("qualified", c.qualified), ("rejected", c.rejected), ("no_latency", c.no_latency)] {
         o.sample("hotpage_rule_hint_faults_total", &[("verdict", verdict)], v as f64);
     }
-    o.family(
-        "hotpage_rule_threshold_seconds",
-        "gauge",
-        "Scan-to-fault latency under which a page's mean latency counts as fast (absent while learning, and once the fastest-tenth fallback is spent).",
-    );
-    for n in &r.nodes {
-        if let Some(t) = n.threshold_ms {
-            let node = n.nid.to_string();
-            o.sample(
-                "hotpage_rule_threshold_seconds",
-                &[("node", &node), ("source", &n.threshold_source)],
-                t / 1e3,
-            );
-        }
-    }
-    o.family(
-        "hotpage_rule_fault_threshold_seconds",
-        "gauge",
-        "Scan-to-fault latency under which one fault continues a page's streak of fast faults (the valley while a split stands; else the threshold).",
-    );
-    for n in &r.nodes {
-        if let Some(t) = n.fault_threshold_ms {
-            let node = n.nid.to_string();
-            o.sample(
-                "hotpage_rule_fault_threshold_seconds",
-                &[("node", &node), ("source", &n.threshold_source)],
-                t / 1e3,
-            );
+    let bars: [(&str, &str, NodeBar); 2] = [
+        (
+            "hotpage_rule_threshold_seconds",
+            "Scan-to-fault latency under which a page's mean latency counts as fast (absent while learning, and once the fastest-tenth fallback is spent).",
+            |n| n.threshold_ms,
+        ),
+        (
+            "hotpage_rule_fault_threshold_seconds",
+            "Scan-to-fault latency under which one fault continues a page's streak of fast faults (the valley while a split stands; else the threshold).",
+            |n| n.fault_threshold_ms,
+        ),
+    ];
+    for (name, help, ms) in bars {
+        o.family(name, "gauge", help);
+        for n in &r.nodes {
+            if let Some(t) = ms(n) {
+                let node = n.nid.to_string();
+                o.sample(name, &[("node", &node), ("source", &n.threshold_source)], t / 1e3);
+            }
         }
     }
     o.family(

@@ -18,7 +18,7 @@ use crate::{
     sys::kpageflags::KPageFlags,
     sys::node_meminfo::read_node_meminfo,
     sys::pagemap::PagemapCache,
-    sys::zoneinfo::{Zone, read_zoneinfo},
+    sys::zoneinfo::{Zone, node_unreclaimable, read_zoneinfo},
 };
 
 pub use crate::sys::kpageflags::kpf;
@@ -225,8 +225,7 @@ impl PromoterSystem for LiveSystem {
         // does not matter and zoneinfo is not read every round.
         let kswapd_hopeless = demotes
             && free <= low
-            && read_zoneinfo(&self.root)
-                .is_ok_and(|z| z.iter().any(|z| z.node == nid && z.node_unreclaimable));
+            && read_zoneinfo(&self.root).is_ok_and(|zones| node_unreclaimable(&zones, nid));
         Some(NodeMemory { total: m.get("MemTotal")? / 4, free, low, demotes, kswapd_hopeless })
     }
 

@@ -36,6 +36,12 @@ impl Zone {
     }
 }
 
+/// Whether the kernel has stopped waking kswapd for node `nid`: the node's
+/// `node_unreclaimable`, which zoneinfo prints in one of its zones.
+pub fn node_unreclaimable(zones: &[Zone], nid: u32) -> bool {
+    zones.iter().any(|z| z.node == nid && z.node_unreclaimable)
+}
+
 /// Reads `<root>/proc/zoneinfo`.
 pub fn read_zoneinfo(root: &Path) -> Result<Vec<Zone>, SysfsError> {
     let path = root.join("proc/zoneinfo");
@@ -101,9 +107,11 @@ mod tests {
         let normal0 = zones.iter().find(|z| z.node == 0 && z.name == "Normal").unwrap();
         assert_eq!(normal0.span(), None);
         assert!(!zones.iter().any(|z| z.node_unreclaimable));
+        assert!(!node_unreclaimable(&zones, 0) && !node_unreclaimable(&zones, 1));
         let text = std::fs::read_to_string(cxl_box().join("proc/zoneinfo")).unwrap();
         let hopeless = parse_zoneinfo(&text.replacen("node_unreclaimable:  0", "node_unreclaimable:  1", 1));
         let flagged: Vec<u32> = hopeless.iter().filter(|z| z.node_unreclaimable).map(|z| z.node).collect();
         assert_eq!(flagged, [0]);
+        assert!(node_unreclaimable(&hopeless, 0) && !node_unreclaimable(&hopeless, 1));
     }
 }

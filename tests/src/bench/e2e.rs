@@ -294,7 +294,7 @@ fn thread_cpu_seconds(pid: u32) -> Vec<(String, f64)> {
 /// zones' `node_unreclaimable`); None when zoneinfo cannot be read.
 fn node0_unreclaimable_now() -> Option<bool> {
     let zones = hotpage::sys::zoneinfo::read_zoneinfo(Path::new("/")).ok()?;
-    Some(zones.iter().any(|z| z.node == 0 && z.node_unreclaimable))
+    Some(hotpage::sys::zoneinfo::node_unreclaimable(&zones, 0))
 }
 
 /// The pid of the kernel thread named `comm` (e.g. "kswapd0").

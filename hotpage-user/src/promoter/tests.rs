@@ -36,6 +36,8 @@ struct FakeSystem {
     calls: Arc<Mutex<Vec<Call>>>,
     /// pagemap lookups made (pages).
     lookups: Arc<AtomicU64>,
+    /// Free-memory readings of a target.
+    memory_reads: Arc<AtomicU64>,
     respond: Responder,
     /// Processes whose memory is gone from here on (pagemap reads nothing).
     exited: Arc<Mutex<HashSet<u32>>>,
@@ -71,6 +73,7 @@ impl FakeSystem {
             memory: SharedMemory::default(),
             calls: Arc::default(),
             lookups: Arc::default(),
+            memory_reads: Arc::default(),
             respond,
             exited: Arc::default(),
             now: 1_000,
@@ -93,6 +96,7 @@ impl PromoterSystem for FakeSystem {
     }
 
     fn node_memory(&mut self, nid: u32) -> Option<NodeMemory> {
+        self.memory_reads.fetch_add(1, Ordering::Relaxed);
         self.memory.lock().unwrap().get(&nid).copied()
     }
 
@@ -517,6 +521,27 @@ fn a_full_target_takes_nothing() {
     let s = w.stats().snapshot();
     assert_eq!((s.limited_rounds, s.candidates), (1, 0), "not even walked");
     assert_eq!(map.ready_pages(1), 10, "the pages wait READY");
+}
+
+#[test]
+fn a_round_with_nothing_ready_reads_no_free_memory() {
+    let (map, targets) = topo_parts(RecordMode::Default);
+    let env = FakeSystem::new(move_all());
+    env.memory.lock().unwrap().insert(
+        0,
+        NodeMemory { total: 262_144, free: 3000, low: 2000, demotes: false, kswapd_hopeless: false },
+    );
+    let reads = env.memory_reads.clone();
+    let mut w = worker(&map, targets, unlimited(), env);
+    assert_eq!(w.round(false), RoundEnd { moved: 0, limited: false });
+    let s = w.stats().snapshot();
+    assert_eq!((s.rounds, s.idle_rounds, s.limited_rounds), (1, 1, 0));
+    assert_eq!(reads.load(Ordering::Relaxed), 0, "an idle worker costs one load per round");
+    // A READY page: the room is checked again (and the full target stops it).
+    ready(&map, S, 7, 0);
+    assert_eq!(w.round(true), RoundEnd { moved: 0, limited: true });
+    assert!(reads.load(Ordering::Relaxed) >= 1);
+    assert_eq!(w.stats().snapshot().limited_rounds, 1);
 }
 
 #[test]

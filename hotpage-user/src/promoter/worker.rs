@@ -146,6 +146,13 @@ impl<E: PromoterSystem> NodeWorker<E> {
         if activated {
             self.stats.add(Counter::wakeups, 1);
         }
+        // Nothing READY on the node (a kept count, one load): nothing to walk,
+        // and no need to read the targets' free memory. Idle rounds read it
+        // every `sleep_ms`: 1.4-1.6 CPU s of a 40 s box run under TCG.
+        if self.map.ready_pages(self.nid) == 0 {
+            self.stats.add(Counter::idle_rounds, 1);
+            return RoundEnd { moved: 0, limited: false };
+        }
         // While every target is full or out of tokens nothing can move: the
         // READY records stay where they are (their sections stay flagged) and
         // the round costs no walk and no pagemap read.

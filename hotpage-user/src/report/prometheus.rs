@@ -301,6 +301,13 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.node_counters(
         s,
+        "hotpage_promoter_idle_rounds_total",
+        "Promoter rounds that found nothing READY on the node (no room check, no walk).",
+        "",
+        &[(Counter::idle_rounds, "")],
+    );
+    o.node_counters(
+        s,
         "hotpage_move_pages_calls_total",
         "move_pages calls.",
         "",

@@ -38,6 +38,10 @@ pub struct RunArgs {
     scan_period_min_ms: Option<u64>,
     #[arg(long, value_name = "MS")]
     scan_period_max_ms: Option<u64>,
+    /// Rest NUMA balancing's scanner after this many seconds with nothing
+    /// left to find (every node settled, nothing qualified); 0 never rests.
+    #[arg(long, value_name = "SECONDS")]
+    scan_rest_after_s: Option<u64>,
     /// Write a node_exporter textfile (hotpage.prom) into this directory.
     #[arg(long, value_name = "DIR")]
     textfile_dir: Option<PathBuf>,
@@ -183,6 +187,9 @@ impl RunArgs {
         k.scan_delay_ms = self.scan_delay_ms.or(k.scan_delay_ms);
         k.scan_period_min_ms = self.scan_period_min_ms.or(k.scan_period_min_ms);
         k.scan_period_max_ms = self.scan_period_max_ms.or(k.scan_period_max_ms);
+        if let Some(s) = self.scan_rest_after_s {
+            k.rest_after_s = s;
+        }
         let m = &mut file.metrics;
         if self.textfile_dir.is_some() {
             m.textfile_dir = self.textfile_dir.clone();

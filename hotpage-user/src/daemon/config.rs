@@ -12,6 +12,7 @@ use crate::{
         ConfigError as HotMapConfigError, DEFAULT_HINT_CAPACITY, HotMapConfig, RecordMode,
         SOURCE_HINT_FAULTS, SOURCE_HW_HINTS, SOURCE_PGTABLE_SCAN,
     },
+    kernel::scan_rest::{DEFAULT_REST, RestConfig},
     promoter::{PromoterConfig, PromoterError, RateLimit},
     recording::Header,
     rule::Policy,
@@ -126,6 +127,14 @@ pub struct KernelFile {
     pub scan_delay_ms: Option<u64>,
     pub scan_period_min_ms: Option<u64>,
     pub scan_period_max_ms: Option<u64>,
+    /// Once the rule knows where fast ends on every lower-tier node and
+    /// nothing has qualified for this long, NUMA balancing rests (off) and probes (on),
+    /// s; 0 never rests (`kernel::scan_rest`).
+    pub rest_after_s: u64,
+    /// How long each probe scans, s; also the first rest's length.
+    pub rest_probe_s: u64,
+    /// The longest rest, s.
+    pub rest_max_s: u64,
 }
 
 /// hotpage's scan defaults, ms: what the box tests and `bench e2e
@@ -142,6 +151,9 @@ impl Default for KernelFile {
             scan_delay_ms: Some(SCAN_DELAY_MS),
             scan_period_min_ms: Some(SCAN_PERIOD_MIN_MS),
             scan_period_max_ms: Some(SCAN_PERIOD_MAX_MS),
+            rest_after_s: DEFAULT_REST.after_ms / 1000,
+            rest_probe_s: DEFAULT_REST.probe_ms / 1000,
+            rest_max_s: DEFAULT_REST.max_rest_ms / 1000,
         }
     }
 }
@@ -202,6 +214,8 @@ pub struct RunConfig {
     pub promoter: PromoterConfig,
     pub manage_numa_balancing: bool,
     pub scan: [(&'static str, Option<u64>); 3],
+    /// When the scanner rests (hint faults with `manage_numa_balancing` only).
+    pub scan_rest: RestConfig,
     pub load: LoadOptions,
     pub drain_interval_ms: u64,
     pub textfile_dir: Option<PathBuf>,
@@ -346,6 +360,12 @@ impl FileConfig {
             return Err(invalid("metrics.textfile_interval_s must be at least 1".into()));
         }
         let k = &self.kernel;
+        if k.rest_after_s > 0 && (k.rest_probe_s == 0 || k.rest_max_s == 0) {
+            return Err(invalid(
+                "kernel.rest_probe_s and kernel.rest_max_s must be at least 1 (or rest_after_s = 0: never rest)"
+                    .into(),
+            ));
+        }
         Ok(RunConfig {
             hint_faults: self.sources.hint_faults,
             damon: self.sources.damon.then_some(damon),
@@ -363,6 +383,11 @@ impl FileConfig {
                 (crate::kernel::settings::SCAN_PERIOD_MIN_MS, k.scan_period_min_ms.filter(|&v| v > 0)),
                 (crate::kernel::settings::SCAN_PERIOD_MAX_MS, k.scan_period_max_ms.filter(|&v| v > 0)),
             ],
+            scan_rest: RestConfig {
+                after_ms: k.rest_after_s * 1000,
+                probe_ms: k.rest_probe_s * 1000,
+                max_rest_ms: k.rest_max_s * 1000,
+            },
             load: LoadOptions {
                 wakeup_every: c.wakeup_every,
                 ring_bytes: c.ring_mib << 20,
@@ -409,6 +434,11 @@ mod tests {
         assert_eq!(c.scan[1].1, Some(SCAN_PERIOD_MIN_MS), "hotpage paces the scans");
         let off = parse("[kernel]\nscan_period_min_ms = 0").unwrap().resolve(Path::new("t")).unwrap();
         assert_eq!(off.scan[1].1, None, "0 leaves the kernel's value");
+        assert_eq!(c.scan_rest, DEFAULT_REST, "the scanner rests when nothing is left to find");
+        let never = parse("[kernel]\nrest_after_s = 0").unwrap().resolve(Path::new("t")).unwrap();
+        assert!(!never.scan_rest.enabled());
+        let bad = parse("[kernel]\nrest_probe_s = 0").unwrap().resolve(Path::new("t")).unwrap_err();
+        assert!(bad.to_string().contains("rest_probe_s"), "{bad}");
         assert_eq!(c.promoter, PromoterConfig::default());
         assert!(c.manage_numa_balancing);
         assert_eq!(c.load.wakeup_every, 512);

@@ -13,6 +13,7 @@ pub mod record;
 pub mod recording;
 pub mod requirements;
 mod run;
+mod scan_rest;
 mod server;
 mod shutdown;
 pub mod sources;

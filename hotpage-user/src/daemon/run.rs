@@ -20,13 +20,14 @@ use super::{
     layout_watch, metrics,
     preflight::{Preflight, hold_kernel_promotion, preflight, recover_only, report_recovered, tokio_runtime},
     recording::{self, RunKnobs},
+    scan_rest,
     sources::Sources,
 };
 use crate::{
     collector::{Collector, HotMapFeeder},
     hotmap::{HotMap, MemoryLayout},
-    kernel::movers,
     kernel::settings::{NUMA_BALANCING, SettingsGuard},
+    kernel::{movers, scan_rest::ScanRest},
     promoter::{LiveSystem, Promoter, RateLimit, Targets},
     recording::{Recorder, Trailer},
     report::{AttachedSource, DamonFeed, SnapshotBuilder, SnapshotSource},
@@ -137,11 +138,19 @@ async fn daemon(
         damon = Some((src, dcfg));
     }
     drop(btf);
+    // From here on the guard is shared with the scanner's rest (hint faults
+    // only: with DAMON, NUMA balancing is off).
+    let rest_mode = match (&settings, cfg.damon.is_none() && cfg.hint_faults && cfg.scan_rest.enabled()) {
+        (Some(g), true) => scan_rest::scanning_mode(g),
+        _ => None,
+    };
+    let settings = settings.map(|g| Arc::new(Mutex::new(g)));
 
     let layout = MemoryLayout::from(&topo);
     let map = Arc::new(HotMap::new(&layout, cfg.hotmap, cfg.hint_capacity)?);
     let rule = HotnessRule::new(cfg.policy, &layout);
     let (scores, rule_report) = (rule.scores(), rule.reports());
+    let scan_rest_report = Arc::new(Mutex::new(None));
     let feeder = HotMapFeeder::with_rule(map.clone(), Some(rule));
     let feed_counters = feeder.counters();
     // The recorder, between the resolver and the hot map, sees what the map sees.
@@ -216,7 +225,8 @@ async fn daemon(
         sources: sources.attached.clone(),
         map: map.clone(),
         feed: feed_counters,
-        rule: rule_report,
+        rule: rule_report.clone(),
+        scan_rest: scan_rest_report.clone(),
         hook: hook_report.clone(),
         resolve: consumer.counters(),
         sampler: sample_status,
@@ -232,6 +242,19 @@ async fn daemon(
     }
     if let Some(counters) = hint_counters {
         tasks.push(tokio::spawn(hook_watch::watch(root.to_owned(), counters, hook_report)));
+    }
+    if let (Some(on), Some(guard)) = (rest_mode, &settings) {
+        let task = scan_rest::RestTask {
+            root: root.to_owned(),
+            lower: topo.lower_tier_nodes().map(|n| n.id).collect(),
+            rest: ScanRest::new(cfg.scan_rest, started.elapsed().as_millis() as u64),
+            rule: rule_report,
+            guard: guard.clone(),
+            on,
+            started,
+            out: scan_rest_report,
+        };
+        tasks.push(tokio::spawn(task.run()));
     }
     if let Some(addr) = cfg.listen {
         let listener =
@@ -317,8 +340,8 @@ async fn daemon(
     }
     drop(builder);
     drop(server);
-    if let Some(mut guard) = settings {
-        guard.restore()?;
+    if let Some(guard) = settings {
+        guard.lock().unwrap_or_else(PoisonError::into_inner).restore()?;
     }
     let stats = result?;
     tracing::info!(events = stats.events, floods = stats.budget_yields, "hotpage run: stopped");

@@ -7,6 +7,7 @@ pub(crate) mod btf_writer;
 mod hook;
 pub mod hz;
 pub mod movers;
+pub mod scan_rest;
 pub mod settings;
 pub mod stamp;
 

@@ -16,6 +16,7 @@ use super::{
 use crate::{
     collector::FeedCounters,
     hotmap::{HotMap, RecordMode},
+    kernel::scan_rest::ScanRestReport,
     promoter::{CounterSnapshot, PromoterReporter, RateLimit},
     rule::RuleReport,
     sources::{
@@ -54,6 +55,8 @@ pub struct SnapshotBuilder {
     pub rule: Arc<Mutex<RuleReport>>,
     /// The hint-fault hook's last judged window (None: no hook).
     pub hook: Arc<Mutex<Option<HookReport>>>,
+    /// The scanner's rest, when hotpage rests it.
+    pub scan_rest: Arc<Mutex<Option<ScanRestReport>>>,
     /// pfn lookups of samples without a physical address.
     pub resolve: Arc<ResolveCounters>,
     pub sampler: Option<Arc<SamplerStatus>>,
@@ -206,6 +209,7 @@ impl SnapshotBuilder {
             sample_pfn_lookups: self.resolve.snapshot(),
             rule: self.rule.lock().map(|r| r.clone()).unwrap_or_default(),
             hint_fault_hook: self.hook.lock().ok().and_then(|h| h.clone()),
+            scan_rest: self.scan_rest.lock().ok().and_then(|r| r.clone()),
             damon: self.damon.as_ref().map(|d| DamonSnapshot {
                 status: d.status.report(&d.config),
                 regions: d.regions.snapshot(),
@@ -288,6 +292,7 @@ mod tests {
             feed: Arc::default(),
             rule: Arc::default(),
             hook: Arc::default(),
+            scan_rest: Arc::default(),
             resolve: Arc::default(),
             sampler: None,
             promoter: PromoterReporter::default(),

@@ -159,6 +159,12 @@ pub fn snapshot() -> Snapshot {
             seen: 63_000,
             coverage: Some(0.984375),
         }),
+        scan_rest: Some(crate::kernel::scan_rest::ScanRestReport {
+            phase: "resting".into(),
+            rests: 3,
+            rested_s: 52.5,
+            rest_s: 40.0,
+        }),
         // Rendered beside the hint faults here only to cover its lines; a
         // daemon runs DAMON without hint faults.
         damon: Some(super::DamonSnapshot {

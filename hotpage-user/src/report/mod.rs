@@ -81,6 +81,9 @@ pub struct Snapshot {
     /// Whether the hint-fault hook sees the kernel's hint faults (None: no hook).
     #[serde(default)]
     pub hint_fault_hook: Option<HookReport>,
+    /// NUMA balancing's scanner at rest or not (None: hotpage does not rest it).
+    #[serde(default)]
+    pub scan_rest: Option<crate::kernel::scan_rest::ScanRestReport>,
     /// The DAMON source (None: off).
     #[serde(default)]
     pub damon: Option<DamonSnapshot>,

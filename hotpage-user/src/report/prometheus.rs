@@ -367,6 +367,22 @@ pub fn render(s: &Snapshot) -> String {
         );
         o.sample("hotpage_hint_fault_hook_coverage_ratio", &[], c);
     }
+    if let Some(r) = &s.scan_rest {
+        o.family(
+            "hotpage_numa_scan_resting",
+            "gauge",
+            "1 while hotpage rests NUMA balancing's scanner (nothing has qualified lately on any lower-tier node).",
+        );
+        o.sample("hotpage_numa_scan_resting", &[], f64::from(u8::from(r.phase == "resting")));
+        o.family("hotpage_numa_scan_rests_total", "counter", "Rests of NUMA balancing's scanner begun.");
+        o.sample("hotpage_numa_scan_rests_total", &[], r.rests as f64);
+        o.family(
+            "hotpage_numa_scan_rested_seconds_total",
+            "counter",
+            "Time NUMA balancing's scanner has rested (kernel.numa_balancing 0).",
+        );
+        o.sample("hotpage_numa_scan_rested_seconds_total", &[], r.rested_s);
+    }
     o.family("hotpage_source_wakeups_total", "counter", "Forced ring-buffer wake-ups of the consumer.");
     for src in &s.sources {
         o.sample("hotpage_source_wakeups_total", &[("source", &src.name)], src.bpf.wakeups as f64);

@@ -106,6 +106,12 @@ pub fn render_stats(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
     if let Some(h) = &s.hint_fault_hook {
         out += &format!("\n{}", h.summary());
     }
+    if let Some(r) = &s.scan_rest {
+        out += &format!(
+            "\nNUMA scan: {} ({} rest(s), {:.0} s at rest; rests of {:.0} s while nothing is left to find)",
+            r.phase, r.rests, r.rested_s, r.rest_s
+        );
+    }
     if let Some(d) = &s.damon {
         let st = &d.status;
         let r = &d.regions;

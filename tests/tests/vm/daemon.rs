@@ -226,6 +226,70 @@ fn the_daemon_promotes_the_hot_set_and_its_stats_match_the_kernel() {
     std::fs::write("/results/live-metrics.prom", &text).unwrap();
 }
 
+/// `hotpage stats --json` once `ok` holds of it, or panics at the limit.
+fn stats_when(what: &str, limit: Duration, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let t = Instant::now();
+    loop {
+        let s = stats_json().expect("the daemon answers");
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "never {what} in {limit:?}: {}; rule {} {}",
+            s["scan_rest"],
+            s["rule"]["counters"],
+            s["rule"]["nodes"].as_array().map_or(String::new(), |n| n
+                .iter()
+                .map(|n| format!("node {} {} {}", n["nid"], n["threshold_source"], n["threshold_ms"]))
+                .collect::<Vec<_>>()
+                .join(", "))
+        );
+        if t.elapsed().as_secs() % 10 == 0 && t.elapsed().subsec_millis() < 250 {
+            eprintln!("{:>4} s: {} rule {}", t.elapsed().as_secs(), s["scan_rest"], s["rule"]["counters"]);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Once the hot set is in and nothing more qualifies, the daemon rests NUMA
+/// balancing's scanner (`kernel.numa_balancing` 0) and the hint faults stop;
+/// a probe scans again; the stop puts the operator's value back.
+#[test]
+fn with_nothing_left_to_find_the_scanner_rests_and_the_hint_faults_stop() {
+    in_the_box();
+    let _mode = pure_tiering_mode();
+    let before = settings_now();
+    let daemon = start_daemon(&["--samples", "off", "--scan-rest-after-s", "5"]);
+    let w = Workload::start(64, 16, 300);
+    let snap = w.stats_when_promoted(w.hot_pages() * 9 / 10, Duration::from_secs(150));
+    assert!(Workload::promoted_in(&snap, w.pid) >= w.hot_pages() * 9 / 10, "{snap}");
+    let phase = |p: &'static str| move |s: &serde_json::Value| s["scan_rest"]["phase"] == p;
+    // Drained and quiet for 5 s: the first rest (10 s).
+    let resting = stats_when("resting", Duration::from_secs(120), phase("resting"));
+    assert_eq!(settings_now().0, "0", "the scanner rests: {}", resting["scan_rest"]);
+    // Pages already made PROT_NONE fault once more; then nothing.
+    std::thread::sleep(Duration::from_secs(1));
+    let f0 = vmstat("numa_hint_faults");
+    std::thread::sleep(Duration::from_secs(4));
+    let at_rest = vmstat("numa_hint_faults") - f0;
+    let table = String::from_utf8(hotpage_cli(&["stats"]).stdout).unwrap();
+    assert!(table.contains("NUMA scan: resting"), "{table}");
+    let metrics = String::from_utf8(hotpage_cli(&["metrics"]).stdout).unwrap();
+    assert!(metrics.contains("hotpage_numa_scan_resting 1"), "{metrics}");
+    // The probe (or a fault that qualified meanwhile): scanning again, and the faults come back.
+    stats_when("scanning again", Duration::from_secs(15), |s| s["scan_rest"]["phase"] != "resting");
+    assert_eq!(settings_now().0, "2", "scanning again in the operator's mode");
+    let f1 = vmstat("numa_hint_faults");
+    std::thread::sleep(Duration::from_secs(5));
+    let probing = vmstat("numa_hint_faults") - f1;
+    eprintln!("hint faults: {at_rest} in 4 s at rest, {probing} in 5 s of a probe");
+    assert!(probing > 1000, "a probe scans: {probing} hint faults in 5 s");
+    assert!(at_rest * 20 < probing, "at rest {at_rest} hint faults in 4 s, probing {probing} in 5 s");
+    assert!(daemon.stop().unwrap().status.success());
+    assert_eq!(settings_now(), before, "settings restored");
+}
+
 #[test]
 fn the_daemon_in_observe_only_mode_moves_nothing_and_changes_no_setting() {
     in_the_box();

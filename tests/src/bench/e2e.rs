@@ -49,10 +49,13 @@ pub enum System {
     #[serde(rename = "hotpage_damon_200_samples")]
     HotpageDamon200Samples,
     HotpageObserveOnly,
+    /// hotpage at its defaults but with a scanner that never rests
+    /// (`--scan-rest-after-s 0`): the rest's comparison; only when asked for by name.
+    HotpageNoRest,
 }
 
 impl System {
-    pub const ALL: [System; 10] = [
+    pub const ALL: [System; 11] = [
         Self::NoMigration,
         Self::Numab2,
         Self::DamonMigrateHot,
@@ -63,6 +66,7 @@ impl System {
         Self::HotpageDamon20Samples,
         Self::HotpageDamon200Samples,
         Self::HotpageObserveOnly,
+        Self::HotpageNoRest,
     ];
 
     pub fn label(self) -> &'static str {
@@ -77,12 +81,18 @@ impl System {
             Self::HotpageDamon20Samples => "hotpage (DAMON, 20 samples)",
             Self::HotpageDamon200Samples => "hotpage (DAMON, 200 samples)",
             Self::HotpageObserveOnly => "hotpage observe-only",
+            Self::HotpageNoRest => "hotpage, scanner never rests",
         }
     }
 
     /// The JSON name (`--systems`).
     pub fn name(self) -> String {
         serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    }
+
+    /// Comparisons that run only when named in `--systems`.
+    fn by_name_only(self) -> bool {
+        self.damon_samples().is_some() || self == Self::HotpageNoRest
     }
 
     /// DAMON samples per aggregation other than hotpage's default (80).
@@ -113,6 +123,7 @@ impl System {
                 Some(&["--sources", "damon", "--damon-cpu-budget-percent", "25"])
             }
             Self::HotpageObserveOnly => Some(&["--observe-only", "--samples", "off"]),
+            Self::HotpageNoRest => Some(&["--samples", "off", "--scan-rest-after-s", "0"]),
             _ => None,
         }
     }
@@ -152,6 +163,8 @@ pub struct Sample {
     /// Pages of the regions on node 0 that are not hot (promoted cold pages).
     pub cold_pages_on_node0: u64,
     pub pages_on_node0: u64,
+    /// The kernel's `numa_hint_faults` since the clock started.
+    pub hint_faults: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -194,6 +207,9 @@ pub struct RunResult {
     /// System CPU seconds of the workloads (their hint faults and the kernel's migrations run there).
     pub workload_sys_cpu_s: f64,
     pub numa_hint_faults: u64,
+    /// Of which in the second half of the run: what watching costs once the
+    /// hot set is in.
+    pub hint_faults_second_half: u64,
     pub kernel_promoted_pages: u64,
     /// The run's recording and its workloads' ground truths, sent out of the
     /// box beside the results (`hotpage replay FILE --truth T…`).
@@ -407,6 +423,7 @@ fn sample(truths: &[Truth], t: f64, moved: bool) -> Sample {
         hot_on_node0: if hot == 0 { 0.0 } else { hot_on0 as f64 / hot as f64 },
         cold_pages_on_node0: cold_on0,
         pages_on_node0: on0,
+        hint_faults: 0,
     }
 }
 
@@ -438,6 +455,7 @@ fn kernel_for(system: System, fast_scan: bool) -> Result<SettingsGuard> {
         // (The DAMON source turns it off while it runs, and back.)
         System::HotpagePghot
         | System::Hotpage
+        | System::HotpageNoRest
         | System::HotpageSamples
         | System::HotpageDamon
         | System::HotpageDamon20Samples
@@ -536,14 +554,15 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
     let unreclaimable0 = node0_unreclaimable_now();
     let hotpage_startup = hotpage.as_ref().map(|d| cpu_seconds(d.pid(), false));
     let mut timeline = Vec::new();
+    let faults_now = || vmstat("numa_hint_faults") - faults0;
     while start.elapsed().as_secs_f64() < sc.seconds {
         let t = start.elapsed().as_secs_f64();
         let moved = sc.move_at.is_some_and(|m| t >= m);
-        timeline.push(sample(&truths, t, moved));
+        timeline.push(Sample { hint_faults: faults_now(), ..sample(&truths, t, moved) });
         std::thread::sleep(Duration::from_millis(500));
     }
     let moved = sc.move_at.is_some();
-    let last = sample(&truths, start.elapsed().as_secs_f64(), moved);
+    let last = Sample { hint_faults: faults_now(), ..sample(&truths, start.elapsed().as_secs_f64(), moved) };
     timeline.push(last.clone());
     let workload_sys: f64 = truths.iter().map(|t| cpu_seconds(t.pid, true)).sum();
     let hotpage_cpu = hotpage.as_ref().map(|d| cpu_seconds(d.pid(), false));
@@ -606,11 +625,18 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
         node0_unreclaimable: unreclaimable,
         workload_sys_cpu_s: workload_sys,
         numa_hint_faults: faults,
+        hint_faults_second_half: second_half(&timeline, sc.seconds / 2.0),
         kernel_promoted_pages: kernel_promoted,
         recording: sent.0,
         truths: sent.1,
         timeline,
     })
+}
+
+/// Hint faults from the first sample at or after `mid` to the last sample.
+fn second_half(timeline: &[Sample], mid: f64) -> u64 {
+    let at_mid = timeline.iter().find(|s| s.t >= mid).map_or(0, |s| s.hint_faults);
+    timeline.last().map_or(0, |s| s.hint_faults.saturating_sub(at_mid))
 }
 
 /// A file name's safe form of `s`: lower case, words joined by '-'.
@@ -667,6 +693,9 @@ pub fn scenarios(short: bool) -> Vec<Scenario> {
         tight,
         headline,
     };
+    // Long enough for hotpage's scanner to rest (20 s after the last page
+    // qualified): what watching costs once the hot set is in.
+    let long = |name: &str| Scenario { seconds: 150.0, ..sc(name, 512, 64, 1, None, false, false) };
     if short {
         return vec![sc("hot set 64 MiB / 8 MiB", 64, 8, 1, None, false, true)];
     }
@@ -676,6 +705,7 @@ pub fn scenarios(short: bool) -> Vec<Scenario> {
         sc("moving hot set 512 MiB / 64 MiB, moves at 20 s", 512, 64, 1, Some(20.0), false, true),
         sc("2 processes, 2 × 256 MiB / 32 MiB", 512, 64, 2, None, false, false),
         sc("tight: node 0 filled to 48 MiB free, 512 MiB / 64 MiB", 512, 64, 1, None, true, true),
+        long("steady: hot set 512 MiB / 64 MiB for 150 s"),
     ]
 }
 
@@ -724,7 +754,7 @@ impl Plan {
             chosen = System::ALL
                 .iter()
                 .copied()
-                .filter(|s| s.damon_samples().is_none() && (!short || *s != System::HotpageDamon))
+                .filter(|s| !s.by_name_only() && (!short || *s != System::HotpageDamon))
                 .collect();
         }
         let all = self::scenarios(short);
@@ -952,7 +982,8 @@ mod tests {
         let all = scenarios(false);
         let picked = |p: &str| all.iter().filter(|sc| picks(&all, p, &sc.name)).count();
         assert_eq!(picked("hot set 512 MiB / 64 MiB"), 1, "not the moving one too");
-        assert_eq!(picked("hot set 512"), 2, "a part picks every name containing it");
+        assert_eq!(picked("hot set 512"), 3, "a part picks every name containing it (moving, steady)");
+        assert_eq!(picked("steady"), 1);
         assert_eq!(picked("tight"), 1);
         assert_eq!(picked("nothing like it"), 0);
     }
@@ -976,7 +1007,7 @@ mod tests {
         let short = Plan::new(true, true, &[], &[], None).unwrap();
         assert!(!short.systems.contains(&System::HotpageDamon));
         // Nor the sample-count variants, which run only when named.
-        assert_eq!(short.systems.len(), System::ALL.len() - 3);
+        assert_eq!(short.systems.len(), System::ALL.len() - 4);
         let full = Plan::new(false, false, &[], &[], None).unwrap();
         assert!(full.systems.contains(&System::HotpageDamon));
         assert!(!full.systems.iter().any(|s| s.damon_samples().is_some()));

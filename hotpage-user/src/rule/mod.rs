@@ -185,6 +185,13 @@ struct NodeRule {
     pages: u64,
     /// Faults qualified by the fastest-tenth fallback (before any split).
     fallback_taken: u64,
+    /// Latencies seen since the node's fast mode drained.
+    drained_faults: u64,
+    /// Latencies seen since it last left the drained state: a split that
+    /// stands for a pass over the node is a new hot set, and its drain
+    /// starts the tightening over; a split that flickers in the cold pages'
+    /// spread for a moment (seen in a 150 s run) does not.
+    undrained_faults: u64,
 }
 
 impl NodeRule {
@@ -197,8 +204,35 @@ impl NodeRule {
         self.fallback_taken as f64 >= self.pages as f64 * threshold::FALLBACK_QUANTILE
     }
 
-    fn threshold(&self, nid: u32) -> NodeThreshold {
+    /// Half-octaves the drained bars tighten by: one more each time the
+    /// passes over the node since the drain double (2, 6, 14, 30, ...).
+    /// A bar that stays put lets a fixed share of the cold pages' lucky
+    /// streaks through every pass, so cold promotions grow with the run's
+    /// length (a 150 s box run promoted 5-8 cold pages a second after the
+    /// drain, on and on); tightening as the passes double makes their sum
+    /// converge. A new hot set is no straggler: it shows as a new split,
+    /// which ends the drain.
+    fn drained_tightening(&self) -> u8 {
+        let passes = self.drained_faults / self.pages.max(1);
+        (1 + passes / 2).ilog2() as u8
+    }
+
+    /// The histogram's threshold, tightened while drained.
+    fn effective(&self) -> Threshold {
         let t = self.classes.threshold();
+        if t.source != ThresholdSource::Drained {
+            return t;
+        }
+        let k = self.drained_tightening();
+        Threshold {
+            class: t.class.map(|c| c.saturating_sub(k)),
+            fault_class: t.fault_class.map(|c| c.saturating_sub(k)),
+            ..t
+        }
+    }
+
+    fn threshold(&self, nid: u32) -> NodeThreshold {
+        let t = self.effective();
         let spent = t.source == ThresholdSource::Quantile && self.fallback_spent();
         let ms = |c: Option<u8>| c.filter(|_| !spent).map(|c| latency::class_floor_ms(c + 1));
         NodeThreshold {
@@ -271,7 +305,7 @@ impl HotnessRule {
         } else {
             Placement::HalfwayToValley
         });
-        let Threshold { class: threshold, fault_class, source } = node.classes.threshold();
+        let Threshold { class: threshold, fault_class, source } = node.effective();
         // Once the fast mode has drained, what passes is stragglers or luck:
         // three fast faults in a row instead of two.
         let needed = if source == ThresholdSource::Drained { 3 } else { 2 };
@@ -286,6 +320,15 @@ impl HotnessRule {
         };
         self.stats.latencies += 1;
         node.faults.add(ms);
+        if source == ThresholdSource::Drained {
+            node.drained_faults += 1;
+            node.undrained_faults = 0;
+        } else {
+            node.undrained_faults += 1;
+            if node.undrained_faults >= node.pages {
+                node.drained_faults = 0;
+            }
+        }
         if score.has_mean() {
             node.pages += u64::from(!had_mean);
             node.classes.add(score.class());
@@ -470,6 +513,57 @@ mod tests {
         // The same 90-123 cold pages (of 7168) either way.
         let precision = hot as f64 / (hot as f64 + cold as f64);
         assert!(precision >= 0.85, "{cold} cold pages promoted in 30 scans");
+    }
+
+    /// After the drain, with only cold pages left, their lucky streaks must
+    /// not add up with the run's length: over the 150 scans after the drain
+    /// fewer cold pages qualify than in the first 20 with a bar that stays
+    /// put (a 150 s box run promoted 5-8 cold pages a second on and on).
+    #[test]
+    fn after_the_drain_cold_pages_luck_does_not_add_up_with_time() {
+        let run = |tighten: bool| {
+            let mut rule = HotnessRule::new(Policy::Latency, &layout());
+            let mut rng = Rng(0x3c6e_f372_fe94_f82b);
+            let (hot, all) = (1024u64, 8192u64);
+            let mut promoted = vec![false; all as usize];
+            let mut drained_at = None;
+            let mut cold_after = Vec::new();
+            for scan in 0..200 {
+                let mut cold = 0;
+                for p in 0..all {
+                    if promoted[p as usize] {
+                        continue;
+                    }
+                    if !tighten && let Some(n) = rule.nodes.get_mut(&1) {
+                        n.drained_faults = 0;
+                    }
+                    let per_s = if p < hot { 8.0 } else { 0.5 };
+                    if rule.judge(&fault(S + p, rng.latency(per_s, 20.0))) == Verdict::Qualified {
+                        promoted[p as usize] = true;
+                        cold += usize::from(p >= hot);
+                    }
+                }
+                if drained_at.is_none() && rule.report().nodes[0].threshold_source == "drained" {
+                    drained_at = Some(scan);
+                }
+                if drained_at.is_some() {
+                    cold_after.push(cold);
+                }
+            }
+            let hot_in = promoted[..hot as usize].iter().filter(|&&p| p).count();
+            (drained_at.expect("the fast mode drains"), cold_after, hot_in)
+        };
+        let (at, fixed, _) = run(false);
+        let first: usize = fixed[..20].iter().sum();
+        let later: usize = fixed[20..].iter().sum();
+        assert!(
+            later > 2 * first,
+            "a bar that stays put: {first} in 20 scans, then {later} (from scan {at})"
+        );
+        let (_, tight, hot_in) = run(true);
+        let (first, later): (usize, usize) = (tight[..20].iter().sum(), tight[20..].iter().sum());
+        assert!(later < first.max(10), "tightening: {first} in the first 20 scans, {later} after");
+        assert!(hot_in * 100 >= 99 * 1024, "the hot set is in: {hot_in} of 1024");
     }
 
     /// The hot set moves after 15 scans: within 8 scans most of the new hot

@@ -39,7 +39,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "MS")]
     scan_period_max_ms: Option<u64>,
     /// Rest NUMA balancing's scanner after this many seconds with nothing
-    /// left to find (every node settled, nothing qualified); 0 never rests.
+    /// left to find (every node settled, nothing qualified); 0 (the default)
+    /// never rests. Experimental: see docs/operations.md.
     #[arg(long, value_name = "SECONDS")]
     scan_rest_after_s: Option<u64>,
     /// Write a node_exporter textfile (hotpage.prom) into this directory.

@@ -129,7 +129,8 @@ pub struct KernelFile {
     pub scan_period_max_ms: Option<u64>,
     /// Once the rule knows where fast ends on every lower-tier node and
     /// nothing has qualified for this long, NUMA balancing rests (off) and probes (on),
-    /// s; 0 never rests (`kernel::scan_rest`).
+    /// s; 0 (the default) never rests (`kernel::scan_rest`: in the box the
+    /// kernel did not always take the scan up again).
     pub rest_after_s: u64,
     /// How long each probe scans, s; also the first rest's length.
     pub rest_probe_s: u64,
@@ -434,10 +435,13 @@ mod tests {
         assert_eq!(c.scan[1].1, Some(SCAN_PERIOD_MIN_MS), "hotpage paces the scans");
         let off = parse("[kernel]\nscan_period_min_ms = 0").unwrap().resolve(Path::new("t")).unwrap();
         assert_eq!(off.scan[1].1, None, "0 leaves the kernel's value");
-        assert_eq!(c.scan_rest, DEFAULT_REST, "the scanner rests when nothing is left to find");
-        let never = parse("[kernel]\nrest_after_s = 0").unwrap().resolve(Path::new("t")).unwrap();
-        assert!(!never.scan_rest.enabled());
-        let bad = parse("[kernel]\nrest_probe_s = 0").unwrap().resolve(Path::new("t")).unwrap_err();
+        assert!(!c.scan_rest.enabled(), "the scanner never rests unless asked");
+        let rests = parse("[kernel]\nrest_after_s = 20").unwrap().resolve(Path::new("t")).unwrap();
+        assert_eq!(rests.scan_rest, crate::kernel::scan_rest::REST_20_S);
+        let bad = parse("[kernel]\nrest_after_s = 20\nrest_probe_s = 0")
+            .unwrap()
+            .resolve(Path::new("t"))
+            .unwrap_err();
         assert!(bad.to_string().contains("rest_probe_s"), "{bad}");
         assert_eq!(c.promoter, PromoterConfig::default());
         assert!(c.manage_numa_balancing);

@@ -28,10 +28,16 @@ pub struct RestConfig {
     pub max_rest_ms: u64,
 }
 
-/// hotpage's defaults: several passes of quiet under TCG (a pass over
-/// 512 MiB took 3-6 s there) before resting, probes of 10 s, and rests of at
-/// most 40 s, so a long quiet stretch costs a fifth of the hint faults.
-pub const DEFAULT_REST: RestConfig = RestConfig { after_ms: 20_000, probe_ms: 10_000, max_rest_ms: 40_000 };
+/// What `rest_after_s = 20` gives: several passes of quiet under TCG (a pass
+/// over 512 MiB took 3-6 s there) before resting, probes of 10 s, and rests
+/// of at most 40 s, so a long quiet stretch costs a fifth of the hint faults.
+pub const REST_20_S: RestConfig = RestConfig { after_ms: 20_000, probe_ms: 10_000, max_rest_ms: 40_000 };
+
+/// The default: never rest. In the box the kernel did not always take a
+/// task's scan up again when `kernel.numa_balancing` came back on (no hint
+/// fault in 20 s after a rest in two box-test runs of three), and a scanner
+/// that stays off finds no hot set (docs/rule.md, "The scanner rests").
+pub const DEFAULT_REST: RestConfig = RestConfig { after_ms: 0, ..REST_20_S };
 
 impl RestConfig {
     pub fn enabled(&self) -> bool {
@@ -191,7 +197,7 @@ mod tests {
     const QUIET: RuleView = RuleView { settled: true, qualified: 100, lower_used: 200_000 };
 
     fn rest() -> ScanRest {
-        let mut r = ScanRest::new(DEFAULT_REST, 0);
+        let mut r = ScanRest::new(REST_20_S, 0);
         assert_eq!(r.tick(0, QUIET), None, "the first view only sets the count");
         r
     }
@@ -269,7 +275,7 @@ mod tests {
             let view = RuleView { settled: t % 5000 != 0, qualified: 100 + t / 7000, ..QUIET };
             assert_eq!(r.tick(t, view), None, "at {t} ms");
         }
-        let mut off = ScanRest::new(RestConfig { after_ms: 0, ..DEFAULT_REST }, 0);
+        let mut off = ScanRest::new(DEFAULT_REST, 0);
         assert!(run(&mut off, 0, 300_000, QUIET).is_empty(), "after 0 never rests");
     }
 }

@@ -503,17 +503,24 @@ fn the_target_keeps_its_headroom_above_the_low_watermark() {
     assert_eq!((s.moved, s.watermark_limited), (100, 900));
 }
 
+/// An environment whose node 0 is at its headroom: 1000 pages above a low
+/// watermark of 2000, under the default 64 MiB headroom.
+fn full_node0() -> FakeSystem {
+    let env = FakeSystem::new(move_all());
+    env.memory.lock().unwrap().insert(
+        0,
+        NodeMemory { total: 262_144, free: 3000, low: 2000, demotes: false, kswapd_hopeless: false },
+    );
+    env
+}
+
 #[test]
 fn a_full_target_takes_nothing() {
     let (map, targets) = topo_parts(RecordMode::Default);
     for i in 0..10 {
         ready(&map, S + i, 7, 0);
     }
-    let env = FakeSystem::new(move_all());
-    env.memory.lock().unwrap().insert(
-        0,
-        NodeMemory { total: 262_144, free: 3000, low: 2000, demotes: false, kswapd_hopeless: false },
-    );
+    let env = full_node0();
     let calls = env.calls.clone();
     let mut w = worker(&map, targets, unlimited(), env);
     assert_eq!(w.round(true), RoundEnd { moved: 0, limited: true });
@@ -526,11 +533,7 @@ fn a_full_target_takes_nothing() {
 #[test]
 fn a_round_with_nothing_ready_reads_no_free_memory() {
     let (map, targets) = topo_parts(RecordMode::Default);
-    let env = FakeSystem::new(move_all());
-    env.memory.lock().unwrap().insert(
-        0,
-        NodeMemory { total: 262_144, free: 3000, low: 2000, demotes: false, kswapd_hopeless: false },
-    );
+    let env = full_node0();
     let reads = env.memory_reads.clone();
     let mut w = worker(&map, targets, unlimited(), env);
     assert_eq!(w.round(false), RoundEnd { moved: 0, limited: false });

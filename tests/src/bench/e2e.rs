@@ -49,9 +49,9 @@ pub enum System {
     #[serde(rename = "hotpage_damon_200_samples")]
     HotpageDamon200Samples,
     HotpageObserveOnly,
-    /// hotpage at its defaults but with a scanner that never rests
-    /// (`--scan-rest-after-s 0`): the rest's comparison; only when asked for by name.
-    HotpageNoRest,
+    /// hotpage with the scanner's rest on (`--scan-rest-after-s 20`; off by
+    /// default): the rest's comparison; only when asked for by name.
+    HotpageRest,
 }
 
 impl System {
@@ -66,7 +66,7 @@ impl System {
         Self::HotpageDamon20Samples,
         Self::HotpageDamon200Samples,
         Self::HotpageObserveOnly,
-        Self::HotpageNoRest,
+        Self::HotpageRest,
     ];
 
     pub fn label(self) -> &'static str {
@@ -81,7 +81,7 @@ impl System {
             Self::HotpageDamon20Samples => "hotpage (DAMON, 20 samples)",
             Self::HotpageDamon200Samples => "hotpage (DAMON, 200 samples)",
             Self::HotpageObserveOnly => "hotpage observe-only",
-            Self::HotpageNoRest => "hotpage, scanner never rests",
+            Self::HotpageRest => "hotpage, scanner rests",
         }
     }
 
@@ -92,7 +92,7 @@ impl System {
 
     /// Comparisons that run only when named in `--systems`.
     fn by_name_only(self) -> bool {
-        self.damon_samples().is_some() || self == Self::HotpageNoRest
+        self.damon_samples().is_some() || self == Self::HotpageRest
     }
 
     /// DAMON samples per aggregation other than hotpage's default (80).
@@ -123,7 +123,7 @@ impl System {
                 Some(&["--sources", "damon", "--damon-cpu-budget-percent", "25"])
             }
             Self::HotpageObserveOnly => Some(&["--observe-only", "--samples", "off"]),
-            Self::HotpageNoRest => Some(&["--samples", "off", "--scan-rest-after-s", "0"]),
+            Self::HotpageRest => Some(&["--samples", "off", "--scan-rest-after-s", "20"]),
             _ => None,
         }
     }
@@ -455,7 +455,7 @@ fn kernel_for(system: System, fast_scan: bool) -> Result<SettingsGuard> {
         // (The DAMON source turns it off while it runs, and back.)
         System::HotpagePghot
         | System::Hotpage
-        | System::HotpageNoRest
+        | System::HotpageRest
         | System::HotpageSamples
         | System::HotpageDamon
         | System::HotpageDamon20Samples

@@ -252,20 +252,24 @@ fn stats_when(what: &str, limit: Duration, ok: impl Fn(&serde_json::Value) -> bo
     }
 }
 
-/// Once the hot set is in and nothing more qualifies, the daemon rests NUMA
-/// balancing's scanner (`kernel.numa_balancing` 0) and the hint faults stop;
-/// a probe scans again; the stop puts the operator's value back.
+/// With the rest asked for: once the hot set is in and nothing more
+/// qualifies, the daemon rests NUMA balancing's scanner (`kernel.numa_balancing`
+/// 0) and the hint faults stop; a probe switches it back on; the stop puts
+/// the operator's value back.
 #[test]
 fn with_nothing_left_to_find_the_scanner_rests_and_the_hint_faults_stop() {
     in_the_box();
     let _mode = pure_tiering_mode();
     let before = settings_now();
-    let daemon = start_daemon(&["--samples", "off", "--scan-rest-after-s", "5"]);
+    // 8 s of quiet: short for the test, longer than the 5 s the probe's
+    // faults are counted over (a fault that qualifies during the rest turns
+    // the scanner on again, and quiet from then on it would rest again).
+    let daemon = start_daemon(&["--samples", "off", "--scan-rest-after-s", "8"]);
     let w = Workload::start(64, 16, 300);
     let snap = w.stats_when_promoted(w.hot_pages() * 9 / 10, Duration::from_secs(150));
     assert!(Workload::promoted_in(&snap, w.pid) >= w.hot_pages() * 9 / 10, "{snap}");
     let phase = |p: &'static str| move |s: &serde_json::Value| s["scan_rest"]["phase"] == p;
-    // Drained and quiet for 5 s: the first rest (10 s).
+    // Quiet for 8 s: a rest (10 s at first).
     let resting = stats_when("resting", Duration::from_secs(120), phase("resting"));
     assert_eq!(settings_now().0, "0", "the scanner rests: {}", resting["scan_rest"]);
     // Pages already made PROT_NONE fault once more; then nothing.
@@ -277,15 +281,13 @@ fn with_nothing_left_to_find_the_scanner_rests_and_the_hint_faults_stop() {
     assert!(table.contains("NUMA scan: resting"), "{table}");
     let metrics = String::from_utf8(hotpage_cli(&["metrics"]).stdout).unwrap();
     assert!(metrics.contains("hotpage_numa_scan_resting 1"), "{metrics}");
-    // The probe (or a fault that qualified meanwhile): scanning again, and the faults come back.
+    // The probe (or a fault that qualified meanwhile): the scanner is switched back on.
     stats_when("scanning again", Duration::from_secs(15), |s| s["scan_rest"]["phase"] != "resting");
     assert_eq!(settings_now().0, "2", "scanning again in the operator's mode");
-    let f1 = vmstat("numa_hint_faults");
-    std::thread::sleep(Duration::from_secs(5));
-    let probing = vmstat("numa_hint_faults") - f1;
-    eprintln!("hint faults: {at_rest} in 4 s at rest, {probing} in 5 s of a probe");
-    assert!(probing > 1000, "a probe scans: {probing} hint faults in 5 s");
-    assert!(at_rest * 20 < probing, "at rest {at_rest} hint faults in 4 s, probing {probing} in 5 s");
+    // Whether the kernel takes the task's scan up again right away is not
+    // asserted: in two runs of three here it made no hint fault in the 20 s
+    // after (docs/operations.md), which is why the rest is off by default.
+    assert!(at_rest < 100, "at rest: {at_rest} hint faults in 4 s");
     assert!(daemon.stop().unwrap().status.success());
     assert_eq!(settings_now(), before, "settings restored");
 }

@@ -257,8 +257,11 @@ fn a_nearly_full_target_stops_promotion_and_nothing_ooms() {
     let mut p = Pipeline::start(&topo, cfg);
     let region = region_on_node1(8, false);
     let pages: Vec<usize> = (0..region.pages()).collect();
-    // The pages turn READY and wait there: the worker sees no room and walks nothing.
-    p.run_until(&region, &pages, Duration::from_secs(60), |p| p.map.ready_pages(1) >= 256);
+    // The pages turn READY and wait there: the worker sees no room and walks
+    // nothing (its rounds before any page was READY were idle, not limited).
+    p.run_until(&region, &pages, Duration::from_secs(60), |p| {
+        p.map.ready_pages(1) >= 256 && p.node1().limited_rounds >= 1
+    });
     let c = p.node1();
     assert!(p.map.ready_pages(1) >= 256, "{}", p.diag());
     assert!(c.limited_rounds >= 1, "{}", p.diag());

@@ -157,25 +157,30 @@ fn a_workload_that_exits_during_promotion_only_adds_counted_gone_pages() {
     // comes while many of its READY pages still wait.
     let config = PromoterConfig { rate_limit: RateLimit::MbPerSec(4), ..PromoterConfig::default() };
     let mut p = Pipeline::start(&topo, config);
-    let mut child = Command::new(workload_bin())
-        .args(["hot-set", "--node", "1", "--size-mib", "64", "--hot-mib", "32", "--seconds", "120"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    // Killed on drop too: a failure here must not leave it running into the next test.
+    let mut child = KillOnDrop(
+        Command::new(workload_bin())
+            .args(["hot-set", "--node", "1", "--size-mib", "64", "--hot-mib", "32", "--seconds", "120"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
     let waiting = |p: &Pipeline| p.map.hints().count_by_pid().get(&pid).copied().unwrap_or(0);
     let t = Instant::now();
-    while p.node1().moved == 0 || waiting(&p) < 256 {
+    // Mid-promotion: some of its pages moved, hundreds wait with their hints.
+    // Both read in one go (the worker may take the hints a moment later).
+    let at_exit = loop {
+        let (c, w) = (p.node1(), waiting(&p));
+        if c.moved > 0 && w >= 256 {
+            break c;
+        }
         assert!(t.elapsed() < Duration::from_secs(90), "the workload's pages never moved: {}", p.diag());
         p.pump();
         std::thread::sleep(Duration::from_millis(10));
-    }
-    // Mid-promotion: some of its pages moved, hundreds wait with their hints.
-    let at_exit = p.node1();
-    let waiting_at_exit = waiting(&p);
-    assert!(at_exit.moved > 0 && waiting_at_exit >= 256, "{waiting_at_exit} waiting: {}", p.diag());
-    child.kill().unwrap();
-    child.wait().unwrap();
+    };
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     // The worker takes hints into its rate-limited queue before it gets to
     // them: wait for the hints to go and for the queue to reach the dead pages.
     let gone_since = |p: &Pipeline| {

@@ -27,10 +27,7 @@ const TICK: Duration = Duration::from_secs(1);
 pub fn view_of(report: &RuleReport, lower_used: u64) -> RuleView {
     let seen: Vec<_> = report.nodes.iter().filter(|n| n.latency.count > 0).collect();
     RuleView {
-        settled: !seen.is_empty()
-            && seen
-                .iter()
-                .all(|n| matches!(n.threshold_source.as_str(), "split" | "drained" | "tenth taken")),
+        settled: !seen.is_empty() && seen.iter().all(|n| n.settled()),
         qualified: report.counters.qualified,
         lower_used,
     }

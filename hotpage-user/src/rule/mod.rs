@@ -112,6 +112,19 @@ pub struct NodeRuleReport {
     pub latency: LatencyHistogram,
 }
 
+/// The threshold source a node shows once the fallback has let its tenth through.
+pub const TENTH_TAKEN: &str = "tenth taken";
+
+impl NodeRuleReport {
+    /// Whether the rule knows where fast ends on this node: a split stands
+    /// or has drained, or the fallback's tenth is spent (not while it learns
+    /// or takes its tenth). What passes from here on is stragglers or luck.
+    pub fn settled(&self) -> bool {
+        [ThresholdSource::Split.name(), ThresholdSource::Drained.name(), TENTH_TAKEN]
+            .contains(&self.threshold_source.as_str())
+    }
+}
+
 /// The rule as `stats` and metrics show it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -239,7 +252,7 @@ impl NodeRule {
             nid,
             threshold_ms: ms(t.class),
             fault_threshold_ms: ms(t.fault_class),
-            source: if spent { "tenth taken" } else { t.source.name() },
+            source: if spent { TENTH_TAKEN } else { t.source.name() },
         }
     }
 }

@@ -150,11 +150,13 @@ impl ClassHistogram {
     }
 
     /// Redraws the threshold from the histogram as it is now.
-    pub fn refresh(&mut self) {
-        self.threshold = self.compute();
+    /// `drain_is_recent`: the node drained a pass or two ago at most, so a
+    /// drained split may still come back without a valley (see `compute`).
+    pub fn refresh(&mut self, drain_is_recent: bool) {
+        self.threshold = self.compute(drain_is_recent);
     }
 
-    fn compute(&mut self) -> Threshold {
+    fn compute(&mut self, drain_is_recent: bool) -> Threshold {
         if self.total < MIN_WEIGHT {
             return Threshold::LEARNING;
         }
@@ -193,11 +195,15 @@ impl ClassHistogram {
             // mode is broad, lost its valley a second after the first split
             // while 95% of it was still unpromoted, and three-in-a-row under a
             // too-tight split held 30% of the hot set back for 25 s.
-            return if still_there(self.share_up_to(last.class), last.share) {
-                split(last)
-            } else {
-                drained(last)
-            };
+            // …but only soon after a drain. A drain called while the mode's
+            // stragglers still fault is undone within a pass or two (at
+            // 900/112 MiB the split came back so until the whole hot set was
+            // in); later, what rises under the old split without a valley is
+            // the cold pages' own spread shifting (a 150 s run flickered back
+            // to the split from 55 s on and let 100k cold pages through).
+            let revive = (self.threshold.source != ThresholdSource::Drained || drain_is_recent)
+                && still_there(self.share_up_to(last.class), last.share);
+            return if revive { split(last) } else { drained(last) };
         }
         let want = (self.total as f64 * FALLBACK_QUANTILE).ceil() as u64;
         let mut seen = 0;
@@ -279,7 +285,7 @@ mod tests {
                 h.add(c);
             }
         }
-        h.refresh();
+        h.refresh(true);
         h
     }
 
@@ -332,7 +338,7 @@ mod tests {
         let mut h = histogram(&parts);
         assert_eq!(h.threshold().class, Some(13), "one fault's latency: halfway");
         h.set_placement(Placement::Valley);
-        h.refresh();
+        h.refresh(true);
         assert_eq!(
             h.threshold(),
             Threshold { class: Some(15), fault_class: Some(15), source: ThresholdSource::Split }
@@ -353,7 +359,7 @@ mod tests {
         for _ in 0..200_000 {
             h.add(18);
         }
-        h.refresh();
+        h.refresh(true);
         assert_eq!(h.threshold(), drained(split));
     }
 
@@ -369,13 +375,13 @@ mod tests {
                 h.add(c);
             }
         }
-        h.refresh();
+        h.refresh(true);
         assert_eq!(h.threshold(), split, "no valley now, but the fast mode is still there");
         // Its pages leave (promoted): the share under the split falls below a quarter.
         for _ in 0..400_000 {
             h.add(14);
         }
-        h.refresh();
+        h.refresh(true);
         assert_eq!(h.threshold(), drained(split.class));
     }
 
@@ -387,7 +393,7 @@ mod tests {
         for _ in 0..200_000 {
             h.add(18);
         }
-        h.refresh();
+        h.refresh(true);
         assert_eq!(h.threshold().source, ThresholdSource::Drained);
         // The cold pages' own spread grows a small fast shoulder with a
         // valley (DAMON's region figures did): no new hot set, still drained.
@@ -395,14 +401,54 @@ mod tests {
             h.add(14);
         }
         assert!(otsu(&h.weights, h.placement).is_some(), "the shoulder has a valley");
-        h.refresh();
+        h.refresh(true);
         assert_eq!(h.threshold(), drained(split.class));
         // A new hot set as big as the old one (it moved): a split again.
         for _ in 0..6000 {
             h.add(11);
         }
-        h.refresh();
+        h.refresh(true);
         assert_eq!(h.threshold().source, ThresholdSource::Split);
+    }
+
+    #[test]
+    fn long_after_a_drain_the_cold_spread_rising_under_the_split_does_not_bring_it_back() {
+        // Split, then the hot pages leave: drained.
+        let mut h = histogram(&[(11, 800), (18, 7000)]);
+        let split = h.threshold();
+        for _ in 0..200_000 {
+            h.add(18);
+        }
+        h.refresh(true);
+        assert_eq!(h.threshold(), drained(split.class));
+        // The cold pages' spread widens toward the split, one mode without a
+        // valley, its tail under the split above a quarter of the old share.
+        let mut spread = h.clone();
+        for (c, n) in [
+            (9, 1000),
+            (10, 2000),
+            (11, 3000),
+            (12, 4000),
+            (13, 5000),
+            (14, 6000),
+            (15, 7000),
+            (16, 8000),
+            (17, 9000),
+        ] {
+            for _ in 0..n {
+                spread.add(c);
+            }
+        }
+        assert!(otsu(&spread.weights, spread.placement).is_none(), "no valley");
+        let last = spread.last_split.unwrap();
+        assert!(still_there(spread.share_up_to(last.class), last.share), "above a quarter");
+        // Soon after the drain that is the mode's stragglers: the split stands again.
+        let mut soon = spread.clone();
+        soon.refresh(true);
+        assert_eq!(soon.threshold(), split);
+        // Passes later it is the cold spread: still drained.
+        spread.refresh(false);
+        assert_eq!(spread.threshold(), drained(split.class));
     }
 
     #[test]

@@ -142,6 +142,8 @@ pub struct KernelFile {
 /// --fast-scan` use. Without the delay at 0 a new task's scans stayed
 /// seconds apart in the box whatever the periods (docs/rule.md).
 pub const SCAN_DELAY_MS: u64 = 0;
+/// The longest `rest_*` setting taken, in seconds (a day).
+pub const REST_LIMIT_S: u64 = 86_400;
 pub const SCAN_PERIOD_MIN_MS: u64 = 100;
 pub const SCAN_PERIOD_MAX_MS: u64 = 1000;
 
@@ -361,6 +363,16 @@ impl FileConfig {
             return Err(invalid("metrics.textfile_interval_s must be at least 1".into()));
         }
         let k = &self.kernel;
+        // Longer than a day is no rest but a typo (and would overflow as ms).
+        for (key, v) in
+            [("rest_after_s", k.rest_after_s), ("rest_probe_s", k.rest_probe_s), ("rest_max_s", k.rest_max_s)]
+        {
+            if v > REST_LIMIT_S {
+                return Err(invalid(format!(
+                    "kernel.{key} = {v} is more than a day: at most {REST_LIMIT_S} s"
+                )));
+            }
+        }
         if k.rest_after_s > 0 && (k.rest_probe_s == 0 || k.rest_max_s == 0) {
             return Err(invalid(
                 "kernel.rest_probe_s and kernel.rest_max_s must be at least 1 (or rest_after_s = 0: never rest)"
@@ -443,6 +455,13 @@ mod tests {
             .resolve(Path::new("t"))
             .unwrap_err();
         assert!(bad.to_string().contains("rest_probe_s"), "{bad}");
+        // As many seconds as overflow in milliseconds (found by the property test below).
+        let huge =
+            parse("[kernel]\nrest_max_s = 18446744073709552").unwrap().resolve(Path::new("t")).unwrap_err();
+        assert!(
+            huge.to_string().contains("kernel.rest_max_s = 18446744073709552 is more than a day"),
+            "{huge}"
+        );
         assert_eq!(c.promoter, PromoterConfig::default());
         assert!(c.manage_numa_balancing);
         assert_eq!(c.load.wakeup_every, 512);

@@ -289,6 +289,20 @@ mod tests {
         h
     }
 
+    /// A split (800 hot latencies at class 11 among 7000 cold at 18), then
+    /// the hot pages leave (promoted): drained. The histogram, and the split.
+    fn drained_split() -> (ClassHistogram, Threshold) {
+        let mut h = histogram(&[(11, 800), (18, 7000)]);
+        let split = h.threshold();
+        assert_eq!(split.source, ThresholdSource::Split);
+        for _ in 0..200_000 {
+            h.add(18);
+        }
+        h.refresh(true);
+        assert_eq!(h.threshold(), drained(split.class));
+        (h, split)
+    }
+
     #[test]
     fn a_shallow_valley_measured_in_the_box_still_splits() {
         // Page means early in a CI run (GUPS 64/8 MiB, fast scans): the cold
@@ -352,15 +366,8 @@ mod tests {
             h.threshold(),
             Threshold { class: Some(15), fault_class: Some(15), source: ThresholdSource::Quantile }
         );
-        // A split, then the hot mode leaves (promoted): the split stands.
-        let mut h = histogram(&[(11, 800), (18, 7000)]);
-        assert_eq!(h.threshold().source, ThresholdSource::Split);
-        let split = h.threshold().class;
-        for _ in 0..200_000 {
-            h.add(18);
-        }
-        h.refresh(true);
-        assert_eq!(h.threshold(), drained(split));
+        // A split, then the hot mode leaves (promoted): the split stands, drained.
+        drained_split();
     }
 
     #[test]
@@ -387,14 +394,7 @@ mod tests {
 
     #[test]
     fn after_a_drain_only_a_mode_of_the_old_size_splits_again() {
-        // Split (hot 800 of 7800), then the hot pages leave.
-        let mut h = histogram(&[(11, 800), (18, 7000)]);
-        let split = h.threshold();
-        for _ in 0..200_000 {
-            h.add(18);
-        }
-        h.refresh(true);
-        assert_eq!(h.threshold().source, ThresholdSource::Drained);
+        let (mut h, split) = drained_split();
         // The cold pages' own spread grows a small fast shoulder with a
         // valley (DAMON's region figures did): no new hot set, still drained.
         for _ in 0..400 {
@@ -413,14 +413,7 @@ mod tests {
 
     #[test]
     fn long_after_a_drain_the_cold_spread_rising_under_the_split_does_not_bring_it_back() {
-        // Split, then the hot pages leave: drained.
-        let mut h = histogram(&[(11, 800), (18, 7000)]);
-        let split = h.threshold();
-        for _ in 0..200_000 {
-            h.add(18);
-        }
-        h.refresh(true);
-        assert_eq!(h.threshold(), drained(split.class));
+        let (h, split) = drained_split();
         // The cold pages' spread widens toward the split, one mode without a
         // valley, its tail under the split above a quarter of the old share.
         let mut spread = h.clone();

@@ -230,13 +230,6 @@ impl NodeRule {
         (1 + passes / 2).ilog2() as u8
     }
 
-    /// Whether the node drained under [`REVIVAL_PASSES`] passes ago: a
-    /// drained split may then come back without a valley (the drain was
-    /// called while the mode's stragglers still fault), not later.
-    fn drain_is_recent(&self) -> bool {
-        self.drained_faults / self.pages.max(1) < REVIVAL_PASSES
-    }
-
     /// The histogram's threshold, tightened while drained.
     fn effective(&self) -> Threshold {
         let t = self.classes.threshold();
@@ -263,10 +256,6 @@ impl NodeRule {
         }
     }
 }
-
-/// Passes over a node after a drain during which the old split may return
-/// without a valley; the drained bars begin to tighten at the same count.
-const REVIVAL_PASSES: u64 = 2;
 
 /// Redraw a node's threshold every this many mean updates.
 const REFRESH_EVERY: u32 = 1024;
@@ -359,7 +348,7 @@ impl HotnessRule {
             node.since_refresh += 1;
             if node.since_refresh >= REFRESH_EVERY {
                 node.since_refresh = 0;
-                node.classes.refresh(node.drain_is_recent());
+                node.classes.refresh(node.pages);
             }
         }
         if self.policy == Policy::Pghot {

@@ -22,11 +22,13 @@ const MIN_SEPARATION: f64 = 2.0;
 pub const FALLBACK_QUANTILE: f64 = 0.1;
 /// Never hotter than the kernel's own default `hot_threshold_ms` allows.
 pub const CEILING_MS: u32 = 1000;
-/// Without a split now, the fast mode counts as drained once the share of
-/// the weight at or under the last split is below 1/`DRAINED_AT` of what it
-/// was at that split; until then the split stands as a split (a broad fast
-/// mode loses its valley now and then while its pages are still there).
-const DRAINED_AT: f64 = 4.0;
+/// The fast mode counts as drained once a pass over the node finds under
+/// 1/`DRAINED_AT` of the fast pages its busiest pass found, and the count
+/// has stopped falling or is under 1/`DRAINED_AT`² (see [`FastFlow::gone`]).
+const DRAINED_AT: u64 = 4;
+/// Passes after a drain during which the fast pages' return brings the split
+/// back without a valley.
+const REVIVAL_PASSES: u32 = 2;
 
 /// Where a split goes between the fast mode's peak and the valley, by what
 /// one figure is.
@@ -51,9 +53,9 @@ pub enum ThresholdSource {
     Learning,
     /// Two modes, split by Otsu's method.
     Split,
-    /// Two modes were seen, and the fast one is gone now (its share under
-    /// the split a quarter of what it was at the split: mostly promoted):
-    /// the last split stands, but the rule asks for more evidence, since
+    /// Two modes were seen, and the fast one is gone now (a pass over the
+    /// node finds few of its pages fast: mostly promoted; see
+    /// [`FastFlow::gone`]): the last split stands, but the rule asks for more evidence, since
     /// what still passes is the hot set's stragglers or a cold page's luck,
     /// and promoting the latter would make precision decay with time.
     Drained,
@@ -91,13 +93,56 @@ impl Threshold {
     const LEARNING: Self = Self { class: None, fault_class: None, source: ThresholdSource::Learning };
 }
 
-/// The last split: where the mean's bar and the valley were, and the share
-/// of the weight at or under the split then.
+/// The last split: where the mean's bar and the valley were.
 #[derive(Clone, Copy, Debug)]
 struct LastSplit {
     class: u8,
     valley: u8,
-    share: f64,
+}
+
+/// The fast mode as a flow: how many mean updates of the last pass over the
+/// node were at or under the last split, and the most of any pass. A page's
+/// mean updates once a scan, so a pass's count is the pages that are fast now;
+/// the histogram, which holds the run's history, still shows a promoted hot
+/// set long after it left.
+#[derive(Clone, Copy, Debug, Default)]
+struct FastFlow {
+    /// Mean updates per pass (the node's pages with a mean).
+    pass: u64,
+    seen: u64,
+    fast: u64,
+    last: Option<u64>,
+    before: Option<u64>,
+    peak: u64,
+}
+
+impl FastFlow {
+    /// Counts one mean update; true when it closed a pass.
+    fn add(&mut self, fast: bool) -> bool {
+        self.seen += 1;
+        self.fast += u64::from(fast);
+        if self.seen < self.pass.max(1) {
+            return false;
+        }
+        self.before = self.last;
+        self.last = Some(self.fast);
+        self.peak = self.peak.max(self.fast);
+        (self.seen, self.fast) = (0, 0);
+        true
+    }
+
+    /// Whether the fast mode's pages have left (promoted): the last pass
+    /// found under 1/[`DRAINED_AT`] of the fast pages the busiest pass did,
+    /// and either the count has stopped falling (by under a quarter over the
+    /// pass: what is left is the cold pages' steady luck, not stragglers
+    /// still being promoted) or it is under 1/[`DRAINED_AT`]² (what is left
+    /// no longer matters; the drained bars still take consistently fast
+    /// pages). Once drained, under 1/[`DRAINED_AT`] is enough to stay so.
+    fn gone(&self, drained: bool) -> bool {
+        let Some(last) = self.last else { return false };
+        let stopped = self.before.is_some_and(|b| last * 4 >= b * 3);
+        last * DRAINED_AT < self.peak && (drained || stopped || last * DRAINED_AT * DRAINED_AT < self.peak)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -107,6 +152,9 @@ pub struct ClassHistogram {
     threshold: Threshold,
     last_split: Option<LastSplit>,
     placement: Placement,
+    flow: FastFlow,
+    /// Passes closed since the node last drained.
+    drained_passes: u32,
 }
 
 impl Default for ClassHistogram {
@@ -117,12 +165,15 @@ impl Default for ClassHistogram {
             threshold: Threshold::LEARNING,
             last_split: None,
             placement: Placement::default(),
+            flow: FastFlow::default(),
+            drained_passes: 0,
         }
     }
 }
 
 impl ClassHistogram {
     pub fn add(&mut self, class: u8) {
+        let closed = self.last_split.is_some_and(|last| self.flow.add(class <= last.class));
         self.weights[usize::from(class).min(CLASSES - 1)] += 1;
         self.total += 1;
         if self.total >= DECAY_AT {
@@ -131,6 +182,12 @@ impl ClassHistogram {
                 *w /= 2;
                 self.total += *w;
             }
+        }
+        // A pass's end is news: the fast pages are gone, or back (a hot set
+        // that moved is followed a refresh sooner).
+        if closed {
+            self.drained_passes += 1;
+            self.redraw();
         }
     }
 
@@ -143,20 +200,23 @@ impl ClassHistogram {
         self.placement = placement;
     }
 
-    /// The share of the weight in classes up to `class`.
-    fn share_up_to(&self, class: u8) -> f64 {
-        let under: u64 = self.weights[..=usize::from(class).min(CLASSES - 1)].iter().sum();
-        under as f64 / self.total.max(1) as f64
+    /// Redraws the threshold from the histogram as it is now. `pass`: mean
+    /// updates in a pass over the node (its pages with a mean), the window
+    /// in which the fast pages are counted from now on.
+    pub fn refresh(&mut self, pass: u64) {
+        self.flow.pass = pass.max(1);
+        self.redraw();
     }
 
-    /// Redraws the threshold from the histogram as it is now.
-    /// `drain_is_recent`: the node drained a pass or two ago at most, so a
-    /// drained split may still come back without a valley (see `compute`).
-    pub fn refresh(&mut self, drain_is_recent: bool) {
-        self.threshold = self.compute(drain_is_recent);
+    fn redraw(&mut self) {
+        let was = self.threshold.source;
+        self.threshold = self.compute();
+        if self.threshold.source == ThresholdSource::Drained && was != ThresholdSource::Drained {
+            self.drained_passes = 0;
+        }
     }
 
-    fn compute(&mut self, drain_is_recent: bool) -> Threshold {
+    fn compute(&mut self) -> Threshold {
         if self.total < MIN_WEIGHT {
             return Threshold::LEARNING;
         }
@@ -175,36 +235,51 @@ impl ClassHistogram {
             let c = Some(s.class.min(ceiling).saturating_sub(1));
             Threshold { class: c, fault_class: c, source: ThresholdSource::Drained }
         };
-        if let Some((class, valley)) = otsu(&self.weights, self.placement) {
-            let share = self.share_up_to(class);
-            let now = LastSplit { class, valley, share };
-            return match (self.threshold.source, self.last_split) {
-                // Once the fast mode drained, a valley inside what is left
-                // (the cold pages' own spread) is no new hot set: it must
-                // hold as much of the weight as the drained mode still
-                // counted as present.
-                (ThresholdSource::Drained, Some(last)) if !still_there(share, last.share) => drained(last),
-                _ => {
-                    self.last_split = Some(now);
-                    split(now)
-                }
-            };
+        let gone = self.flow.gone(self.threshold.source == ThresholdSource::Drained);
+        match (otsu(&self.weights, self.placement), self.last_split) {
+            // The fast mode's pages left (promoted). The histogram still
+            // holds their weight for tens of seconds, so Otsu goes on finding
+            // a valley between that history and the cold mode, which moves
+            // faster once the workload's hot set is on the fast node: taken as
+            // a split, it let 100 cold pages a second through in a CI run
+            // (precision 57%). The last split stands, drained. A new hot set
+            // (it moved) brings the fast pages back, and with them the split.
+            (_, Some(last)) if gone => drained(last),
+            // Drained for more than a pass or two, and fast pages are back
+            // without a mode of their own: the cold pages' spread moved under
+            // the split. The workload speeds up once its hot set is on the
+            // fast node, and in a 150 s run the cold pages under the split
+            // grew from 3% of the hot set's count after the drain to 90% over
+            // ten passes. Back within a pass or two, they are the mode's own
+            // pages after a gap (a hot set that moved within the node, its
+            // new pages' means still on their way down).
+            (None, Some(last))
+                if self.threshold.source == ThresholdSource::Drained && !self.drain_is_recent() =>
+            {
+                drained(last)
+            }
+            (Some((class, valley)), _) => {
+                let now = LastSplit { class, valley };
+                self.last_split = Some(now);
+                split(now)
+            }
+            // No valley this time, but the fast mode's pages are still here.
+            // Measured on DAMON's region figures: the hot mode is broad, lost
+            // its valley a second after the first split while 95% of it was
+            // still unpromoted, and three-in-a-row under a too-tight split
+            // held 30% of the hot set back for 25 s.
+            (None, Some(last)) => split(last),
+            (None, None) => self.quantile(ceiling),
         }
-        if let Some(last) = self.last_split {
-            // No valley this time. Measured on DAMON's region figures: the hot
-            // mode is broad, lost its valley a second after the first split
-            // while 95% of it was still unpromoted, and three-in-a-row under a
-            // too-tight split held 30% of the hot set back for 25 s.
-            // …but only soon after a drain. A drain called while the mode's
-            // stragglers still fault is undone within a pass or two (at
-            // 900/112 MiB the split came back so until the whole hot set was
-            // in); later, what rises under the old split without a valley is
-            // the cold pages' own spread shifting (a 150 s run flickered back
-            // to the split from 55 s on and let 100k cold pages through).
-            let revive = (self.threshold.source != ThresholdSource::Drained || drain_is_recent)
-                && still_there(self.share_up_to(last.class), last.share);
-            return if revive { split(last) } else { drained(last) };
-        }
+    }
+
+    /// Whether the node drained [`REVIVAL_PASSES`] passes ago at most.
+    fn drain_is_recent(&self) -> bool {
+        self.drained_passes <= REVIVAL_PASSES
+    }
+
+    /// Without a split yet: the fastest [`FALLBACK_QUANTILE`] of the weight.
+    fn quantile(&self, ceiling: u8) -> Threshold {
         let want = (self.total as f64 * FALLBACK_QUANTILE).ceil() as u64;
         let mut seen = 0;
         for (c, w) in self.weights.iter().enumerate() {
@@ -216,13 +291,6 @@ impl ClassHistogram {
         }
         Threshold::LEARNING
     }
-}
-
-/// Whether a fast mode holding share `now` of the weight is still the one
-/// that held `then` at its split: at least 1/[`DRAINED_AT`] of it. The bar
-/// for "drained" and for a split after a drain to count as a new hot set.
-fn still_there(now: f64, then: f64) -> bool {
-    now * DRAINED_AT >= then
 }
 
 /// Otsu's split of a class histogram, moved toward the valley between the
@@ -285,21 +353,36 @@ mod tests {
                 h.add(c);
             }
         }
-        h.refresh(true);
+        h.refresh(parts.iter().map(|p| p.1).sum());
         h
     }
 
-    /// A split (800 hot latencies at class 11 among 7000 cold at 18), then
-    /// the hot pages leave (promoted): drained. The histogram, and the split.
+    /// One pass over the node: each page's mean updates once, then a refresh.
+    fn pass(h: &mut ClassHistogram, parts: &[(u8, u64)]) {
+        let n = parts.iter().map(|p| p.1).sum();
+        h.flow.pass = n;
+        for &(c, k) in parts {
+            for _ in 0..k {
+                h.add(c);
+            }
+        }
+        h.refresh(n);
+    }
+
+    const HOT_AND_COLD: [(u8, u64); 2] = [(11, 800), (18, 7000)];
+    const COLD: [(u8, u64); 1] = [(18, 7000)];
+
+    /// A split (800 hot pages' means at class 11 among 7000 cold at 18),
+    /// then the hot pages leave (promoted): drained. The histogram, and the split.
     fn drained_split() -> (ClassHistogram, Threshold) {
-        let mut h = histogram(&[(11, 800), (18, 7000)]);
+        let mut h = histogram(&HOT_AND_COLD);
         let split = h.threshold();
         assert_eq!(split.source, ThresholdSource::Split);
-        for _ in 0..200_000 {
-            h.add(18);
-        }
-        h.refresh(true);
-        assert_eq!(h.threshold(), drained(split.class));
+        pass(&mut h, &HOT_AND_COLD);
+        assert_eq!(h.threshold(), split);
+        pass(&mut h, &COLD);
+        assert!(otsu(&h.weights, h.placement).is_some(), "the histogram still holds the hot pages' means");
+        assert_eq!(h.threshold(), drained(split.class), "but none of them is fast now");
         (h, split)
     }
 
@@ -352,7 +435,7 @@ mod tests {
         let mut h = histogram(&parts);
         assert_eq!(h.threshold().class, Some(13), "one fault's latency: halfway");
         h.set_placement(Placement::Valley);
-        h.refresh(true);
+        h.refresh(7880);
         assert_eq!(
             h.threshold(),
             Threshold { class: Some(15), fault_class: Some(15), source: ThresholdSource::Split }
@@ -374,74 +457,63 @@ mod tests {
     fn a_fast_mode_that_loses_its_valley_is_not_drained_until_its_pages_go() {
         // Two modes, split; then the valley fills (a broad fast mode, as
         // DAMON's region figures give) while the fast pages are still there.
-        let mut h = histogram(&[(8, 2000), (9, 1000), (14, 7000)]);
+        let mode = [(8, 2000), (9, 1000), (14, 7000)];
+        let mut h = histogram(&mode);
         let split = h.threshold();
         assert_eq!(split.source, ThresholdSource::Split);
-        for c in 9..14 {
-            for _ in 0..1800 {
-                h.add(c);
-            }
-        }
-        h.refresh(true);
+        let filled = [mode.as_slice(), &[(9, 1800), (10, 3600), (11, 3600), (12, 3600), (13, 3600)]].concat();
+        pass(&mut h, &filled);
+        assert!(otsu(&h.weights, h.placement).is_none());
         assert_eq!(h.threshold(), split, "no valley now, but the fast mode is still there");
-        // Its pages leave (promoted): the share under the split falls below a quarter.
-        for _ in 0..400_000 {
-            h.add(14);
-        }
-        h.refresh(true);
+        // Its pages leave (promoted).
+        pass(&mut h, &[(12, 3600), (13, 3600), (14, 7000)]);
         assert_eq!(h.threshold(), drained(split.class));
     }
 
     #[test]
-    fn after_a_drain_only_a_mode_of_the_old_size_splits_again() {
+    fn stragglers_keep_the_split_while_their_count_falls() {
+        let mut h = histogram(&[(11, 1600), (18, 7000)]);
+        let split = h.threshold();
+        pass(&mut h, &[(11, 1600), (18, 7000)]);
+        // Most of the hot set promoted; the rest is being promoted under the split.
+        pass(&mut h, &[(11, 300), (18, 7000)]);
+        assert_eq!(h.threshold(), split, "300 of 1600: under a quarter, but falling");
+        // The count stops falling: that is the cold pages' luck, not stragglers.
+        pass(&mut h, &[(11, 280), (18, 7000)]);
+        assert_eq!(h.threshold(), drained(split.class));
+    }
+
+    #[test]
+    fn after_a_drain_only_fast_pages_with_a_mode_of_their_own_split_again() {
         let (mut h, split) = drained_split();
-        // The cold pages' own spread grows a small fast shoulder with a
-        // valley (DAMON's region figures did): no new hot set, still drained.
-        for _ in 0..400 {
-            h.add(14);
-        }
+        // The cold pages' own spread grows a fast shoulder with a valley
+        // (DAMON's region figures did), above the split: no new hot set.
+        pass(&mut h, &[(14, 400), (18, 7000)]);
         assert!(otsu(&h.weights, h.placement).is_some(), "the shoulder has a valley");
-        h.refresh(true);
         assert_eq!(h.threshold(), drained(split.class));
         // A new hot set as big as the old one (it moved): a split again.
-        for _ in 0..6000 {
-            h.add(11);
-        }
-        h.refresh(true);
+        pass(&mut h, &HOT_AND_COLD);
         assert_eq!(h.threshold().source, ThresholdSource::Split);
     }
 
     #[test]
     fn long_after_a_drain_the_cold_spread_rising_under_the_split_does_not_bring_it_back() {
-        let (h, split) = drained_split();
+        let (soon, split) = drained_split();
         // The cold pages' spread widens toward the split, one mode without a
-        // valley, its tail under the split above a quarter of the old share.
-        let mut spread = h.clone();
-        for (c, n) in [
-            (9, 1000),
-            (10, 2000),
-            (11, 3000),
-            (12, 4000),
-            (13, 5000),
-            (14, 6000),
-            (15, 7000),
-            (16, 8000),
-            (17, 9000),
-        ] {
-            for _ in 0..n {
-                spread.add(c);
-            }
+        // valley, with more pages under the split than the hot set had.
+        let spread: Vec<(u8, u64)> = (9..=17).map(|c| (c, 1000 * u64::from(c - 8))).collect();
+        let mut later = soon.clone();
+        for _ in 0..REVIVAL_PASSES {
+            pass(&mut later, &COLD);
         }
-        assert!(otsu(&spread.weights, spread.placement).is_none(), "no valley");
-        let last = spread.last_split.unwrap();
-        assert!(still_there(spread.share_up_to(last.class), last.share), "above a quarter");
-        // Soon after the drain that is the mode's stragglers: the split stands again.
-        let mut soon = spread.clone();
-        soon.refresh(true);
+        pass(&mut later, &spread);
+        assert!(otsu(&later.weights, later.placement).is_none(), "no valley");
+        assert!(later.flow.last.unwrap() * DRAINED_AT >= later.flow.peak, "fast pages are back");
+        assert_eq!(later.threshold(), drained(split.class));
+        // Right after the drain, the same is the mode's own pages after a gap.
+        let mut soon = soon;
+        pass(&mut soon, &spread);
         assert_eq!(soon.threshold(), split);
-        // Passes later it is the cold spread: still drained.
-        spread.refresh(false);
-        assert_eq!(spread.threshold(), drained(split.class));
     }
 
     #[test]

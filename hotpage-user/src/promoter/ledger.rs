@@ -22,6 +22,10 @@ use super::{
 /// workers subtract their own reservations, and others' allocations in this
 /// time are small next to the headroom.
 pub const FREE_MEMORY_TTL_MS: u64 = 50;
+/// Pages moved to a demoting target that sits under its floor with kswapd
+/// asleep, at most once per [`WAKE_EVERY_MS`]: their allocation wakes it.
+pub const WAKE_PAGES: u64 = 16;
+pub const WAKE_EVERY_MS: u64 = 1000;
 
 /// A target's account: its bucket and its memory as last read.
 struct Account {
@@ -30,6 +34,10 @@ struct Account {
     /// less reservations since; None when the target's memory is unknown.
     room: Option<u64>,
     read_at: Option<u64>,
+    /// When a reading last granted the [`WAKE_PAGES`].
+    woke_at: Option<u64>,
+    /// The room is the [`WAKE_PAGES`] of the last reading.
+    waking: bool,
 }
 
 /// Pages granted by [`TargetLedger::reserve`], and what cut the grant short.
@@ -38,6 +46,8 @@ pub struct Grant {
     pub pages: u64,
     /// `rate_limited` or `watermark_limited` when fewer than wanted.
     pub limit: Option<Counter>,
+    /// The pages are the few that wake kswapd on a target under its floor.
+    pub wakes_kswapd: bool,
 }
 
 /// The accounts of every target node, shared by the workers (cheap to clone).
@@ -67,9 +77,26 @@ impl TargetLedger {
             bucket: TokenBucket::new(self.config.rate_limit),
             room: None,
             read_at: None,
+            woke_at: None,
+            waking: false,
         });
-        if account.read_at.is_none_or(|t| now.saturating_sub(t) >= FREE_MEMORY_TTL_MS || now < t) {
-            account.room = read().map(|m| m.free.saturating_sub(self.config.floor_pages(&m)));
+        let after = |t: Option<u64>, ms: u64| t.is_none_or(|t| now.saturating_sub(t) >= ms || now < t);
+        if after(account.read_at, FREE_MEMORY_TTL_MS) {
+            account.waking = false;
+            account.room = read().map(|m| {
+                let room = m.free.saturating_sub(self.config.floor_pages(&m));
+                // The kernel's own promotion wakes kswapd itself when the
+                // target is short (numamigrate_isolate_folio); from user space
+                // only an allocation there does. Without one, a "tight" run's
+                // target sat under the floor with kswapd asleep and READY
+                // pages waiting for the whole run.
+                if room == 0 && self.config.wakes_kswapd(&m) && after(account.woke_at, WAKE_EVERY_MS) {
+                    account.woke_at = Some(now);
+                    account.waking = true;
+                    return WAKE_PAGES;
+                }
+                room
+            });
             account.read_at = Some(now);
         }
         Some(f(account))
@@ -121,9 +148,9 @@ impl TargetLedger {
             } else {
                 Some(Counter::rate_limited)
             };
-            Grant { pages, limit }
+            Grant { pages, limit, wakes_kswapd: a.waking && pages > 0 }
         })
-        .unwrap_or(Grant { pages: 0, limit: Some(Counter::rate_limited) })
+        .unwrap_or(Grant { pages: 0, limit: Some(Counter::rate_limited), wakes_kswapd: false })
     }
 
     /// Settles a reservation of `reserved` pages of which `sent` went to
@@ -164,10 +191,10 @@ mod tests {
     #[test]
     fn reservations_count_against_the_room_until_the_next_reading() {
         let l = unlimited();
-        assert_eq!(l.reserve(0, 60, 100, memory(100)), Grant { pages: 60, limit: None });
+        assert_eq!(l.reserve(0, 60, 100, memory(100)), Grant { pages: 60, limit: None, wakes_kswapd: false });
         // Within the reading's lifetime the next worker sees what is left.
         let g = l.reserve(0, 60, 120, memory(100));
-        assert_eq!(g, Grant { pages: 40, limit: Some(Counter::watermark_limited) });
+        assert_eq!(g, Grant { pages: 40, limit: Some(Counter::watermark_limited), wakes_kswapd: false });
         assert!(!l.has_room(0, 130, memory(100)));
         // Moved pages used the memory; a fresh reading says so itself.
         l.settle(0, 60, 60, 60);
@@ -187,14 +214,42 @@ mod tests {
         // 44 + 50 tokens; 1000 - 200 + 100 pages of room.
         assert_eq!(
             l.reserve(0, 1000, 0, memory(1000)),
-            Grant { pages: 94, limit: Some(Counter::rate_limited) }
+            Grant { pages: 94, limit: Some(Counter::rate_limited), wakes_kswapd: false }
         );
+    }
+
+    #[test]
+    fn a_demoting_target_under_its_floor_still_takes_a_few_pages_a_second() {
+        let l = unlimited();
+        // Low watermark 1000, floor 875; 800 free: no room.
+        let short = |demotes, kswapd_hopeless| {
+            move || Some(NodeMemory { total: 262_144, free: 800, low: 1000, demotes, kswapd_hopeless })
+        };
+        let g = l.reserve(0, 500, 0, short(true, false));
+        assert_eq!((g.pages, g.wakes_kswapd), (WAKE_PAGES, true), "a few, whose allocation wakes kswapd");
+        assert_eq!(l.reserve(0, 500, 10, short(true, false)).pages, 0, "within the reading");
+        assert_eq!(l.reserve(0, 500, 100, short(true, false)).pages, 0, "a new reading, within the second");
+        assert_eq!(l.reserve(0, 500, 1000, short(true, false)).pages, WAKE_PAGES, "a second later");
+        // Not for a node that does not demote (nothing would make room), and
+        // not under an operator's headroom.
+        assert_eq!(l.reserve(1, 500, 0, short(false, false)).pages, 0);
+        let asked = TargetLedger::new(&PromoterConfig {
+            rate_limit: RateLimit::Unlimited,
+            headroom_mib: Some(1),
+            ..PromoterConfig::default()
+        });
+        assert_eq!(asked.reserve(0, 500, 0, short(true, false)).pages, 0);
+        // Once the kernel gave up on kswapd there is no floor at all.
+        assert_eq!(l.reserve(2, 500, 0, short(true, true)).pages, 500);
     }
 
     #[test]
     fn unknown_memory_leaves_only_the_rate_limit() {
         let l = unlimited();
-        assert_eq!(l.reserve(3, 1 << 20, 0, || None), Grant { pages: 1 << 20, limit: None });
+        assert_eq!(
+            l.reserve(3, 1 << 20, 0, || None),
+            Grant { pages: 1 << 20, limit: None, wakes_kswapd: false }
+        );
         assert!(l.has_room(3, 1, || None));
     }
 }

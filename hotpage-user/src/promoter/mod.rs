@@ -117,6 +117,14 @@ impl PromoterConfig {
         m.low.saturating_add(self.headroom_pages(m.total))
     }
 
+    /// Whether promotions to this target lean on kswapd to demote for them:
+    /// under the floor, a few pages still go now and then
+    /// ([`ledger::WAKE_PAGES`]), since their allocation under the low
+    /// watermark is what wakes kswapd.
+    pub fn wakes_kswapd(&self, m: &NodeMemory) -> bool {
+        m.demotes && self.headroom_mib.is_none() && !m.kswapd_hopeless
+    }
+
     /// Headroom in pages for a target node of `total` pages.
     pub fn headroom_pages(&self, total: u64) -> u64 {
         match self.headroom_mib {

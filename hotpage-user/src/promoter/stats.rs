@@ -11,6 +11,7 @@ crate::counter_set! {
     rounds: "walks of the node's flagged sections",
     wakeups: "rounds started by the node's activate flag rather than the timer",
     limited_rounds: "rounds that walked nothing because every target was full or out of rate",
+    kswapd_wakes: "small batches sent to a demoting target under its floor, whose allocation wakes kswapd",
     idle_rounds: "rounds that found nothing READY on the node: no room check, no walk",
     candidates: "READY records taken from the hot map",
     no_hint: "candidates without a (pid, vaddr) hint (evicted from the hint table)",

@@ -107,6 +107,7 @@ pub fn snapshot() -> Snapshot {
                 err_ebusy: 3,
                 left_on_node: 2,
                 limited_rounds: 5,
+                kswapd_wakes: 2,
                 idle_rounds: 310,
                 rearmed: 3,
                 ..CounterSnapshot::default()

@@ -301,6 +301,13 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.node_counters(
         s,
+        "hotpage_promoter_kswapd_wakes_total",
+        "Small batches sent to a demoting target under its floor, whose allocation wakes kswapd to demote.",
+        "",
+        &[(Counter::kswapd_wakes, "")],
+    );
+    o.node_counters(
+        s,
         "hotpage_promoter_idle_rounds_total",
         "Promoter rounds that found nothing READY on the node (no room check, no walk).",
         "",

@@ -25,6 +25,9 @@ pub const FREE_MEMORY_TTL_MS: u64 = 50;
 /// Pages moved to a demoting target that sits under its floor with kswapd
 /// asleep, at most once per [`WAKE_EVERY_MS`]: their allocation wakes it.
 pub const WAKE_PAGES: u64 = 16;
+/// A second: kswapd, once woken, works until the node is balanced, so one
+/// small allocation now and then is all it takes; 64 KiB a second is nothing
+/// next to what a demoting node frees.
 pub const WAKE_EVERY_MS: u64 = 1000;
 
 /// A target's account: its bucket and its memory as last read.

@@ -52,9 +52,10 @@ pub enum ThresholdSource {
     Split,
     /// Two modes were seen, and the fast one is gone now (a pass over the
     /// node finds few of its pages fast: mostly promoted; see
-    /// [`FastFlow::gone`]): the last split stands, but the rule asks for more evidence, since
-    /// what still passes is the hot set's stragglers or a cold page's luck,
-    /// and promoting the latter would make precision decay with time.
+    /// [`FastFlow::gone`]): the last split stands, but the rule asks for
+    /// more evidence, since what still passes is the hot set's stragglers
+    /// or a cold page's luck, and promoting the latter would make precision
+    /// decay with time.
     Drained,
     /// No second mode seen yet: the fastest pages.
     Quantile,
@@ -264,19 +265,11 @@ impl ClassHistogram {
             // 12.5%.
             (_, Some(last)) if self.threshold.source == ThresholdSource::Drained => {
                 match otsu(&self.flow.last_classes, self.placement) {
-                    Some((class, valley)) => {
-                        let now = LastSplit { class, valley };
-                        self.last_split = Some(now);
-                        split(now)
-                    }
+                    Some(found) => split(self.take_split(found)),
                     None => drained(last),
                 }
             }
-            (Some((class, valley)), _) => {
-                let now = LastSplit { class, valley };
-                self.last_split = Some(now);
-                split(now)
-            }
+            (Some(found), _) => split(self.take_split(found)),
             // No valley this time, but the fast mode's pages are still here.
             // Measured on DAMON's region figures: the hot mode is broad, lost
             // its valley a second after the first split while 95% of it was
@@ -285,6 +278,13 @@ impl ClassHistogram {
             (None, Some(last)) => split(last),
             (None, None) => self.quantile(ceiling),
         }
+    }
+
+    /// Makes Otsu's `(class, valley)` the last split.
+    fn take_split(&mut self, (class, valley): (u8, u8)) -> LastSplit {
+        let now = LastSplit { class, valley };
+        self.last_split = Some(now);
+        now
     }
 
     /// Without a split yet: the fastest [`FALLBACK_QUANTILE`] of the weight.

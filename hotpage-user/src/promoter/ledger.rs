@@ -39,8 +39,13 @@ struct Account {
     read_at: Option<u64>,
     /// When a reading last granted the [`WAKE_PAGES`].
     woke_at: Option<u64>,
-    /// The room is the [`WAKE_PAGES`] of the last reading.
-    waking: bool,
+}
+
+impl Account {
+    /// Whether the room is the [`WAKE_PAGES`] of the last reading.
+    fn waking(&self) -> bool {
+        self.woke_at.is_some() && self.woke_at == self.read_at
+    }
 }
 
 /// Pages granted by [`TargetLedger::reserve`], and what cut the grant short.
@@ -81,11 +86,9 @@ impl TargetLedger {
             room: None,
             read_at: None,
             woke_at: None,
-            waking: false,
         });
         let after = |t: Option<u64>, ms: u64| t.is_none_or(|t| now.saturating_sub(t) >= ms || now < t);
         if after(account.read_at, FREE_MEMORY_TTL_MS) {
-            account.waking = false;
             account.room = read().map(|m| {
                 let room = m.free.saturating_sub(self.config.floor_pages(&m));
                 // The kernel's own promotion wakes kswapd itself when the
@@ -95,7 +98,6 @@ impl TargetLedger {
                 // pages waiting for the whole run.
                 if room == 0 && self.config.wakes_kswapd(&m) && after(account.woke_at, WAKE_EVERY_MS) {
                     account.woke_at = Some(now);
-                    account.waking = true;
                     return WAKE_PAGES;
                 }
                 room
@@ -151,7 +153,7 @@ impl TargetLedger {
             } else {
                 Some(Counter::rate_limited)
             };
-            Grant { pages, limit, wakes_kswapd: a.waking && pages > 0 }
+            Grant { pages, limit, wakes_kswapd: a.waking() && pages > 0 }
         })
         .unwrap_or(Grant { pages: 0, limit: Some(Counter::rate_limited), wakes_kswapd: false })
     }

@@ -297,7 +297,9 @@ impl<E: PromoterSystem> NodeWorker<E> {
             let env = &mut self.env;
             self.ledger.reserve(target, want, now, || env.node_memory(target))
         };
-        self.stats.add(Counter::kswapd_wakes, u64::from(grant.wakes_kswapd));
+        if grant.wakes_kswapd {
+            self.stats.add(Counter::kswapd_wakes, 1);
+        }
         // The longest prefix that fits; the rest waits, unverified.
         let mut fit = 0;
         let mut used = 0;

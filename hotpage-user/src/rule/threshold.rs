@@ -357,12 +357,7 @@ mod tests {
 
     fn histogram(parts: &[(u8, u64)]) -> ClassHistogram {
         let mut h = ClassHistogram::default();
-        for &(c, n) in parts {
-            for _ in 0..n {
-                h.add(c);
-            }
-        }
-        h.refresh(parts.iter().map(|p| p.1).sum());
+        pass(&mut h, parts);
         h
     }
 
@@ -444,7 +439,7 @@ mod tests {
         let mut h = histogram(&parts);
         assert_eq!(h.threshold().class, Some(13), "one fault's latency: halfway");
         h.set_placement(Placement::Valley);
-        h.refresh(7880);
+        h.refresh(parts.iter().map(|p| p.1).sum());
         assert_eq!(
             h.threshold(),
             Threshold { class: Some(15), fault_class: Some(15), source: ThresholdSource::Split }

@@ -5,66 +5,8 @@ use super::common::*;
 
 // ---- the daemon: `hotpage run` with `hotpage stats` over its socket ----
 
-/// A hot-set workload on node 1, started and placed.
-struct Workload {
-    pub child: Child,
-    pub pid: u32,
-    pub region: (u64, u64),
-    pub hot: (u64, u64),
-}
-
+/// What the daemon's stats say about a workload.
 impl Workload {
-    pub fn start(size_mib: u32, hot_mib: u32, seconds: u32) -> Self {
-        let truth = PathBuf::from(format!("/tmp/truth-{}.json", Instant::now().elapsed().as_nanos()));
-        let _ = std::fs::remove_file(&truth);
-        let child = Command::new(workload_bin())
-            .args([
-                "hot-set",
-                "--node",
-                "1",
-                "--size-mib",
-                &size_mib.to_string(),
-                "--hot-mib",
-                &hot_mib.to_string(),
-            ])
-            .args(["--seconds", &seconds.to_string(), "--truth", truth.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        // The workload writes its ground truth once the region is on node 1.
-        let text = loop {
-            if let Ok(t) = std::fs::read_to_string(&truth)
-                && t.ends_with('\n')
-            {
-                break t;
-            }
-            assert!(t.elapsed() < Duration::from_secs(60), "the workload never placed its memory");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let pair = |a: &serde_json::Value| (a[0].as_u64().unwrap(), a[1].as_u64().unwrap());
-        Self { pid: child.id(), child, region: pair(&v["region"]), hot: pair(&v["hot"][0]) }
-    }
-
-    /// Pages of the region on each node, from /proc/<pid>/numa_maps.
-    pub fn region_nodes(&self) -> HashMap<u32, u64> {
-        let maps = std::fs::read_to_string(format!("/proc/{}/numa_maps", self.pid)).unwrap();
-        let start = format!("{:x}", self.region.0);
-        let line =
-            maps.lines().find(|l| l.split_whitespace().next() == Some(start.as_str())).unwrap_or_else(|| {
-                panic!("no numa_maps line for the region at {start}:\n{maps}");
-            });
-        line.split_whitespace()
-            .filter_map(|f| f.strip_prefix('N')?.split_once('='))
-            .map(|(n, c)| (n.parse().unwrap(), c.parse().unwrap()))
-            .collect()
-    }
-
-    pub fn hot_pages(&self) -> u64 {
-        (self.hot.1 - self.hot.0) / 4096
-    }
-
     /// Pages the daemon's stats say it promoted for `pid`.
     pub fn promoted_in(stats: &serde_json::Value, pid: u32) -> u64 {
         stats["processes"]
@@ -106,13 +48,6 @@ impl Workload {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-    }
-}
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

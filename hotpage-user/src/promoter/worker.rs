@@ -336,8 +336,14 @@ impl<E: PromoterSystem> NodeWorker<E> {
         self.status.resize(go.len(), NOT_WRITTEN);
         let flags = if self.config.move_shared { MPOL_MF_MOVE_ALL } else { MPOL_MF_MOVE };
         self.stats.add(Counter::move_calls, 1);
+        let started = self.env.now_tick();
         let result = self.env.move_pages(pid, &self.addrs, Some(&self.nodes), &mut self.status, flags);
         let now = self.env.now_tick();
+        // The call held the process (its pages unmapped meanwhile): the
+        // rule takes this time off its latencies.
+        if let (Ok(_), Some(s)) = (&result, &self.scores) {
+            s.note_move(pid, started, now);
+        }
         match result {
             // EINVAL: the process is exiting, its memory already gone
             // (find_mm_struct finds the task but no mm): an exit as ESRCH is.

@@ -136,7 +136,13 @@ pub fn snapshot() -> Snapshot {
         },
         rule: RuleReport {
             policy: "latency".into(),
-            counters: RuleStats { latencies: 52_000, qualified: 6_100, rejected: 45_900, no_latency: 900 },
+            counters: RuleStats {
+                latencies: 52_000,
+                qualified: 6_100,
+                rejected: 45_900,
+                stall_corrected: 700,
+                no_latency: 900,
+            },
             nodes: vec![NodeRuleReport {
                 nid: 1,
                 threshold_ms: Some(180.0),

@@ -145,6 +145,12 @@ fn rule(o: &mut Out, r: &RuleReport) {
     for (verdict, v) in [("qualified", c.qualified), ("rejected", c.rejected), ("no_latency", c.no_latency)] {
         o.sample("hotpage_rule_hint_faults_total", &[("verdict", verdict)], v as f64);
     }
+    o.family(
+        "hotpage_rule_stall_corrected_total",
+        "counter",
+        "Hint faults whose latency had the time hotpage spent moving their process's pages taken off.",
+    );
+    o.sample("hotpage_rule_stall_corrected_total", &[], c.stall_corrected as f64);
     let bars: [(&str, &str, NodeBar); 2] = [
         (
             "hotpage_rule_threshold_seconds",
@@ -169,7 +175,7 @@ fn rule(o: &mut Out, r: &RuleReport) {
     o.family(
         "hotpage_hint_fault_latency_seconds",
         "histogram",
-        "Scan-to-fault latency of hint faults on each lower-tier node (the kernel's scan stamp).",
+        "Scan-to-fault latency of hint faults on each lower-tier node (the kernel's scan stamp), less time spent in hotpage's own moves of the process's pages.",
     );
     for n in &r.nodes {
         let h = &n.latency;

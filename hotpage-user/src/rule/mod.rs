@@ -17,6 +17,7 @@
 
 pub mod latency;
 pub mod scores;
+pub mod stall;
 pub mod threshold;
 
 use std::{
@@ -90,6 +91,7 @@ crate::counter_set! {
         latencies: "hint faults that carried a scan-to-fault latency",
         qualified: "hint faults counted as accesses: the page's latencies are consistently fast",
         rejected: "hint faults not counted: too few latencies yet, or a slow mean",
+        stall_corrected: "hint faults whose latency was shortened by the time hotpage spent moving their process's pages",
         no_latency: "events without a latency, counted as pghot would",
     }
 }
@@ -322,7 +324,12 @@ impl HotnessRule {
         // Once the fast mode has drained, what passes is stragglers or luck:
         // three fast faults in a row instead of two.
         let needed = if source == ThresholdSource::Drained { 3 } else { 2 };
-        let ms = ev.latency_ms;
+        // Time the process spent held by hotpage's own moves is not the
+        // page's: taken off (`stall`).
+        let t_ms = ev.time_ns / 1_000_000;
+        let stalled = self.scores.stalled_ms(ev.pid, t_ms.saturating_sub(u64::from(ev.latency_ms)), t_ms);
+        self.stats.stall_corrected += u64::from(stalled > 0);
+        let ms = ev.latency_ms.saturating_sub(u32::try_from(stalled).unwrap_or(u32::MAX));
         let fast = fault_class.is_some_and(|t| latency::class_of(ms) <= t);
         let mut had_mean = false;
         let Some(score) = self.scores.update(ev.pfn, |s| {
@@ -452,6 +459,41 @@ mod tests {
             let wait = -(1.0 - self.unit()).ln() / per_s * 1000.0;
             (wait + delay_ms) as u32
         }
+    }
+
+    /// A fault that came late because hotpage was moving its process's
+    /// pages in its window: the time of the move is taken off, so a hot
+    /// page's streak and mean survive the stall; another process's move
+    /// changes nothing.
+    #[test]
+    fn time_its_process_spent_in_a_move_is_taken_off_a_latency() {
+        let watched = S + 8192;
+        let after_stall = |mover: u32| {
+            let mut rule = HotnessRule::new(Policy::Latency, &layout());
+            let mut rng = Rng(0x3c6e_f372_fe94_f82b);
+            // A split between 1024 pages at 50/s and 7168 at 2/s.
+            for _scan in 0..10 {
+                for p in 0..8192 {
+                    rule.judge(&fault(S + p, rng.latency(if p < 1024 { 50.0 } else { 2.0 }, 20.0)));
+                }
+            }
+            assert_eq!(rule.report().nodes[0].threshold_source, "split");
+            for _ in 0..2 {
+                rule.judge(&fault(watched, 30));
+            }
+            let before = rule.scores().get(watched).unwrap();
+            assert_eq!(before.streak(), 2);
+            // At 100 s, 2 s after the scan: 1.96 s of it in a move of pid 42.
+            rule.scores().note_move(mover, 98_020, 99_980);
+            let late = HotpageEvent { pid: 42, time_ns: 100_000_000_000, ..fault(watched, 2000) };
+            rule.judge(&late);
+            (before, rule.scores().get(watched).unwrap(), rule.stats().stall_corrected)
+        };
+        let (before, after, corrected) = after_stall(42);
+        assert_eq!((after.streak(), corrected), (3, 1), "40 ms, not 2 s: the streak goes on");
+        assert!(after.class() <= before.class() + 1, "and the mean stays fast");
+        let (_, after, corrected) = after_stall(43);
+        assert_eq!((after.streak(), corrected), (0, 0), "another process's move: a slow fault");
     }
 
     /// 1024 pages at 50 accesses/s among 7168 at 2/s, faulting once per scan

@@ -1,6 +1,7 @@
 //! Each lower-tier page's latency estimate, one byte per page: written by the
 //! rule (the collector thread), read by the promoter's workers to send the
-//! hottest pages first.
+//! hottest pages first. The workers in turn say when they moved a process's
+//! pages, which stalls it (`stall`).
 
 use std::{
     collections::BTreeMap,
@@ -12,7 +13,10 @@ use std::{
 
 use hotpage_common::{PAGES_PER_SECTION, PFN_SECTION_SHIFT};
 
-use super::latency::{class_mid_ms, class_of};
+use super::{
+    latency::{class_mid_ms, class_of},
+    stall::MoveCalls,
+};
 use crate::hotmap::{MemoryLayout, directory::Directory};
 
 /// A page's state in one byte: in the high five bits the class of its mean
@@ -85,11 +89,13 @@ struct ScoreSection {
 /// that comes online later gets scores too ([`PageScores::update_layout`]).
 pub struct PageScores {
     sections: Directory<ScoreSection>,
+    /// When the promoter moved each process's pages (see [`MoveCalls`]).
+    moves: MoveCalls,
 }
 
 impl PageScores {
     pub fn new(layout: &MemoryLayout) -> Self {
-        let scores = Self { sections: Directory::new() };
+        let scores = Self { sections: Directory::new(), moves: MoveCalls::default() };
         scores.update_layout(layout);
         scores
     }
@@ -145,6 +151,16 @@ impl PageScores {
         let new = next(PageScore(cell.load(Ordering::Relaxed)));
         cell.store(new.0, Ordering::Relaxed);
         Some(new)
+    }
+
+    /// The promoter moved pages of `pid` from `start_ms` to `end_ms`.
+    pub fn note_move(&self, pid: u32, start_ms: u64, end_ms: u64) {
+        self.moves.note(pid, start_ms, end_ms);
+    }
+
+    /// How much of `from_ms..to_ms` `pid` spent with its pages being moved, ms.
+    pub fn stalled_ms(&self, pid: u32, from_ms: u64, to_ms: u64) -> u64 {
+        self.moves.stalled_ms(pid, from_ms, to_ms)
     }
 
     /// Forgets the page (it left the lower tier): a pfn reused later starts fresh.

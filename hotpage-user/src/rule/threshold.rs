@@ -243,7 +243,7 @@ impl ClassHistogram {
             Threshold { class: c, fault_class: c, source: ThresholdSource::Drained }
         };
         let gone = self.flow.gone(self.threshold.source == ThresholdSource::Drained);
-        match (otsu(&self.weights, self.placement), self.last_split) {
+        match (two_modes(&self.weights, self.placement), self.last_split) {
             // The fast mode's pages left (promoted). The histogram still
             // holds their weight for tens of seconds, so Otsu goes on finding
             // a valley between that history and the cold mode, which moves
@@ -264,7 +264,7 @@ impl ClassHistogram {
             // passes; reviving the split for them took precision to 15.7% and
             // 12.5%.
             (_, Some(last)) if self.threshold.source == ThresholdSource::Drained => {
-                match otsu(&self.flow.last_classes, self.placement) {
+                match two_modes(&self.flow.last_classes, self.placement) {
                     Some(found) => split(self.take_split(found)),
                     None => drained(last),
                 }
@@ -336,13 +336,52 @@ fn otsu(w: &[u64; CLASSES], placement: Placement) -> Option<(u8, u8)> {
     if w[valley] * 5 > w[p0].min(w[p1]) * 4 {
         return None;
     }
+    Some(placed(p0, valley, placement))
+}
+
+/// The split between a fast peak and its valley, by `placement`, and the valley.
+fn placed(p0: usize, valley: usize, placement: Placement) -> (u8, u8) {
     let split = match placement {
         // The cold mode's fast tail reaches into the valley, and there are
         // many more cold pages than hot.
         Placement::HalfwayToValley => (p0 + valley) / 2,
         Placement::Valley => valley,
     };
-    Some((split as u8, valley as u8))
+    (split as u8, valley as u8)
+}
+
+/// Two modes where Otsu's cut misses them: when one mode holds a few
+/// percent of the weight (a hot set that is a small part of the lower tier),
+/// the cut that best divides the weight's variance can land inside the large
+/// mode, whose two sides then hold no valley. In a moving hot set's run the
+/// new hot pages' means stood a clear mode at 90-250 ms, 0.7 of its peak
+/// above the valley, beside cold pages seven times as many, and Otsu found
+/// nothing for a whole pass. Here the modes are peaks: the highest peak and
+/// the highest other one at least an octave away with a valley between
+/// them, at most 4/5 of it, and at least 1/`MIN_MODE_SHARE` of the weight
+/// on its side of the valley. The faster of the two is the fast mode.
+fn two_peaks(w: &[u64; CLASSES], placement: Placement) -> Option<(u8, u8)> {
+    let total: u64 = w.iter().sum();
+    let top = (0..CLASSES).max_by_key(|&c| (w[c], std::cmp::Reverse(c)))?;
+    let mut best: Option<(usize, usize)> = None;
+    for other in (0..CLASSES).filter(|&c| w[c] > 0 && c.abs_diff(top) >= 2) {
+        let between = if other < top { other + 1..top } else { top + 1..other };
+        let Some(valley) = between.clone().min_by_key(|&c| (w[c], c)) else { continue };
+        let side: u64 = if other < top { w[..=valley].iter().sum() } else { w[valley + 1..].iter().sum() };
+        if w[valley] * 5 > w[other] * 4 || side * MIN_MODE_SHARE < total {
+            continue;
+        }
+        if best.is_none_or(|(b, _)| w[other] > w[b]) {
+            best = Some((other, valley));
+        }
+    }
+    let (other, valley) = best?;
+    Some(placed(other.min(top), valley, placement))
+}
+
+/// The fast mode's split and valley: Otsu's, or else two peaks'.
+fn two_modes(w: &[u64; CLASSES], placement: Placement) -> Option<(u8, u8)> {
+    otsu(w, placement).or_else(|| two_peaks(w, placement))
 }
 
 #[cfg(test)]
@@ -517,6 +556,38 @@ mod tests {
         // Cold pages alone, once the hot ones were promoted (a recording's shape).
         let h = histogram(&[(15, 20), (16, 400), (17, 3000), (18, 9000), (19, 11000), (20, 4000), (21, 500)]);
         assert_ne!(h.threshold().source, ThresholdSource::Split);
+    }
+
+    #[test]
+    fn a_small_fast_mode_that_otsu_cuts_past_is_found_by_its_peak() {
+        // One pass over node 1 in a moving hot set's run, three passes after
+        // the move: the new hot set's means at 13-16, cold pages seven times
+        // as many at 18-25. Otsu's cut falls inside the cold mode (without
+        // the 114 pages at 24-25 it would not: its cut is that fickle here).
+        let pass: Vec<(u8, u64)> = (12..)
+            .zip([1, 380, 3200, 7884, 6278, 5519, 15436, 33077, 32409, 19161, 6306, 1298, 109, 5])
+            .collect();
+        let mut w = [0; CLASSES];
+        for &(c, n) in &pass {
+            w[usize::from(c)] = n;
+        }
+        assert_eq!(otsu(&w, Placement::HalfwayToValley), None);
+        assert_eq!(two_modes(&w, Placement::HalfwayToValley), Some((16, 17)), "peak 15, valley 17");
+        assert_eq!(two_modes(&w, Placement::Valley), Some((17, 17)));
+        // The fast mode as the larger one: its peak is the top.
+        let mut flipped = [0; CLASSES];
+        for c in 3..=28 {
+            flipped[c] = w[31 - c];
+        }
+        assert_eq!(two_peaks(&flipped, Placement::Valley), Some((14, 14)), "top 12, slower peak 16");
+        // Without a valley, or with too little weight beyond it, none.
+        let mut shoulder = w;
+        (shoulder[16], shoulder[17]) = (7500, 7600);
+        assert_eq!(two_modes(&shoulder, Placement::Valley), None);
+        let mut tiny = [0; CLASSES];
+        tiny[8] = 40;
+        tiny[18] = 10_000;
+        assert_eq!(two_modes(&tiny, Placement::Valley), None);
     }
 
     #[test]

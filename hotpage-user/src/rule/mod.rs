@@ -325,9 +325,15 @@ impl HotnessRule {
         // three fast faults in a row instead of two.
         let needed = if source == ThresholdSource::Drained { 3 } else { 2 };
         // Time the process spent held by hotpage's own moves is not the
-        // page's: taken off (`stall`).
+        // page's: taken off (`stall`). A hint fault's latency is a span
+        // ending at the fault; a DAMON region's figure is a mean interval
+        // over its aggregation, not a span, and stays as it is.
         let t_ms = ev.time_ns / 1_000_000;
-        let stalled = self.scores.stalled_ms(ev.pid, t_ms.saturating_sub(u64::from(ev.latency_ms)), t_ms);
+        let stalled = if ev.source == source::HINT_FAULT {
+            self.scores.stalled_ms(ev.pid, t_ms.saturating_sub(u64::from(ev.latency_ms)), t_ms)
+        } else {
+            0
+        };
         self.stats.stall_corrected += u64::from(stalled > 0);
         let ms = ev.latency_ms.saturating_sub(u32::try_from(stalled).unwrap_or(u32::MAX));
         let fast = fault_class.is_some_and(|t| latency::class_of(ms) <= t);
@@ -494,6 +500,17 @@ mod tests {
         assert!(after.class() <= before.class() + 1, "and the mean stays fast");
         let (_, after, corrected) = after_stall(43);
         assert_eq!((after.streak(), corrected), (0, 0), "another process's move: a slow fault");
+        // A DAMON region's figure is a mean interval, not a span: as it is.
+        let mut rule = HotnessRule::new(Policy::Latency, &layout());
+        rule.scores().note_move(42, 98_020, 99_980);
+        let region = HotpageEvent {
+            pid: 42,
+            time_ns: 100_000_000_000,
+            source: source::PGTABLE_SCAN,
+            ..fault(watched, 2000)
+        };
+        rule.judge(&region);
+        assert_eq!(rule.stats().stall_corrected, 0);
     }
 
     /// 1024 pages at 50 accesses/s among 7168 at 2/s, faulting once per scan

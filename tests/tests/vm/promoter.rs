@@ -60,6 +60,15 @@ impl Pipeline {
         )
     }
 
+    /// Pumps events until `done` or the limit (another process does the reading).
+    pub fn pump_until(&mut self, limit: Duration, done: impl Fn(&Self) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < limit && !done(self) {
+            self.pump();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Reads `pages` of the region and pumps events until `done` or the limit.
     pub fn run_until(
         &mut self,
@@ -180,11 +189,7 @@ fn a_workload_that_exits_during_promotion_only_adds_counted_gone_pages() {
         let c = p.node1();
         (c.process_gone + c.stale + c.err_esrch) - (at_exit.process_gone + at_exit.stale + at_exit.err_esrch)
     };
-    let t = Instant::now();
-    while (waiting(&p) > 0 || gone_since(&p) == 0) && t.elapsed() < Duration::from_secs(60) {
-        p.pump();
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    p.pump_until(Duration::from_secs(60), |p| waiting(p) == 0 && gone_since(p) > 0);
     let c = p.node1();
     assert_eq!(waiting(&p), 0, "every waiting page of the dead process was taken: {}", p.diag());
     // Each was counted as gone (or, its pfn already reused, stale), none as an error.
@@ -208,12 +213,8 @@ fn a_workload_that_exits_during_promotion_only_adds_counted_gone_pages() {
     // threads of every test before, skipped a fresh region here for 90 s in a
     // CI run (NUMAB_SKIP_PID_INACTIVE), with no hint fault to promote on.
     let next = Workload::start(8, 8, 120);
-    let t = Instant::now();
     let on_0 = |w: &Workload| w.region_nodes().get(&0).copied().unwrap_or(0);
-    while on_0(&next) < next.hot_pages() * 9 / 10 && t.elapsed() < Duration::from_secs(90) {
-        p.pump();
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    p.pump_until(Duration::from_secs(90), |_| on_0(&next) >= next.hot_pages() * 9 / 10);
     assert!(
         on_0(&next) >= next.hot_pages() * 9 / 10,
         "numa_maps {:?} of the next workload: {}",

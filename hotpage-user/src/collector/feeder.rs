@@ -76,6 +76,10 @@ impl HotMapFeeder {
         self.rule.as_ref()
     }
 
+    pub fn rule_mut(&mut self) -> Option<&mut HotnessRule> {
+        self.rule.as_mut()
+    }
+
     /// Whether the rule lets the event through to the hot map.
     fn counts(&mut self, ev: &HotpageEvent) -> bool {
         let Some(rule) = &mut self.rule else { return true };
@@ -118,6 +122,15 @@ impl HotMapFeeder {
         });
         self.accesses = accesses;
         self.origins = origins;
+        self.take_moves();
+    }
+
+    /// The rule takes the promoter's move calls after a batch, never
+    /// within one (a recording logs them there).
+    fn take_moves(&mut self) {
+        if let Some(rule) = &mut self.rule {
+            rule.take_moves();
+        }
     }
 
     fn outcome(&mut self, result: Result<Recorded, RecordError>) {
@@ -159,6 +172,7 @@ impl EventConsumer for HotMapFeeder {
         }
         let result = self.map.record(&access_of(ev));
         self.outcome(result);
+        self.take_moves();
     }
 
     fn consume_batch(&mut self, events: &[HotpageEvent]) {

@@ -148,8 +148,13 @@ async fn daemon(
 
     let layout = MemoryLayout::from(&topo);
     let map = Arc::new(HotMap::new(&layout, cfg.hotmap, cfg.hint_capacity)?);
-    let rule = HotnessRule::new(cfg.policy, &layout);
+    let mut rule = HotnessRule::new(cfg.policy, &layout);
     let (scores, rule_report) = (rule.scores(), rule.reports());
+    let move_log = record.is_some().then(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        rule.log_moves(tx);
+        rx
+    });
     let scan_rest_report = Arc::new(Mutex::new(None));
     let feeder = HotMapFeeder::with_rule(map.clone(), Some(rule));
     let feed_counters = feeder.counters();
@@ -166,8 +171,12 @@ async fn daemon(
                 policy: Some(cfg.policy),
             };
             let header = recording::header(root, &topo, &release, knobs, None, true, &sources.attached);
-            Recorder::to_file(feeder, path, &header, Some(rx))
-                .with_context(|| format!("creating the recording {}", path.display()))?
+            let recorder = Recorder::to_file(feeder, path, &header, Some(rx))
+                .with_context(|| format!("creating the recording {}", path.display()))?;
+            match move_log {
+                Some(moves) => recorder.with_moves(moves),
+                None => recorder,
+            }
         }
         None => Recorder::off(feeder),
     };

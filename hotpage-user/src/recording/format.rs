@@ -19,13 +19,14 @@ use thiserror::Error;
 use crate::{
     collector::FeedStats,
     hotmap::{HotMapConfig, HotMapCounters, MapChange, ReadyPage, RecordFields},
-    rule::Policy,
+    rule::{MoveSpan, Policy},
     sources::CounterSnapshot,
     sys::topology::TierTopology,
 };
 
 pub const MAGIC: &[u8; 8] = b"HOTPAGE\x1a";
-pub const VERSION: u16 = 1;
+/// 2: move calls the rule took (`tag::MOVE`); version 1 files read the same, without them.
+pub const VERSION: u16 = 2;
 
 /// Tag bits of an event (bit 7 clear).
 mod tag {
@@ -37,6 +38,8 @@ mod tag {
     /// Bit 7 set: not an event.
     pub const TAKEN: u8 = 0x80;
     pub const REARMED: u8 = 0x81;
+    /// A move call the rule took before the events that follow (version 2).
+    pub const MOVE: u8 = 0x82;
     pub const END: u8 = 0xff;
 }
 
@@ -127,6 +130,11 @@ pub struct Trailer {
 pub enum Record {
     Event(HotpageEvent),
     Change(MapChange),
+    /// A move call the rule took after `after_events` events of the stream.
+    Move {
+        after_events: u64,
+        span: MoveSpan,
+    },
 }
 
 /// What the previous event said: the base of the next one's deltas.
@@ -286,6 +294,15 @@ impl<W: Write> Writer<W> {
         self.flush_if_full()
     }
 
+    /// A move call the rule took here, between two batches of events.
+    pub fn move_span(&mut self, span: &MoveSpan) -> io::Result<()> {
+        self.buf.push(tag::MOVE);
+        put_varint(&mut self.buf, u64::from(span.pid));
+        put_varint(&mut self.buf, span.start_ms);
+        put_varint(&mut self.buf, span.end_ms - span.start_ms);
+        self.flush_if_full()
+    }
+
     fn flush_if_full(&mut self) -> io::Result<()> {
         if self.buf.len() >= 60 * 1024 {
             self.out.write_all(&self.buf)?;
@@ -319,6 +336,8 @@ pub struct Reader<'a> {
     trailer: Option<Trailer>,
     events: u64,
     changes: u64,
+    /// Move calls read by `next_events()`, not yet taken.
+    moves: Vec<(u64, MoveSpan)>,
 }
 
 /// A varint at `d[*i]`, where the caller left room for the longest one;
@@ -366,6 +385,7 @@ impl<'a> Reader<'a> {
             trailer: None,
             events: 0,
             changes: 0,
+            moves: Vec::new(),
         };
         let version = u16::from_le_bytes(r.bytes::<2>("version")?);
         if version > VERSION {
@@ -473,6 +493,13 @@ impl<'a> Reader<'a> {
                 let page = ReadyPage { pfn, node, fields: RecordFields { nid, freq, time, ready } };
                 Ok(Some(Record::Change(MapChange::Rearmed { seq, page })))
             }
+            tag::MOVE => {
+                let pid = self.small("a move's pid")?;
+                let start_ms = self.varint("a move's start")?;
+                let len = self.varint("a move's length")?;
+                let span = MoveSpan { pid, start_ms, end_ms: start_ms.saturating_add(len) };
+                Ok(Some(Record::Move { after_events: self.events, span }))
+            }
             t if t & 0x80 != 0 || t & 1 != 0 => Err(malformed(format!("unknown record tag {t:#04x}"))),
             t => self.event(t).map(|e| Some(Record::Event(e))),
         }
@@ -544,10 +571,17 @@ impl<'a> Reader<'a> {
             match self.next_record()? {
                 Some(Record::Event(e)) => events.push(e),
                 Some(Record::Change(c)) => changes.extend([c]),
+                Some(Record::Move { after_events, span }) => self.moves.push((after_events, span)),
                 None => return Ok(false),
             }
         }
         Ok(true)
+    }
+
+    /// The move calls `next_events()` read, each after how many events of
+    /// the stream the rule took it.
+    pub fn take_moves(&mut self) -> Vec<(u64, MoveSpan)> {
+        std::mem::take(&mut self.moves)
     }
 
     /// An event without rare fields, with a margin of bytes left so that no
@@ -665,6 +699,10 @@ mod tests {
                 let page = ReadyPage { pfn: ev(i).pfn, node: 1, fields };
                 v.push(Record::Change(MapChange::Rearmed { seq: i - 2, page }));
             }
+            if i % 50 == 49 {
+                let span = MoveSpan { pid: 42, start_ms: 1000 + i, end_ms: 1300 + i };
+                v.push(Record::Move { after_events: i + 1, span });
+            }
         }
         v
     }
@@ -675,6 +713,7 @@ mod tests {
             match r {
                 Record::Event(e) => w.event(e).unwrap(),
                 Record::Change(c) => w.change(c).unwrap(),
+                Record::Move { span, .. } => w.move_span(span).unwrap(),
             }
         }
         w.finish(Trailer {

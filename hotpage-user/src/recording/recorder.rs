@@ -14,19 +14,20 @@ use std::{
 use hotpage_common::{HotpageEvent, event_flags};
 
 use super::format::{Header, Trailer, Writer};
-use crate::{collector::EventConsumer, hotmap::MapChange};
+use crate::{collector::EventConsumer, hotmap::MapChange, rule::MoveSpan};
 
 pub struct Recorder<C> {
     next: C,
     file: Option<(PathBuf, Writer<BufWriter<File>>)>,
     changes: Option<Receiver<MapChange>>,
+    moves: Option<Receiver<MoveSpan>>,
     pid: Option<u32>,
 }
 
 impl<C: EventConsumer> Recorder<C> {
     /// A pass-through stage that records nothing.
     pub fn off(next: C) -> Self {
-        Self { next, file: None, changes: None, pid: None }
+        Self { next, file: None, changes: None, moves: None, pid: None }
     }
 
     /// Records to `path` (created or truncated): the header now, events as
@@ -40,7 +41,14 @@ impl<C: EventConsumer> Recorder<C> {
     ) -> io::Result<Self> {
         let file = File::create(path)?;
         let writer = Writer::new(BufWriter::with_capacity(1 << 20, file), header)?;
-        Ok(Self { next, file: Some((path.to_owned(), writer)), changes, pid: header.pid })
+        Ok(Self { next, file: Some((path.to_owned(), writer)), changes, moves: None, pid: header.pid })
+    }
+
+    /// Also records the move calls the hotness rule takes (it takes them
+    /// between batches, so each goes before the next batch's events).
+    pub fn with_moves(mut self, moves: Receiver<MoveSpan>) -> Self {
+        self.moves = Some(moves);
+        self
     }
 
     pub fn next(&self) -> &C {
@@ -63,6 +71,11 @@ impl<C: EventConsumer> Recorder<C> {
         if let Some(rx) = &self.changes {
             while let Ok(c) = rx.try_recv() {
                 w.change(&c)?;
+            }
+        }
+        if let Some(rx) = &self.moves {
+            while let Ok(m) = rx.try_recv() {
+                w.move_span(&m)?;
             }
         }
         for ev in events {

@@ -34,7 +34,7 @@ use crate::{
         CounterSnapshot, Mapping, NodeMemory, NodeStats, NodeWorker, PromoterConfig, PromoterError,
         PromoterSystem, TargetLedger, Targets,
     },
-    rule::{HotnessRule, NodeThreshold, Policy, RuleReport, latency::LatencyHistogram},
+    rule::{HotnessRule, MoveSpan, NodeThreshold, Policy, RuleReport, latency::LatencyHistogram},
     sys::clock::ns_to_tick,
 };
 
@@ -327,6 +327,7 @@ pub fn replay(data: &[u8], opts: &ReplayOptions, truth: &[Truth]) -> Result<Repl
         sim: &sim,
         start_ms,
         changes: VecDeque::new(),
+        moves: VecDeque::new(),
         fed: 0,
         dropped: 0,
         ready: 0,
@@ -348,6 +349,7 @@ pub fn replay(data: &[u8], opts: &ReplayOptions, truth: &[Truth]) -> Result<Repl
             window.drain(..start);
             start = 0;
             more = reader.next_events(&mut window, &mut state.changes, CHUNK)?;
+            state.moves.extend(reader.take_moves());
         }
         let unfed = window.len() - start;
         if unfed == 0 {
@@ -378,6 +380,8 @@ struct State<'a> {
     sim: &'a SimSystem,
     start_ms: u64,
     changes: VecDeque<MapChange>,
+    /// The live rule's move calls, each after how many events it took them.
+    moves: VecDeque<(u64, MoveSpan)>,
     /// Events fed to the map (its accesses handled).
     fed: u64,
     dropped: u64,
@@ -409,6 +413,18 @@ impl State<'_> {
                     }
                     let c = self.changes.pop_front().expect("front exists");
                     self.apply(&c);
+                }
+                // The live rule's move calls where it took them (a simulated
+                // promoter's own calls stand in for them otherwise).
+                while let Some(&(after, span)) = self.moves.front() {
+                    if after > self.fed {
+                        end = end.min(i + (after - self.fed) as usize);
+                        break;
+                    }
+                    self.moves.pop_front();
+                    if let Some(rule) = feeder.rule_mut() {
+                        rule.apply_move(span);
+                    }
                 }
             }
             self.feed(&events[i..end], feeder, workers);

@@ -24,7 +24,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     str::FromStr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, mpsc::Sender},
 };
 
 use hotpage_common::{HotpageEvent, event_flags, source};
@@ -32,6 +32,8 @@ use serde::{Deserialize, Serialize};
 
 pub use latency::LatencyHistogram;
 pub use scores::{PageScore, PageScores};
+use stall::MoveCalls;
+pub use stall::MoveSpan;
 pub use threshold::{ClassHistogram, Placement, Threshold, ThresholdSource};
 
 use crate::hotmap::MemoryLayout;
@@ -265,6 +267,10 @@ const REFRESH_EVERY: u32 = 1024;
 pub struct HotnessRule {
     policy: Policy,
     scores: Arc<PageScores>,
+    /// The promoter's move calls taken so far (`stall`).
+    moves: MoveCalls,
+    /// Where taken calls go for a recording.
+    move_log: Option<Sender<MoveSpan>>,
     nodes: BTreeMap<u32, NodeRule>,
     stats: RuleStats,
     published: Arc<Mutex<RuleReport>>,
@@ -277,6 +283,8 @@ impl HotnessRule {
         Self {
             policy,
             scores: Arc::new(PageScores::new(layout)),
+            moves: MoveCalls::default(),
+            move_log: None,
             nodes,
             stats: RuleStats::default(),
             published: Arc::new(Mutex::new(RuleReport {
@@ -302,6 +310,28 @@ impl HotnessRule {
     /// Where `publish()` puts the report for readers on other threads.
     pub fn reports(&self) -> Arc<Mutex<RuleReport>> {
         self.published.clone()
+    }
+
+    /// Sends each move call the rule takes to `tx` (a recording logs them
+    /// where they were taken, between two batches of events).
+    pub fn log_moves(&mut self, tx: Sender<MoveSpan>) {
+        self.move_log = Some(tx);
+    }
+
+    /// Takes the move calls the workers noted since the last take. Called
+    /// between batches of events only (see `stall::PendingMoves`).
+    pub fn take_moves(&mut self) {
+        for span in self.scores.take_moves() {
+            self.apply_move(span);
+            if let Some(tx) = &self.move_log {
+                let _ = tx.send(span);
+            }
+        }
+    }
+
+    /// A move call, as taken (a replay puts the recorded ones back so).
+    pub fn apply_move(&mut self, span: MoveSpan) {
+        self.moves.note(span);
     }
 
     /// Judges one event. Every latency is scored and shown in the histograms,
@@ -330,7 +360,7 @@ impl HotnessRule {
         // over its aggregation, not a span, and stays as it is.
         let t_ms = ev.time_ns / 1_000_000;
         let stalled = if ev.source == source::HINT_FAULT {
-            self.scores.stalled_ms(ev.pid, t_ms.saturating_sub(u64::from(ev.latency_ms)), t_ms)
+            self.moves.stalled_ms(ev.pid, t_ms.saturating_sub(u64::from(ev.latency_ms)), t_ms)
         } else {
             0
         };
@@ -491,6 +521,7 @@ mod tests {
             assert_eq!(before.streak(), 2);
             // At 100 s, 2 s after the scan: 1.96 s of it in a move of pid 42.
             rule.scores().note_move(mover, 98_020, 99_980);
+            rule.take_moves();
             let late = HotpageEvent { pid: 42, time_ns: 100_000_000_000, ..fault(watched, 2000) };
             rule.judge(&late);
             (before, rule.scores().get(watched).unwrap(), rule.stats().stall_corrected)
@@ -503,6 +534,7 @@ mod tests {
         // A DAMON region's figure is a mean interval, not a span: as it is.
         let mut rule = HotnessRule::new(Policy::Latency, &layout());
         rule.scores().note_move(42, 98_020, 99_980);
+        rule.take_moves();
         let region = HotpageEvent {
             pid: 42,
             time_ns: 100_000_000_000,

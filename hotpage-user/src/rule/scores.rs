@@ -15,7 +15,7 @@ use hotpage_common::{PAGES_PER_SECTION, PFN_SECTION_SHIFT};
 
 use super::{
     latency::{class_mid_ms, class_of},
-    stall::MoveCalls,
+    stall::{MoveSpan, PendingMoves},
 };
 use crate::hotmap::{MemoryLayout, directory::Directory};
 
@@ -89,13 +89,13 @@ struct ScoreSection {
 /// that comes online later gets scores too ([`PageScores::update_layout`]).
 pub struct PageScores {
     sections: Directory<ScoreSection>,
-    /// When the promoter moved each process's pages (see [`MoveCalls`]).
-    moves: MoveCalls,
+    /// The promoter's move calls the rule has not taken yet (`stall`).
+    moves: PendingMoves,
 }
 
 impl PageScores {
     pub fn new(layout: &MemoryLayout) -> Self {
-        let scores = Self { sections: Directory::new(), moves: MoveCalls::default() };
+        let scores = Self { sections: Directory::new(), moves: PendingMoves::default() };
         scores.update_layout(layout);
         scores
     }
@@ -155,12 +155,12 @@ impl PageScores {
 
     /// The promoter moved pages of `pid` from `start_ms` to `end_ms`.
     pub fn note_move(&self, pid: u32, start_ms: u64, end_ms: u64) {
-        self.moves.note(pid, start_ms, end_ms);
+        self.moves.push(MoveSpan { pid, start_ms, end_ms });
     }
 
-    /// How much of `from_ms..to_ms` `pid` spent with its pages being moved, ms.
-    pub fn stalled_ms(&self, pid: u32, from_ms: u64, to_ms: u64) -> u64 {
-        self.moves.stalled_ms(pid, from_ms, to_ms)
+    /// The move calls noted since the last take.
+    pub fn take_moves(&self) -> Vec<MoveSpan> {
+        self.moves.take()
     }
 
     /// Forgets the page (it left the lower tier): a pfn reused later starts fresh.

@@ -27,32 +27,58 @@ const CALLS_KEPT: usize = 32;
 /// Processes kept before those idle longest are forgotten (they exited).
 const PROCESSES_KEPT: usize = 4096;
 
-/// Per process, its last move calls' (start, end), ms of CLOCK_MONOTONIC
-/// (the hot map's ticks, as events' `time_ns` / 10^6).
+/// One `move_pages` call: whose pages, from when to when (ms of
+/// CLOCK_MONOTONIC, the hot map's ticks, as events' `time_ns` / 10^6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoveSpan {
+    pub pid: u32,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+/// Calls the workers made and the rule has not taken yet. The rule takes
+/// them between batches of events only, so that a recording, which logs
+/// them where they were taken, replays the rule's decisions exactly.
 #[derive(Debug, Default)]
-pub struct MoveCalls(Mutex<HashMap<u32, VecDeque<(u64, u64)>>>);
+pub struct PendingMoves(Mutex<Vec<MoveSpan>>);
+
+impl PendingMoves {
+    pub fn push(&self, span: MoveSpan) {
+        if span.end_ms > span.start_ms
+            && let Ok(mut v) = self.0.lock()
+        {
+            v.push(span);
+        }
+    }
+
+    pub fn take(&self) -> Vec<MoveSpan> {
+        self.0.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+    }
+}
+
+/// Per process, the last move calls the rule has taken.
+#[derive(Debug, Default)]
+pub struct MoveCalls(HashMap<u32, VecDeque<(u64, u64)>>);
 
 impl MoveCalls {
-    /// A move call for `pid` ran from `start_ms` to `end_ms`.
-    pub fn note(&self, pid: u32, start_ms: u64, end_ms: u64) {
+    pub fn note(&mut self, span: MoveSpan) {
+        let MoveSpan { pid, start_ms, end_ms } = span;
         if end_ms <= start_ms {
             return;
         }
-        let Ok(mut m) = self.0.lock() else { return };
-        let calls = m.entry(pid).or_default();
+        let calls = self.0.entry(pid).or_default();
         if calls.len() == CALLS_KEPT {
             calls.pop_front();
         }
         calls.push_back((start_ms, end_ms));
-        if m.len() > PROCESSES_KEPT {
-            m.retain(|_, c| c.back().is_some_and(|&(_, e)| e + 60_000 >= end_ms));
+        if self.0.len() > PROCESSES_KEPT {
+            self.0.retain(|_, c| c.back().is_some_and(|&(_, e)| e + 60_000 >= end_ms));
         }
     }
 
     /// How much of `from_ms..to_ms` `pid` spent in move calls, ms.
     pub fn stalled_ms(&self, pid: u32, from_ms: u64, to_ms: u64) -> u64 {
-        let Ok(m) = self.0.lock() else { return 0 };
-        let Some(calls) = m.get(&pid) else { return 0 };
+        let Some(calls) = self.0.get(&pid) else { return 0 };
         calls.iter().map(|&(s, e)| e.min(to_ms).saturating_sub(s.max(from_ms))).sum()
     }
 }
@@ -61,22 +87,35 @@ impl MoveCalls {
 mod tests {
     use super::*;
 
+    fn span(pid: u32, start_ms: u64, end_ms: u64) -> MoveSpan {
+        MoveSpan { pid, start_ms, end_ms }
+    }
+
     #[test]
     fn the_overlap_with_each_call_is_summed() {
-        let c = MoveCalls::default();
+        let mut c = MoveCalls::default();
         assert_eq!(c.stalled_ms(7, 0, u64::MAX), 0, "nothing moved yet");
-        c.note(7, 10_000, 10_200);
-        c.note(7, 10_900, 11_000);
+        c.note(span(7, 10_000, 10_200));
+        c.note(span(7, 10_900, 11_000));
         assert_eq!(c.stalled_ms(7, 9_000, 12_000), 300);
         assert_eq!(c.stalled_ms(7, 10_100, 10_950), 150, "parts of both");
         assert_eq!(c.stalled_ms(7, 10_300, 10_800), 0, "between two calls");
         assert_eq!(c.stalled_ms(8, 9_000, 12_000), 0, "another process");
-        c.note(7, 12_000, 12_000);
+        c.note(span(7, 12_000, 12_000));
         assert_eq!(c.stalled_ms(7, 9_000, 13_000), 300, "an instant call stalls nothing");
         for i in 0..CALLS_KEPT as u64 {
-            c.note(7, 20_000 + 10 * i, 20_005 + 10 * i);
+            c.note(span(7, 20_000 + 10 * i, 20_005 + 10 * i));
         }
         assert_eq!(c.stalled_ms(7, 9_000, 12_000), 0, "the oldest calls are forgotten");
         assert_eq!(c.stalled_ms(7, 20_000, 20_100), 50);
+    }
+
+    #[test]
+    fn pending_calls_are_taken_once() {
+        let p = PendingMoves::default();
+        p.push(span(7, 1, 5));
+        p.push(span(7, 6, 6));
+        assert_eq!(p.take(), vec![span(7, 1, 5)], "an instant call is no stall");
+        assert_eq!(p.take(), vec![]);
     }
 }

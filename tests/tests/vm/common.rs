@@ -162,7 +162,7 @@ pub fn distinct_originals() -> SettingsGuard {
 /// A hot-set workload on node 1, started and placed; killed when dropped,
 /// so a failed test does not leave it running into the next.
 pub struct Workload {
-    pub child: Child,
+    pub child: KillOnDrop,
     pub pid: u32,
     pub region: (u64, u64),
     pub hot: (u64, u64),
@@ -170,22 +170,30 @@ pub struct Workload {
 
 impl Workload {
     pub fn start(size_mib: u32, hot_mib: u32, seconds: u32) -> Self {
-        let truth = PathBuf::from(format!("/tmp/truth-{}.json", Instant::now().elapsed().as_nanos()));
+        // One file per workload: `Instant::now().elapsed()`, the name before,
+        // was always about 0 ns, so every workload shared one file.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let truth = PathBuf::from(format!("/tmp/truth-{}-{n}.json", std::process::id()));
         let _ = std::fs::remove_file(&truth);
-        let child = Command::new(workload_bin())
-            .args([
-                "hot-set",
-                "--node",
-                "1",
-                "--size-mib",
-                &size_mib.to_string(),
-                "--hot-mib",
-                &hot_mib.to_string(),
-            ])
-            .args(["--seconds", &seconds.to_string(), "--truth", truth.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        // Killed on drop from here: a workload that never places its memory
+        // does not outlive the failed test.
+        let child = KillOnDrop(
+            Command::new(workload_bin())
+                .args([
+                    "hot-set",
+                    "--node",
+                    "1",
+                    "--size-mib",
+                    &size_mib.to_string(),
+                    "--hot-mib",
+                    &hot_mib.to_string(),
+                ])
+                .args(["--seconds", &seconds.to_string(), "--truth", truth.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let t = Instant::now();
         // The workload writes its ground truth once the region is on node 1.
         let text = loop {
@@ -199,7 +207,7 @@ impl Workload {
         };
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let pair = |a: &serde_json::Value| (a[0].as_u64().unwrap(), a[1].as_u64().unwrap());
-        Self { pid: child.id(), child, region: pair(&v["region"]), hot: pair(&v["hot"][0]) }
+        Self { pid: child.0.id(), child, region: pair(&v["region"]), hot: pair(&v["hot"][0]) }
     }
 
     /// Pages of the region on each node, from /proc/<pid>/numa_maps.
@@ -221,9 +229,13 @@ impl Workload {
     }
 }
 
-impl Drop for Workload {
+/// A child process killed when the test ends, passed or failed, so that what
+/// it holds (its memory on either node) does not leak into the next test.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

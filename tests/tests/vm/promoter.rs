@@ -97,17 +97,6 @@ fn node_free_and_low(node: u32) -> (u64, u64) {
     (m.free, m.low)
 }
 
-/// A child process killed when the test ends, passed or failed, so that what
-/// it holds (node 0's memory) does not leak into the next test.
-struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A sysfs choice file ("always [madvise] never") set for a test and put
 /// back when dropped.
 struct SysfsChoice {
@@ -181,8 +170,8 @@ fn a_workload_that_exits_during_promotion_only_adds_counted_gone_pages() {
         p.pump();
         std::thread::sleep(Duration::from_millis(10));
     };
-    w.child.kill().unwrap();
-    w.child.wait().unwrap();
+    w.child.0.kill().unwrap();
+    w.child.0.wait().unwrap();
     // The worker takes hints into its rate-limited queue before it gets to
     // them: wait for the hints to go and for the queue to reach the dead pages.
     let gone_since = |p: &Pipeline| {

@@ -43,6 +43,7 @@ pub struct MoveSpan {
 pub struct PendingMoves(Mutex<Vec<MoveSpan>>);
 
 impl PendingMoves {
+    /// An instant call (under a tick) stalled nothing and is not kept.
     pub fn push(&self, span: MoveSpan) {
         if span.end_ms > span.start_ms
             && let Ok(mut v) = self.0.lock()
@@ -56,21 +57,37 @@ impl PendingMoves {
     }
 }
 
-/// Per process, the last move calls the rule has taken.
+/// Per process, the time its last move calls took, as disjoint spans in
+/// order. Two workers (one per lower-tier node) can move one process's pages
+/// at the same time; the process is held once, so overlapping calls are
+/// merged, or their common time would be taken off its latencies twice.
 #[derive(Debug, Default)]
 pub struct MoveCalls(HashMap<u32, VecDeque<(u64, u64)>>);
 
 impl MoveCalls {
     pub fn note(&mut self, span: MoveSpan) {
         let MoveSpan { pid, start_ms, end_ms } = span;
-        if end_ms <= start_ms {
-            return;
+        let spans = self.0.entry(pid).or_default();
+        // Calls end in about the order they start: the new one goes near the
+        // back, and merges with the spans it touches.
+        let at = spans.iter().rposition(|&(s, _)| s <= start_ms).map_or(0, |i| i + 1);
+        spans.insert(at, (start_ms, end_ms));
+        let mut i = at.saturating_sub(1);
+        while i + 1 < spans.len() {
+            let (s0, e0) = spans[i];
+            let (s1, e1) = spans[i + 1];
+            if s1 <= e0 {
+                spans[i] = (s0, e0.max(e1));
+                spans.remove(i + 1);
+            } else if i + 1 > at {
+                break;
+            } else {
+                i += 1;
+            }
         }
-        let calls = self.0.entry(pid).or_default();
-        if calls.len() == CALLS_KEPT {
-            calls.pop_front();
+        while spans.len() > CALLS_KEPT {
+            spans.pop_front();
         }
-        calls.push_back((start_ms, end_ms));
         if self.0.len() > PROCESSES_KEPT {
             self.0.retain(|_, c| c.back().is_some_and(|&(_, e)| e + 60_000 >= end_ms));
         }
@@ -78,8 +95,8 @@ impl MoveCalls {
 
     /// How much of `from_ms..to_ms` `pid` spent in move calls, ms.
     pub fn stalled_ms(&self, pid: u32, from_ms: u64, to_ms: u64) -> u64 {
-        let Some(calls) = self.0.get(&pid) else { return 0 };
-        calls.iter().map(|&(s, e)| e.min(to_ms).saturating_sub(s.max(from_ms))).sum()
+        let Some(spans) = self.0.get(&pid) else { return 0 };
+        spans.iter().map(|&(s, e)| e.min(to_ms).saturating_sub(s.max(from_ms))).sum()
     }
 }
 
@@ -101,13 +118,30 @@ mod tests {
         assert_eq!(c.stalled_ms(7, 10_100, 10_950), 150, "parts of both");
         assert_eq!(c.stalled_ms(7, 10_300, 10_800), 0, "between two calls");
         assert_eq!(c.stalled_ms(8, 9_000, 12_000), 0, "another process");
-        c.note(span(7, 12_000, 12_000));
-        assert_eq!(c.stalled_ms(7, 9_000, 13_000), 300, "an instant call stalls nothing");
         for i in 0..CALLS_KEPT as u64 {
             c.note(span(7, 20_000 + 10 * i, 20_005 + 10 * i));
         }
         assert_eq!(c.stalled_ms(7, 9_000, 12_000), 0, "the oldest calls are forgotten");
         assert_eq!(c.stalled_ms(7, 20_000, 20_100), 50);
+    }
+
+    #[test]
+    fn calls_that_overlap_hold_the_process_once() {
+        // Two node workers moving one process's pages at once, their calls
+        // taken in the order they ended.
+        let mut c = MoveCalls::default();
+        c.note(span(7, 1_000, 1_400));
+        c.note(span(7, 1_200, 1_300));
+        c.note(span(7, 900, 1_100));
+        assert_eq!(c.stalled_ms(7, 0, 5_000), 500, "900..1400 once");
+        c.note(span(7, 2_000, 2_100));
+        c.note(span(7, 1_800, 2_050));
+        c.note(span(7, 1_400, 1_500));
+        assert_eq!(c.stalled_ms(7, 0, 5_000), 600 + 300, "900..1500 and 1800..2100");
+        assert_eq!(c.stalled_ms(7, 1_450, 1_900), 50 + 100);
+        c.note(span(7, 500, 3_000));
+        assert_eq!(c.stalled_ms(7, 0, 5_000), 2_500, "one call over all of them");
+        assert_eq!(c.0[&7].len(), 1);
     }
 
     #[test]

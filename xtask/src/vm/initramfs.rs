@@ -147,7 +147,9 @@ fn stripped(host: &Path) -> Result<Vec<u8>> {
 fn shared_libraries(host: &Path) -> Result<Vec<PathBuf>> {
     let out = Command::new("ldd").arg(host).output().context("running ldd")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("not a dynamic executable") || text.contains("statically linked") {
+    // glibc's ldd says "not a dynamic executable" on stderr, with status 1.
+    let said = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    if said.contains("not a dynamic executable") || said.contains("statically linked") {
         return Ok(Vec::new());
     }
     if !out.status.success() {
@@ -195,5 +197,11 @@ mod tests {
         let libs = shared_libraries(Path::new("/bin/ls")).unwrap();
         assert!(libs.iter().any(|l| l.to_string_lossy().contains("ld-linux")), "{libs:?}");
         assert!(libs.iter().any(|l| l.to_string_lossy().contains("libc.so")), "{libs:?}");
+    }
+
+    #[test]
+    fn a_static_program_needs_no_library() {
+        // busybox-static is what the box's shell is made of (deps.rs).
+        assert_eq!(shared_libraries(Path::new("/bin/busybox")).unwrap(), Vec::<PathBuf>::new());
     }
 }

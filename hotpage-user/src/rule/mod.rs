@@ -406,6 +406,7 @@ impl HotnessRule {
             node.fallback_taken += u64::from(qualifies);
         }
         if qualifies {
+            node.classes.note_qualified();
             self.stats.qualified += 1;
             Verdict::Qualified
         } else {

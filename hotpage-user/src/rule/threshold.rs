@@ -156,11 +156,16 @@ impl FastFlow {
     /// pass: what is left is the cold pages' steady luck, not stragglers
     /// still being promoted) or it is under 1/[`DRAINED_AT`]² (what is left
     /// no longer matters; the drained bars still take consistently fast
-    /// pages). Once drained, under 1/[`DRAINED_AT`] is enough to stay so.
-    fn gone(&self, drained: bool) -> bool {
+    /// pages). Once drained, under 1/[`DRAINED_AT`] is enough to stay so;
+    /// and so it is once the node has qualified as many faults since its
+    /// split as the busiest pass held fast pages (`taken`): the fast mode
+    /// was taken, and a count still falling is the cold pages' spread
+    /// shifting, not stragglers.
+    fn gone(&self, drained: bool, taken: u64) -> bool {
         let Some(last) = self.last else { return false };
         let stopped = self.before.is_some_and(|b| last * 4 >= b * 3);
-        last * DRAINED_AT < self.peak && (drained || stopped || last * DRAINED_AT * DRAINED_AT < self.peak)
+        last * DRAINED_AT < self.peak
+            && (drained || stopped || last * DRAINED_AT * DRAINED_AT < self.peak || taken >= self.peak)
     }
 }
 
@@ -172,6 +177,9 @@ pub struct ClassHistogram {
     last_split: Option<LastSplit>,
     placement: Placement,
     flow: FastFlow,
+    /// Faults qualified since the node last came to a split from anything
+    /// else (the first split, or a new hot set after a drain).
+    taken: u64,
 }
 
 impl Default for ClassHistogram {
@@ -183,6 +191,7 @@ impl Default for ClassHistogram {
             last_split: None,
             placement: Placement::default(),
             flow: FastFlow::default(),
+            taken: 0,
         }
     }
 }
@@ -210,6 +219,11 @@ impl ClassHistogram {
         self.threshold
     }
 
+    /// A fault qualified under this node's threshold.
+    pub fn note_qualified(&mut self) {
+        self.taken += 1;
+    }
+
     /// Where splits go from the next refresh on.
     pub fn set_placement(&mut self, placement: Placement) {
         self.placement = placement;
@@ -224,6 +238,15 @@ impl ClassHistogram {
     }
 
     fn compute(&mut self) -> Threshold {
+        let was = self.threshold.source;
+        let now = self.draw();
+        if now.source == ThresholdSource::Split && was != ThresholdSource::Split {
+            self.taken = 0;
+        }
+        now
+    }
+
+    fn draw(&mut self) -> Threshold {
         if self.total < MIN_WEIGHT {
             return Threshold::LEARNING;
         }
@@ -242,7 +265,7 @@ impl ClassHistogram {
             let c = Some(s.class.min(ceiling).saturating_sub(1));
             Threshold { class: c, fault_class: c, source: ThresholdSource::Drained }
         };
-        let gone = self.flow.gone(self.threshold.source == ThresholdSource::Drained);
+        let gone = self.flow.gone(self.threshold.source == ThresholdSource::Drained, self.taken);
         match (two_modes(&self.weights, self.placement), self.last_split) {
             // The fast mode's pages left (promoted). The histogram still
             // holds their weight for tens of seconds, so Otsu goes on finding
@@ -524,6 +547,45 @@ mod tests {
         // The count stops falling: that is the cold pages' luck, not stragglers.
         pass(&mut h, &[(11, 280), (18, 7000)]);
         assert_eq!(h.threshold(), drained(split.class));
+    }
+
+    #[test]
+    fn once_as_many_as_the_fast_mode_held_qualified_a_falling_count_is_drained() {
+        // The box's 64/16 MiB run at 61.8%: the whole hot set qualified, the
+        // pass's fast means fell from 1584 to 482 of a 4029 peak (falling, so
+        // "stragglers"), then the cold spread rose under the standing split
+        // and 900 cold pages qualified in one pass.
+        let parts = |fast| [(11, fast), (18, 7000)];
+        let mut h = histogram(&parts(1600));
+        let split = h.threshold();
+        pass(&mut h, &parts(1600));
+        for _ in 0..1200 {
+            h.note_qualified();
+        }
+        pass(&mut h, &parts(300));
+        assert_eq!(h.threshold(), split, "1200 of 1600 taken: stragglers may still be coming");
+        for _ in 0..400 {
+            h.note_qualified();
+        }
+        pass(&mut h, &parts(100));
+        assert_eq!(
+            h.threshold(),
+            drained(split.class),
+            "1600 taken and under a quarter: drained though falling"
+        );
+    }
+
+    #[test]
+    fn a_new_split_after_a_drain_counts_what_it_takes_afresh() {
+        let (mut h, _) = drained_split();
+        for _ in 0..5000 {
+            h.note_qualified();
+        }
+        // A new hot set, a mode of its own in its pass.
+        let moved = [(10, 800), (18, 7000)];
+        pass(&mut h, &moved);
+        assert_eq!(h.threshold().source, ThresholdSource::Split);
+        assert_eq!(h.taken, 0, "the old hot set's qualifications do not drain the new one");
     }
 
     #[test]

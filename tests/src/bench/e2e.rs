@@ -713,7 +713,13 @@ pub fn scenarios(short: bool) -> Vec<Scenario> {
         long("steady: hot set 512 MiB / 64 MiB for 150 s"),
         // A hot set only 9× as hot as the rest (73× above): its pages'
         // latencies lie closer to the cold ones'.
-        Scenario { hot_percent: 50, ..sc("warm: 512 MiB / 64 MiB, half the updates in the hot set", 512, 64, 1, None, false, false) },
+        Scenario {
+            hot_percent: 50,
+            ..sc("warm: 512 MiB / 64 MiB, half the updates in the hot set", 512, 64, 1, None, false, false)
+        },
+        // A small region: its cold pages are touched 8× as often as at
+        // 512 MiB, and the hot set is a quarter of it.
+        sc("small: 64 MiB / 16 MiB", 64, 16, 1, None, false, false),
     ]
 }
 

@@ -33,10 +33,11 @@ pub struct RestConfig {
 /// of at most 40 s, so a long quiet stretch costs a fifth of the hint faults.
 pub const REST_20_S: RestConfig = RestConfig { after_ms: 20_000, probe_ms: 10_000, max_rest_ms: 40_000 };
 
-/// The default: never rest. In the box the kernel did not always take a
-/// task's scan up again when `kernel.numa_balancing` came back on (no hint
-/// fault in 20 s after a rest in two box-test runs of three), and a scanner
-/// that stays off finds no hot set (docs/rule.md, "The scanner rests").
+/// The default: never rest. A hot set that moves soon after the last one
+/// was found is hunted in probes only (docs/rule.md, "The scanner rests").
+/// The kernel does take a task's scan up again when `kernel.numa_balancing`
+/// comes back on (a box test asserts it); the runs that seemed to show
+/// otherwise had nothing left on the lower tier to scan (docs/operations.md).
 pub const DEFAULT_REST: RestConfig = RestConfig { after_ms: 0, ..REST_20_S };
 
 impl RestConfig {

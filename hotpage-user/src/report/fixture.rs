@@ -140,6 +140,7 @@ pub fn snapshot() -> Snapshot {
                 latencies: 52_000,
                 qualified: 6_100,
                 rejected: 45_900,
+                short_of_evidence: 300,
                 stall_corrected: 700,
                 no_latency: 900,
             },
@@ -148,6 +149,7 @@ pub fn snapshot() -> Snapshot {
                 threshold_ms: Some(180.0),
                 fault_threshold_ms: Some(361.0),
                 threshold_source: "split".into(),
+                evidence_bar_nats: Some(4.25),
                 latency: {
                     let mut h = LatencyHistogram::new();
                     for (ms, n) in [(20, 2_000), (60, 4_000), (100, 3_000), (400, 25_000), (1_500, 18_000)] {

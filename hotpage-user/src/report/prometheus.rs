@@ -151,6 +151,22 @@ fn rule(o: &mut Out, r: &RuleReport) {
         "Hint faults whose latency had the time hotpage spent moving their process's pages taken off.",
     );
     o.sample("hotpage_rule_stall_corrected_total", &[], c.stall_corrected as f64);
+    o.family(
+        "hotpage_rule_short_of_evidence_total",
+        "counter",
+        "Hint faults rejected although the page's streak and mean were fast: its faults' evidence was short of the node's bar.",
+    );
+    o.sample("hotpage_rule_short_of_evidence_total", &[], c.short_of_evidence as f64);
+    o.family(
+        "hotpage_rule_evidence_bar_nats",
+        "gauge",
+        "Log-likelihood ratio (nats) a page's faults must reach to qualify (absent until the node's fault model has faults of both modes).",
+    );
+    for n in &r.nodes {
+        if let Some(b) = n.evidence_bar_nats {
+            o.sample("hotpage_rule_evidence_bar_nats", &[("node", &n.nid.to_string())], b);
+        }
+    }
     let bars: [(&str, &str, NodeBar); 2] = [
         (
             "hotpage_rule_threshold_seconds",

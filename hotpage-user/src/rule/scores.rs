@@ -1,4 +1,4 @@
-//! Each lower-tier page's latency estimate, one byte per page: written by the
+//! Each lower-tier page's latency estimate and evidence, two bytes per page: written by the
 //! rule (the collector thread), read by the promoter's workers to send the
 //! hottest pages first. The workers in turn say when they moved a process's
 //! pages, which stalls it (`stall`).
@@ -7,39 +7,46 @@ use std::{
     collections::BTreeMap,
     sync::{
         OnceLock,
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicU16, Ordering},
     },
 };
 
 use hotpage_common::{PAGES_PER_SECTION, PFN_SECTION_SHIFT};
 
 use super::{
+    evidence,
     latency::{class_mid_ms, class_of},
     stall::{MoveSpan, PendingMoves},
 };
 use crate::hotmap::{MemoryLayout, directory::Directory};
 
-/// A page's state in one byte: in the high five bits the class of its mean
+/// A page's state in two bytes: in the high five bits the class of its mean
 /// latency plus one (0: no latency yet; classes clamp at [`MAX_CLASS`], about
-/// 33 s, far beyond any threshold), in bit 2 whether the mean holds two
-/// latencies or more, in the low two how many fast faults it took in a row
-/// (saturating at 3).
+/// 33 s, far beyond any threshold), then whether the mean holds two
+/// latencies or more, two bits of how many fast faults it took in a row
+/// (saturating at 3), and in the low byte the evidence its faults carry
+/// (`evidence`; 0: none yet).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PageScore(u8);
+pub struct PageScore(u16);
 
 /// The highest class a score keeps.
 pub const MAX_CLASS: u8 = 30;
-const HAS_MEAN: u8 = 1 << 2;
-const STREAK: u8 = 3;
+const CLASS_SHIFT: u32 = 11;
+const HAS_MEAN: u16 = 1 << 10;
+const STREAK_SHIFT: u32 = 8;
+const STREAK: u16 = 3 << STREAK_SHIFT;
+const EVIDENCE: u16 = 0xff;
+/// The evidence byte holds `steps - EVIDENCE_ZERO` so that 0 means "none".
+const EVIDENCE_ZERO: i16 = evidence::FLOOR_STEPS - 1;
 
 impl PageScore {
     pub const fn is_empty(self) -> bool {
-        self.0 >> 3 == 0
+        self.0 >> CLASS_SHIFT == 0
     }
 
     /// The mean latency class: lower is hotter.
     pub const fn class(self) -> u8 {
-        (self.0 >> 3).saturating_sub(1)
+        ((self.0 >> CLASS_SHIFT) as u8).saturating_sub(1)
     }
 
     /// Whether the mean holds two latencies or more.
@@ -49,15 +56,28 @@ impl PageScore {
 
     /// Fast faults in a row, up to 3.
     pub const fn streak(self) -> u8 {
-        self.0 & STREAK
+        ((self.0 & STREAK) >> STREAK_SHIFT) as u8
     }
 
     pub fn with_streak(self, streak: u8) -> Self {
-        Self((self.0 & !STREAK) | streak.min(STREAK))
+        Self((self.0 & !STREAK) | (u16::from(streak.min(3)) << STREAK_SHIFT))
+    }
+
+    /// The page's summed evidence (quarter nats); None before the node's
+    /// fault model first judged one of its faults.
+    pub fn evidence(self) -> Option<i16> {
+        let e = self.0 & EVIDENCE;
+        (e != 0).then(|| e as i16 + EVIDENCE_ZERO)
+    }
+
+    /// With the evidence set to `steps`, held between the floor and the ceiling.
+    pub fn with_evidence(self, steps: i16) -> Self {
+        let e = steps.clamp(evidence::FLOOR_STEPS, evidence::CEILING_STEPS) - EVIDENCE_ZERO;
+        Self((self.0 & !EVIDENCE) | e as u16)
     }
 
     fn with_class(self, class: u8) -> Self {
-        Self(((class.min(MAX_CLASS) + 1) << 3) | (self.0 & 7))
+        Self((u16::from(class.min(MAX_CLASS) + 1) << CLASS_SHIFT) | (self.0 & !(0x1f << CLASS_SHIFT)))
     }
 
     /// This state after one more latency of `ms`: a running mean with
@@ -80,11 +100,11 @@ impl PageScore {
 struct ScoreSection {
     /// `u32::MAX`: no longer lower tier (its memory went away).
     node: u32,
-    cells: OnceLock<Box<[AtomicU8]>>,
+    cells: OnceLock<Box<[AtomicU16]>>,
 }
 
 /// The scores of every lower-tier page, allocated per 128 MiB section on the
-/// first latency it sees (1 byte per page, as the hot map's default record).
+/// first latency it sees (2 bytes per page).
 /// Sections are looked up like the hot map's (a two-level table), so memory
 /// that comes online later gets scores too ([`PageScores::update_layout`]).
 pub struct PageScores {
@@ -145,7 +165,7 @@ impl PageScores {
     /// None for a pfn outside the lower tier.
     pub fn update(&self, pfn: u64, next: impl FnOnce(PageScore) -> PageScore) -> Option<PageScore> {
         let sec = self.section(pfn)?;
-        let cells = sec.cells.get_or_init(|| (0..PAGES_PER_SECTION).map(|_| AtomicU8::new(0)).collect());
+        let cells = sec.cells.get_or_init(|| (0..PAGES_PER_SECTION).map(|_| AtomicU16::new(0)).collect());
         let cell = &cells[(pfn & (PAGES_PER_SECTION - 1)) as usize];
         // Only the collector thread writes: a plain load and store suffice.
         let new = next(PageScore(cell.load(Ordering::Relaxed)));
@@ -192,6 +212,18 @@ mod tests {
         let s = s.with_streak(7);
         assert_eq!((s.streak(), s.class()), (3, s.class()), "the streak saturates");
         assert_eq!(s.after(5).streak(), 3, "a new latency keeps the streak (the rule sets it)");
+        assert_eq!(s.evidence(), None, "no evidence until the rule gives some");
+        let e = s.with_evidence(-100);
+        assert_eq!(
+            (e.evidence(), e.class(), e.streak(), e.has_mean()),
+            (Some(evidence::FLOOR_STEPS), s.class(), 3, true)
+        );
+        assert_eq!(e.with_evidence(0).evidence(), Some(0), "0 is evidence, not none");
+        assert_eq!(
+            e.with_evidence(1000).after(900).evidence(),
+            Some(40),
+            "held at the ceiling, kept by a latency"
+        );
     }
 
     #[test]

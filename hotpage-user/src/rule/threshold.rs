@@ -219,6 +219,29 @@ impl ClassHistogram {
         self.threshold
     }
 
+    /// The last split's mean class and valley, standing or drained.
+    pub fn last_split(&self) -> Option<(u8, u8)> {
+        self.last_split.map(|s| (s.class, s.valley))
+    }
+
+    /// The share of the node's pages in its fast mode, the prior odds a
+    /// page's evidence must overcome. While the split stands, the busiest
+    /// pass's: the same bar for the whole hot set, not one that rises as
+    /// its first pages leave (a likelihood-ratio bar that stays put takes
+    /// the most hot pages for a given number of cold ones); before a pass
+    /// closed, the histogram's share. Once drained, the last pass's: what
+    /// is left is stragglers and luck.
+    pub fn fast_share(&self) -> Option<f64> {
+        let split = self.last_split?;
+        let pass = self.flow.pass.max(1) as f64;
+        if let Some(last) = self.flow.last {
+            let fast = if self.threshold.source == ThresholdSource::Drained { last } else { self.flow.peak };
+            return Some(fast as f64 / pass);
+        }
+        let under: u64 = self.weights[..=usize::from(split.class)].iter().sum();
+        Some(under as f64 / self.total.max(1) as f64)
+    }
+
     /// A fault qualified under this node's threshold.
     pub fn note_qualified(&mut self) {
         self.taken += 1;

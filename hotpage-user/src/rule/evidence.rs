@@ -87,14 +87,10 @@ impl FaultModel {
             self.table = None;
             return;
         }
-        // Half a fault per class (a Jeffreys prior): a class neither group
-        // showed says nothing, one group alone showed says a bounded amount.
-        let k = CLASSES as f64 / 2.0;
-        let (nf, ns) = (self.n_fast as f64 + k, self.n_slow as f64 + k);
         let mut table = [0i16; CLASSES];
         for (c, t) in table.iter_mut().enumerate() {
-            let llr = ((self.fast[c] as f64 + 0.5) / nf / ((self.slow[c] as f64 + 0.5) / ns)).ln();
-            *t = ((llr * STEPS_PER_NAT).round() as i16).clamp(MIN_FAULT_STEPS, MAX_FAULT_STEPS);
+            *t =
+                self.ratio_steps(self.fast[c], self.slow[c], CLASSES).clamp(MIN_FAULT_STEPS, MAX_FAULT_STEPS);
         }
         // A fault beyond the valley never counts for a page: the fast
         // pages' rare stalled faults would otherwise make a slow class say
@@ -125,11 +121,20 @@ impl FaultModel {
         let upto = usize::from(fault_class).min(CLASSES - 1) + 1;
         let f: u64 = self.fast[..upto].iter().sum();
         let s: u64 = self.slow[..upto].iter().sum();
-        let llr =
-            ((f as f64 + 0.5) / (self.n_fast as f64 + 1.0) / ((s as f64 + 0.5) / (self.n_slow as f64 + 1.0)))
-                .ln();
-        let one = ((llr * STEPS_PER_NAT).round() as i16).clamp(0, MAX_FAULT_STEPS);
+        let one = self.ratio_steps(f, s, 2).clamp(0, MAX_FAULT_STEPS);
         Some((one * i16::from(n)).clamp(FLOOR_STEPS, CEILING_STEPS))
+    }
+
+    /// `ln(P_fast / P_slow)` of an outcome the fast group showed `f` times
+    /// and the slow one `s` times, among `outcomes`, in quarter nats. Half a
+    /// count per outcome is added to both (a Jeffreys prior): an outcome
+    /// neither group showed says nothing, one that one group alone showed
+    /// says a bounded amount.
+    fn ratio_steps(&self, f: u64, s: u64, outcomes: usize) -> i16 {
+        let k = outcomes as f64 / 2.0;
+        let p_fast = (f as f64 + 0.5) / (self.n_fast as f64 + k);
+        let p_slow = (s as f64 + 0.5) / (self.n_slow as f64 + k);
+        ((p_fast / p_slow).ln() * STEPS_PER_NAT).round() as i16
     }
 }
 

@@ -8,7 +8,11 @@
 //! mode of its node's pages and this fault and the one before it are short
 //! of the valley beyond it (both found in the data, `threshold`); three in a
 //! row, half an octave stricter, once the node's fast mode has drained
-//! (promoted). The hot map applies pghot's record semantics
+//! (promoted). Once a node has a split, the page's faults must also carry
+//! the evidence of a likelihood-ratio bar, from what the node's fast and
+//! slow pages' faults look like (`evidence`): where the modes lie close,
+//! each fast fault says less and a page needs more of them. The hot map
+//! applies pghot's record semantics
 //! unchanged; since a page faults once per scan, seconds apart (more than
 //! pghot's window), and the rule already asked for consecutive evidence, the
 //! latency policy's default `freq_threshold` is 1. Events without a latency
@@ -457,9 +461,9 @@ impl HotnessRule {
         let mut qualifies = score.streak() >= needed && threshold.is_some_and(|t| score.class() <= t);
         // Where the modes lie close a streak says less: the page's faults
         // must also carry the odds a precise choice needs, given how many of
-        // the node's pages are fast (`evidence`).
-        // While a split stands and the model has too few faults to say
-        // anything, nothing qualifies yet: in the pass after the first split
+        // the node's pages are fast (`evidence`). While a split stands and
+        // the model has too few faults to say anything, nothing qualifies
+        // yet: in the pass after the first split
         // the streaks of cold pages whose first faults were lucky are as
         // long as the hot pages' (a synthetic 10×-as-hot set: 36 cold pages
         // in before the first hot one), and the model has its faults within
@@ -570,6 +574,23 @@ mod tests {
         }
     }
 
+    /// One scan over the node's pages that are still on it: each faults
+    /// once, at its rate; a page that qualifies is promoted and leaves.
+    fn scan_leaving(
+        rule: &mut HotnessRule,
+        rng: &mut Rng,
+        promoted: &mut [bool],
+        per_s: impl Fn(u64) -> f64,
+    ) {
+        for p in 0..promoted.len() as u64 {
+            if !promoted[p as usize]
+                && rule.judge(&fault(S + p, rng.latency(per_s(p), 20.0))) == Verdict::Qualified
+            {
+                promoted[p as usize] = true;
+            }
+        }
+    }
+
     /// A fault that came late because hotpage was moving its process's
     /// pages in its window: the time of the move is taken off, so a hot
     /// page's streak and mean survive the stall; another process's move
@@ -662,15 +683,7 @@ mod tests {
         let mut promoted = vec![false; all as usize];
         let (mut split_at, mut t90_at) = (None, None);
         for scan in 0..30 {
-            for p in 0..all {
-                if promoted[p as usize] {
-                    continue;
-                }
-                let per_s = if p < hot { 8.0 } else { 0.5 };
-                if rule.judge(&fault(S + p, rng.latency(per_s, 20.0))) == Verdict::Qualified {
-                    promoted[p as usize] = true;
-                }
-            }
+            scan_leaving(&mut rule, &mut rng, &mut promoted, |p| if p < hot { 8.0 } else { 0.5 });
             if split_at.is_none() && rule.report().nodes[0].threshold_source == "split" {
                 split_at = Some(scan);
             }
@@ -793,15 +806,7 @@ mod tests {
         let (hot, all) = (1024u64, 8192u64);
         let mut promoted = vec![false; all as usize];
         for _scan in 0..40 {
-            for p in 0..all {
-                if promoted[p as usize] {
-                    continue;
-                }
-                let per_s = if p < hot { 20.0 } else { 2.0 };
-                if rule.judge(&fault(S + p, rng.latency(per_s, 20.0))) == Verdict::Qualified {
-                    promoted[p as usize] = true;
-                }
-            }
+            scan_leaving(&mut rule, &mut rng, &mut promoted, |p| if p < hot { 20.0 } else { 2.0 });
         }
         let hot_in = promoted[..hot as usize].iter().filter(|&&p| p).count();
         let cold = promoted[hot as usize..].iter().filter(|&&p| p).count();

@@ -282,6 +282,22 @@ impl NodeRule {
         self.classes.fast_share().map(evidence::bar_steps)
     }
 
+    /// Whether a page whose streak and mean are fast lacks the evidence to
+    /// qualify. Where the modes lie close a streak says less: the page's
+    /// faults must also carry the odds a precise choice needs, given how
+    /// many of the node's pages are fast (`evidence`). While a split stands
+    /// and the model has too few faults to say anything, nothing qualifies
+    /// yet: in the pass after the first split the streaks of cold pages
+    /// whose first faults were lucky are as long as the hot pages' (a
+    /// synthetic 10×-as-hot set: 36 cold pages in before the first hot
+    /// one), and the model has its faults within the pass.
+    fn short_of_evidence(&self, score: PageScore, source: ThresholdSource) -> bool {
+        match (score.evidence(), self.evidence_bar()) {
+            (Some(e), Some(bar)) => e < bar,
+            _ => source == ThresholdSource::Split,
+        }
+    }
+
     fn threshold(&self, nid: u32) -> NodeThreshold {
         let t = self.effective();
         let spent = t.source == ThresholdSource::Quantile && self.fallback_spent();
@@ -402,30 +418,27 @@ impl HotnessRule {
         let ms = ev.latency_ms.saturating_sub(u32::try_from(stalled).unwrap_or(u32::MAX));
         let class = latency::class_of(ms);
         let fast = fault_class.is_some_and(|t| class <= t);
-        // Whose fault this is, by the page's mean before it: the node's
-        // fault model learns what fast and slow pages' faults look like.
-        let before = self.scores.get(ev.pfn);
-        let group = node.classes.last_split().zip(before.filter(|s| s.has_mean())).and_then(
-            |((split, valley), s)| match s.class() {
-                c if c <= split => Some(Group::Fast),
-                c if c > valley => Some(Group::Slow),
-                _ => None,
-            },
-        );
-        if let Some(g) = group {
-            node.model.add(class, g, node.pages);
-        }
-        // The page's evidence: what this fault says added to what its
-        // faults said before (a page the model has not judged yet brings its
-        // streak's worth).
-        let evidence = node.model.steps(class).map(|step| {
-            let past = before
-                .and_then(|s| s.evidence().or_else(|| node.model.streak_steps(fault_class?, s.streak())));
-            past.unwrap_or(0) + step
-        });
+        let (split, pages, model) = (node.classes.last_split(), node.pages, &mut node.model);
         let mut had_mean = false;
         let Some(score) = self.scores.update(ev.pfn, |s| {
             had_mean = s.has_mean();
+            // Whose fault this is, by the page's mean before it: the node's
+            // fault model learns what fast and slow pages' faults look like.
+            let group = split.filter(|_| had_mean).and_then(|(split, valley)| match s.class() {
+                c if c <= split => Some(Group::Fast),
+                c if c > valley => Some(Group::Slow),
+                _ => None,
+            });
+            if let Some(g) = group {
+                model.add(class, g, pages);
+            }
+            // The page's evidence: what this fault says added to what its
+            // faults said before (a page the model has not judged yet brings
+            // its streak's worth).
+            let evidence = model.steps(class).map(|step| {
+                let past = s.evidence().or_else(|| model.streak_steps(fault_class?, s.streak()));
+                past.unwrap_or(0) + step
+            });
             let s = s.after(ms).with_streak(if fast { s.streak() + 1 } else { 0 });
             evidence.map_or(s, |e| s.with_evidence(e))
         }) else {
@@ -459,20 +472,7 @@ impl HotnessRule {
         // latencies dip under the threshold now and then, rarely twice in a
         // row with its mean following.
         let mut qualifies = score.streak() >= needed && threshold.is_some_and(|t| score.class() <= t);
-        // Where the modes lie close a streak says less: the page's faults
-        // must also carry the odds a precise choice needs, given how many of
-        // the node's pages are fast (`evidence`). While a split stands and
-        // the model has too few faults to say anything, nothing qualifies
-        // yet: in the pass after the first split
-        // the streaks of cold pages whose first faults were lucky are as
-        // long as the hot pages' (a synthetic 10×-as-hot set: 36 cold pages
-        // in before the first hot one), and the model has its faults within
-        // the pass.
-        let short = match (score.evidence(), node.evidence_bar()) {
-            (Some(e), Some(bar)) => e < bar,
-            _ => source == ThresholdSource::Split,
-        };
-        if qualifies && short {
+        if qualifies && node.short_of_evidence(score, source) {
             qualifies = false;
             self.stats.short_of_evidence += 1;
         }

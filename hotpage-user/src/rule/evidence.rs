@@ -103,6 +103,17 @@ impl FaultModel {
         self.table = Some(table);
     }
 
+    /// What a fast page's fault says on average (nats): the fast group's
+    /// classes weighted by how often they come, the divergence of the two
+    /// groups as the page sums see it (clamped, beyond-valley classes at
+    /// most 0). None until ready. Near 0 when the fast group's pages fault
+    /// no sooner than the rest: the split put pages of one kind apart.
+    pub fn fast_fault_nats(&self) -> Option<f64> {
+        let table = self.table?;
+        let sum: f64 = (0..CLASSES).map(|c| self.fast[c] as f64 * f64::from(table[c])).sum();
+        Some(sum / self.n_fast.max(1) as f64 / STEPS_PER_NAT)
+    }
+
     /// Whether both groups have faults enough for the figures to count.
     pub fn ready(&self) -> bool {
         self.table.is_some()

@@ -1,12 +1,16 @@
 //! Where "fast" ends, per node: a decayed histogram of pages' mean latency
-//! classes, split in two by Otsu's method when it is clearly bimodal.
+//! classes, split in two by Otsu's method when it is clearly bimodal (or by
+//! its peaks, or, where the fast mode is a shoulder, a mixture fit).
 //!
 //! Hot pages fault soon after each scan and cold ones late, so the pages' mean
 //! latencies form two modes whose positions depend on the machine (TCG slows
 //! everything 10-20×), the scan rate and the workload: a threshold found in
 //! the data travels where a fixed number does not.
 
-use super::latency::{CLASSES, class_of};
+use super::{
+    latency::{CLASSES, class_of},
+    mixture,
+};
 
 /// Mean classes (weight) the histogram holds before it halves: the threshold
 /// follows the last few scans, not the whole run.
@@ -96,6 +100,9 @@ impl Threshold {
 struct LastSplit {
     class: u8,
     valley: u8,
+    /// Found by the mixture fit (a shoulder), not a valley: fitted again at
+    /// each refresh until a valley shows.
+    fitted: bool,
 }
 
 /// The fast mode as a flow: how many mean updates of the last pass over the
@@ -180,6 +187,10 @@ pub struct ClassHistogram {
     /// Faults qualified since the node last came to a split from anything
     /// else (the first split, or a new hot set after a drain).
     taken: u64,
+    /// Mean updates counted, and the count before which no shoulder is
+    /// fitted (one was dropped: [`Self::drop_shoulder`]).
+    updates: u64,
+    no_fit_before: u64,
 }
 
 impl Default for ClassHistogram {
@@ -192,6 +203,8 @@ impl Default for ClassHistogram {
             placement: Placement::default(),
             flow: FastFlow::default(),
             taken: 0,
+            updates: 0,
+            no_fit_before: 0,
         }
     }
 }
@@ -201,6 +214,7 @@ impl ClassHistogram {
         let closed = self.last_split.is_some_and(|last| self.flow.add(class, class <= last.class));
         self.weights[usize::from(class).min(CLASSES - 1)] += 1;
         self.total += 1;
+        self.updates += 1;
         if self.total >= DECAY_AT {
             self.total = 0;
             for w in &mut self.weights {
@@ -240,6 +254,28 @@ impl ClassHistogram {
         }
         let under: u64 = self.weights[..=usize::from(split.class)].iter().sum();
         Some(under as f64 / self.total.max(1) as f64)
+    }
+
+    /// Whether the standing split is a fitted shoulder, not a valley's.
+    pub fn split_is_fitted(&self) -> bool {
+        self.threshold.source == ThresholdSource::Split && self.last_split.is_some_and(|s| s.fitted)
+    }
+
+    /// The fitted shoulder put pages of one kind apart (the fault model
+    /// says their faults are alike): there was no split. None is fitted
+    /// for the next two passes' worth of mean updates. Judged before the
+    /// first page qualifies under it only: once its pages are being
+    /// promoted, the faults left in its fast group are more and more the
+    /// slow pages' luck, and what they say falls (a box run's shoulder
+    /// went from 0.5 to under 0.1 nats a fault while 90% of what it took
+    /// was hot); dropping it then, the fastest tenth took cold pages.
+    pub fn drop_shoulder(&mut self) {
+        if !self.last_split.is_some_and(|s| s.fitted) || self.taken > 0 {
+            return;
+        }
+        self.last_split = None;
+        self.no_fit_before = self.updates + 2 * self.flow.pass;
+        self.threshold = self.quantile(class_of(CEILING_MS));
     }
 
     /// A fault qualified under this node's threshold.
@@ -316,21 +352,46 @@ impl ClassHistogram {
                 }
             }
             (Some(found), _) => split(self.take_split(found)),
+            // A shoulder is fitted afresh as the means move; a valley, once
+            // one shows, takes over (above). A fit that falls short of the
+            // separation for a moment (a box run's shoulder fitted at
+            // D 1.5-1.7 from one refresh to the next) leaves the last one
+            // standing: dropping it, the fastest tenth took cold pages
+            // between fits (precision 49% replayed). A shoulder that put
+            // pages of one kind apart goes by what its pages' faults say
+            // ([`Self::drop_shoulder`]).
+            (None, Some(last)) if last.fitted => split(self.shoulder().unwrap_or(last)),
             // No valley this time, but the fast mode's pages are still here.
             // Measured on DAMON's region figures: the hot mode is broad, lost
             // its valley a second after the first split while 95% of it was
             // still unpromoted, and three-in-a-row under a too-tight split
             // held 30% of the hot set back for 25 s.
             (None, Some(last)) => split(last),
-            (None, None) => self.quantile(ceiling),
+            // No valley yet: a fast mode that is a shoulder on the slow one,
+            // or else the fastest tenth.
+            (None, None) => match self.shoulder() {
+                Some(fitted) => split(fitted),
+                None => self.quantile(ceiling),
+            },
         }
     }
 
     /// Makes Otsu's `(class, valley)` the last split.
     fn take_split(&mut self, (class, valley): (u8, u8)) -> LastSplit {
-        let now = LastSplit { class, valley };
+        let now = LastSplit { class, valley, fitted: false };
         self.last_split = Some(now);
         now
+    }
+
+    /// A shoulder, made the last split if the fit finds one.
+    fn shoulder(&mut self) -> Option<LastSplit> {
+        if self.updates < self.no_fit_before {
+            return None;
+        }
+        let (class, valley) = shoulder(&self.weights, self.placement)?;
+        let now = LastSplit { class, valley, fitted: true };
+        self.last_split = Some(now);
+        Some(now)
     }
 
     /// Without a split yet: the fastest [`FALLBACK_QUANTILE`] of the weight.
@@ -425,14 +486,44 @@ fn two_peaks(w: &[u64; CLASSES], placement: Placement) -> Option<(u8, u8)> {
     Some(placed(other.min(top), valley, placement))
 }
 
+/// A fast mode without a valley (`mixture`): the fitted fast component's
+/// mean stands for its peak and the class where the slow one starts to
+/// outweigh it for the valley. None unless the components are apart by
+/// [`mixture::MIN_ASHMAN_D`] and an octave, and the fast one holds at least
+/// 1/`MIN_MODE_SHARE` of the weight.
+fn shoulder(w: &[u64; CLASSES], placement: Placement) -> Option<(u8, u8)> {
+    let m = mixture::fit(w)?;
+    if m.separation() < mixture::MIN_ASHMAN_D
+        || m.slow.mean - m.fast.mean < MIN_SEPARATION
+        || m.fast.share * (MIN_MODE_SHARE as f64) < 1.0
+    {
+        return None;
+    }
+    let valley = m.boundary()?;
+    let peak = (m.fast.mean.round() as usize).min(valley);
+    Some(placed(peak, valley, placement))
+}
+
 /// The fast mode's split and valley: Otsu's, or else two peaks'.
 fn two_modes(w: &[u64; CLASSES], placement: Placement) -> Option<(u8, u8)> {
     otsu(w, placement).or_else(|| two_peaks(w, placement))
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// Page means of a 40 s warm box run (hot set 9× as hot, 12.5% of the
+    /// node), classes 8-23, a third of the way in and near the end: the hot
+    /// pages' means a shoulder on the cold mode, no valley.
+    pub(crate) const RECORDED_SHOULDER: [u64; 16] =
+        [88, 237, 501, 847, 1525, 2243, 3359, 4414, 8284, 14672, 15499, 5042, 467, 92, 0, 0];
+    pub(crate) const RECORDED_SHOULDER_LATE: [u64; 16] =
+        [9, 26, 65, 174, 538, 845, 1734, 2333, 3779, 8590, 21907, 22051, 3324, 125, 1, 0];
+
+    fn shoulder_parts() -> Vec<(u8, u64)> {
+        (8..).zip(RECORDED_SHOULDER).filter(|p| p.1 > 0).collect()
+    }
 
     /// What a drained split asks: half an octave stricter, mean and figure.
     fn drained(split: Option<u8>) -> Threshold {
@@ -529,6 +620,46 @@ mod tests {
             h.threshold(),
             Threshold { class: Some(15), fault_class: Some(15), source: ThresholdSource::Split }
         );
+    }
+
+    #[test]
+    fn a_shoulder_without_a_valley_splits_where_the_fit_puts_it() {
+        let parts = shoulder_parts();
+        let mut h = histogram(&parts);
+        assert_eq!(two_modes(&h.weights, h.placement), None, "no valley to find");
+        assert!(h.split_is_fitted());
+        assert_eq!(
+            h.threshold(),
+            Threshold { class: Some(15), fault_class: Some(15), source: ThresholdSource::Split },
+            "the fast component's mean (14.6) for its peak, the last class it outweighs the slow one in (15) for the valley"
+        );
+        // The hot pages' means drift down as their faults come: fitted afresh.
+        let later: Vec<(u8, u64)> = (8..).zip(RECORDED_SHOULDER_LATE).filter(|p| p.1 > 0).collect();
+        pass(&mut h, &later);
+        assert!(h.split_is_fitted());
+        // A valley, once one shows, takes over.
+        let clear: Vec<(u8, u64)> = [(11, 30_000), (18, 200_000)].into();
+        pass(&mut h, &clear);
+        assert!(!h.split_is_fitted());
+        assert_eq!(h.threshold().source, ThresholdSource::Split);
+    }
+
+    #[test]
+    fn a_shoulder_whose_pages_are_of_one_kind_is_dropped_before_it_takes_any() {
+        let parts = shoulder_parts();
+        let mut h = histogram(&parts);
+        let fitted = h.threshold();
+        h.drop_shoulder();
+        assert_eq!(h.threshold().source, ThresholdSource::Quantile, "no split after all: the fastest tenth");
+        assert!(!h.split_is_fitted());
+        pass(&mut h, &parts);
+        assert_eq!(h.threshold().source, ThresholdSource::Quantile, "not fitted again within two passes");
+        pass(&mut h, &parts);
+        assert_eq!(h.threshold(), fitted, "then fitted again");
+        // Once a page qualified under it, it stands.
+        h.note_qualified();
+        h.drop_shoulder();
+        assert_eq!(h.threshold(), fitted);
     }
 
     #[test]

@@ -141,8 +141,11 @@ impl Default for FastFlow {
 }
 
 impl FastFlow {
-    /// Counts one mean update; true when it closed a pass.
-    fn add(&mut self, class: u8, fast: bool) -> bool {
+    /// Counts one mean update; true when it closed a pass. `taken`: faults
+    /// qualified since the split. Once they reach the peak, the fast mode
+    /// was taken, and a busier pass after it is the cold spread moving
+    /// under the split, not more fast pages: the peak stays.
+    fn add(&mut self, class: u8, fast: bool, taken: u64) -> bool {
         self.classes[usize::from(class).min(CLASSES - 1)] += 1;
         self.seen += 1;
         self.fast += u64::from(fast);
@@ -151,7 +154,9 @@ impl FastFlow {
         }
         self.before = self.last;
         self.last = Some(self.fast);
-        self.peak = self.peak.max(self.fast);
+        if taken < self.peak || self.peak == 0 {
+            self.peak = self.peak.max(self.fast);
+        }
         (self.seen, self.fast) = (0, 0);
         self.last_classes = std::mem::replace(&mut self.classes, [0; CLASSES]);
         true
@@ -211,7 +216,8 @@ impl Default for ClassHistogram {
 
 impl ClassHistogram {
     pub fn add(&mut self, class: u8) {
-        let closed = self.last_split.is_some_and(|last| self.flow.add(class, class <= last.class));
+        let taken = self.taken;
+        let closed = self.last_split.is_some_and(|last| self.flow.add(class, class <= last.class, taken));
         self.weights[usize::from(class).min(CLASSES - 1)] += 1;
         self.total += 1;
         self.updates += 1;
@@ -334,6 +340,24 @@ impl ClassHistogram {
             // (precision 57%). The last split stands, drained. A new hot set
             // (it moved) brings the fast pages back, and with them the split.
             (_, Some(last)) if gone => drained(last),
+            // The fast mode was taken (as many faults qualified since the
+            // split as its busiest pass held fast pages), and the last pass
+            // on its own shows no two modes: what is under the split now is
+            // the cold spread, moving there as the workload, its hot set on
+            // the fast node, touches its cold pages more often. Drained,
+            // whether or not the count fell. A box run of "small" (64/16
+            // MiB) stood at its split while the pass's fast means went from
+            // 2149 (half its peak, right after the hot set was taken) to
+            // 11522 of 16384 pages, the bar's prior rising with them, and
+            // let 2000 cold pages through (precision 66.6%).
+            (_, Some(last))
+                if self.threshold.source == ThresholdSource::Split
+                    && self.flow.last.is_some()
+                    && self.taken >= self.flow.peak
+                    && two_modes(&self.flow.last_classes, self.placement).is_none() =>
+            {
+                drained(last)
+            }
             // Drained, and fast pages are back. A new hot set (it moved) is a
             // mode of its own in the pass that brings it; the histogram, whose
             // history holds its pages' means on their way down, shows no
@@ -727,6 +751,33 @@ pub(super) mod tests {
             drained(split.class),
             "1600 taken and under a quarter: drained though falling"
         );
+    }
+
+    #[test]
+    fn once_the_fast_mode_was_taken_the_cold_spread_under_the_split_is_drained() {
+        let mut h = histogram(&HOT_AND_COLD);
+        let split = h.threshold();
+        pass(&mut h, &HOT_AND_COLD);
+        for _ in 0..800 {
+            h.note_qualified();
+        }
+        // The hot pages are gone; the cold ones, touched more often now,
+        // spread under the split: one wide mode, its fast side as many
+        // pages as the hot set was.
+        let spread =
+            [(9, 200), (10, 400), (11, 800), (12, 1200), (13, 1400), (14, 1300), (15, 1000), (16, 700)];
+        pass(&mut h, &spread);
+        assert!(h.flow.last.unwrap() * DRAINED_AT >= h.flow.peak, "the count did not fall under a quarter");
+        assert_eq!(h.threshold(), drained(split.class));
+        assert_eq!(h.flow.peak, 800, "a busier pass after the fast mode was taken is no new peak");
+        // Before the fast mode was taken, the same pass is no drain.
+        let mut h = histogram(&HOT_AND_COLD);
+        pass(&mut h, &HOT_AND_COLD);
+        for _ in 0..400 {
+            h.note_qualified();
+        }
+        pass(&mut h, &spread);
+        assert_eq!(h.threshold().source, ThresholdSource::Split);
     }
 
     #[test]

@@ -229,6 +229,17 @@ pub struct E2eReport {
     pub runs: Vec<RunResult>,
     /// Per (scenario, system): the median over its repetitions.
     pub cells: Vec<Cell>,
+    /// Runs that failed; their cells hold the other repetitions, or none.
+    pub failed: Vec<FailedRun>,
+}
+
+/// A run that did not complete, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailedRun {
+    pub scenario: String,
+    pub label: &'static str,
+    pub rep: usize,
+    pub error: String,
 }
 
 /// One (scenario, system) cell: medians over its repetitions.
@@ -356,7 +367,54 @@ impl Drop for Filler {
     }
 }
 
-fn start_workload(sc: &Scenario, i: usize, system: System) -> Result<(Child, PathBuf)> {
+/// One workload process and where it writes its ground truth. Killed when
+/// dropped, so that a run that fails midway leaves nothing running into the
+/// next one.
+struct Workload {
+    child: Child,
+    truth: PathBuf,
+}
+
+impl Workload {
+    /// How it ended, if it has: an OOM kill in the box shows as SIGKILL.
+    fn ended(&mut self) -> Option<String> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.try_wait().ok()??;
+        Some(match status.signal() {
+            Some(9) => format!(
+                "the workload was killed by SIGKILL (the OOM killer, most likely: node 1 has {} MiB free now)",
+                node_free_mib(1)
+            ),
+            _ => format!("the workload exited early ({status})"),
+        })
+    }
+
+    /// Waits for its ground truth, written once its memory is placed.
+    fn read_truth(&mut self, limit: Duration) -> Result<Truth> {
+        let t = Instant::now();
+        loop {
+            if self.truth.exists() {
+                return read_truth(&self.truth, limit.saturating_sub(t.elapsed()));
+            }
+            if let Some(how) = self.ended() {
+                bail!("{how} before it placed its memory");
+            }
+            if t.elapsed() > limit {
+                bail!("the workload never wrote {}", self.truth.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_workload(sc: &Scenario, i: usize, system: System) -> Result<Workload> {
     let truth = PathBuf::from(format!("/tmp/e2e-truth-{i}.json"));
     let _ = std::fs::remove_file(&truth);
     let region = sc.region_mib / sc.procs as u64;
@@ -373,7 +431,7 @@ fn start_workload(sc: &Scenario, i: usize, system: System) -> Result<(Child, Pat
     if system == System::NoMigration {
         cmd.arg("--keep-bound");
     }
-    Ok((cmd.spawn().context("starting the workload")?, truth))
+    Ok(Workload { child: cmd.spawn().context("starting the workload")?, truth })
 }
 
 fn read_truth(path: &Path, limit: Duration) -> Result<Truth> {
@@ -550,8 +608,8 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
     for i in 0..sc.procs {
         children.push(start_workload(sc, i, system)?);
     }
-    for (_, path) in &children {
-        truths.push(read_truth(path, Duration::from_secs(120))?);
+    for w in &mut children {
+        truths.push(w.read_truth(Duration::from_secs(120))?);
     }
     // The clock starts when the last workload has placed its memory and begins updating.
     let start = Instant::now();
@@ -585,11 +643,13 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
     let migrated = vmstat("pgmigrate_success") - migrated0;
     let kernel_promoted = vmstat("pgpromote_success") - promoted0;
     let faults = vmstat("numa_hint_faults") - faults0;
-    let truth_paths: Vec<PathBuf> = children.iter().map(|(_, p)| p.clone()).collect();
-    for (mut c, _) in children {
-        let _ = c.kill();
-        let _ = c.wait();
+    let truth_paths: Vec<PathBuf> = children.iter().map(|w| w.truth.clone()).collect();
+    // A workload that died during the run (the OOM killer) leaves figures of
+    // a run that did not happen.
+    if let Some(how) = children.iter_mut().find_map(Workload::ended) {
+        bail!("{how} during the run");
     }
+    drop(children);
     let mut sent = (None, Vec::new());
     if let Some(d) = hotpage {
         let out = d.stop()?;
@@ -791,13 +851,27 @@ impl Plan {
 /// precision bound.
 pub fn run(plan: &Plan) -> Result<E2eReport> {
     let mut runs = Vec::new();
+    let mut failed = Vec::new();
     for sc in &plan.scenarios {
         let reps = if sc.headline { plan.reps } else { 1 };
         for rep in 0..reps {
             for &system in &plan.systems {
                 eprintln!("e2e: {} under {} (repetition {}/{reps})", sc.name, system.label(), rep + 1);
-                let r = run_one(system, sc, rep, plan.fast_scan)
-                    .with_context(|| format!("{} under {}", sc.name, system.label()))?;
+                let r = match run_one(system, sc, rep, plan.fast_scan) {
+                    Ok(r) => r,
+                    // One run's failure (a workload the box's OOM killer
+                    // took) costs that run, not the session's others.
+                    Err(e) => {
+                        eprintln!("e2e:   failed: {e:#}; going on with the next run");
+                        failed.push(FailedRun {
+                            scenario: sc.name.clone(),
+                            label: system.label(),
+                            rep,
+                            error: format!("{e:#}"),
+                        });
+                        continue;
+                    }
+                };
                 eprintln!(
                     "e2e:   hot set on node 0 {:.1}%, precision {:.1}%, migrated {} MiB, t90 {:?}",
                     r.final_hot_on_node0 * 100.0,
@@ -815,6 +889,10 @@ pub fn run(plan: &Plan) -> Result<E2eReport> {
             }
         }
     }
+    if runs.is_empty() {
+        let first = failed.first().map_or(String::new(), |f: &FailedRun| format!(": {}", f.error));
+        bail!("every e2e run failed{first}");
+    }
     let cells = cells(&runs);
     let report = E2eReport {
         bench: "e2e",
@@ -822,7 +900,11 @@ pub fn run(plan: &Plan) -> Result<E2eReport> {
         scan: if plan.fast_scan { "fast (scan_delay 0, period 100-1000 ms)" } else { "kernel defaults" },
         runs,
         cells,
+        failed,
     };
+    if let Some(f) = report.failed.first().filter(|_| plan.short) {
+        bail!("{} under {} failed: {}", f.scenario, f.label, f.error);
+    }
     if plan.short {
         check_facts(&report)?;
     }
@@ -984,6 +1066,9 @@ pub fn print(r: &E2eReport) {
             opt(x.tiering_cost_cpu_s),
             x.workload_sys_cpu_s
         );
+    }
+    for f in &r.failed {
+        println!("failed: {} under {} (repetition {}): {}", f.scenario, f.label, f.rep + 1, f.error);
     }
 }
 

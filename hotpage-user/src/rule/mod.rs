@@ -604,10 +604,18 @@ mod tests {
         promoted: &mut [bool],
         per_s: impl Fn(u64) -> f64,
     ) {
+        scan_leaving_with(rule, rng, promoted, |rng, p| rng.latency(per_s(p), 20.0));
+    }
+
+    /// As `scan_leaving`, each page's latency (ms) from `latency`.
+    fn scan_leaving_with(
+        rule: &mut HotnessRule,
+        rng: &mut Rng,
+        promoted: &mut [bool],
+        mut latency: impl FnMut(&mut Rng, u64) -> u32,
+    ) {
         for p in 0..promoted.len() as u64 {
-            if !promoted[p as usize]
-                && rule.judge(&fault(S + p, rng.latency(per_s(p), 20.0))) == Verdict::Qualified
-            {
+            if !promoted[p as usize] && rule.judge(&fault(S + p, latency(rng, p))) == Verdict::Qualified {
                 promoted[p as usize] = true;
             }
         }
@@ -850,13 +858,7 @@ mod tests {
         let all = 8192u64;
         let mut promoted = vec![false; all as usize];
         for _scan in 0..60 {
-            for p in 0..all {
-                if !promoted[p as usize]
-                    && rule.judge(&fault(S + p, rng.latency(5.0, 20.0))) == Verdict::Qualified
-                {
-                    promoted[p as usize] = true;
-                }
-            }
+            scan_leaving(&mut rule, &mut rng, &mut promoted, |_| 5.0);
         }
         let n = promoted.iter().filter(|&&p| p).count();
         assert!(
@@ -882,14 +884,11 @@ mod tests {
         let mut promoted = vec![false; all as usize];
         let mut shoulder_seen = false;
         for _scan in 0..60 {
-            for p in 0..all {
+            scan_leaving_with(&mut rule, &mut rng, &mut promoted, |rng, _| {
                 let quick = rng.unit() < 0.3;
-                let ms = rng.latency(if quick { 10.0 } else { 1.6 }, 20.0);
-                if !promoted[p as usize] && rule.judge(&fault(S + p, ms)) == Verdict::Qualified {
-                    promoted[p as usize] = true;
-                }
-                shoulder_seen |= rule.thresholds()[0].source == SHOULDER;
-            }
+                rng.latency(if quick { 10.0 } else { 1.6 }, 20.0)
+            });
+            shoulder_seen |= rule.thresholds()[0].source == SHOULDER;
         }
         let n = promoted.iter().filter(|&&p| p).count();
         assert!(shoulder_seen, "the means' shoulder was fitted");

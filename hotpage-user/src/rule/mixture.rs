@@ -83,14 +83,21 @@ fn component(w: &[u64; CLASSES], r: &[f64; CLASSES], total: f64) -> Option<Compo
 }
 
 /// EM from a start that puts the classes up to `cut` in the fast component.
-/// Only classes with weight count, in either step.
 fn fit_from(w: &[u64; CLASSES], cut: usize) -> Option<Mixture> {
+    let total: f64 = w.iter().map(|&n| n as f64).sum();
+    let mut r = [0f64; CLASSES];
+    r[..=cut].fill(1.0);
+    let fast = component(w, &r, total)?;
+    let slow = component(w, &r.map(|x| 1.0 - x), total)?;
+    em(w, fast, slow)
+}
+
+/// EM from two components, until the likelihood settles. Only classes
+/// with weight count, in either step.
+fn em(w: &[u64; CLASSES], mut fast: Component, mut slow: Component) -> Option<Mixture> {
     let total: f64 = w.iter().map(|&n| n as f64).sum();
     let held: Vec<usize> = (0..CLASSES).filter(|&c| w[c] > 0).collect();
     let mut r = [0f64; CLASSES];
-    r[..=cut].fill(1.0);
-    let flipped = |r: &[f64; CLASSES]| r.map(|x| 1.0 - x);
-    let (mut fast, mut slow) = (component(w, &r, total)?, component(w, &flipped(&r), total)?);
     let mut log_likelihood = f64::NEG_INFINITY;
     for _ in 0..ROUNDS {
         let mut now = 0.0;
@@ -104,7 +111,7 @@ fn fit_from(w: &[u64; CLASSES], cut: usize) -> Option<Mixture> {
             };
             now += w[c] as f64 * (f + s).max(f64::MIN_POSITIVE).ln();
         }
-        (fast, slow) = (component(w, &r, total)?, component(w, &flipped(&r), total)?);
+        (fast, slow) = (component(w, &r, total)?, component(w, &r.map(|x| 1.0 - x), total)?);
         let settled = now - log_likelihood < 1e-9 * now.abs();
         log_likelihood = now;
         if settled {
@@ -118,10 +125,10 @@ fn fit_from(w: &[u64; CLASSES], cut: usize) -> Option<Mixture> {
 }
 
 /// The best two-component fit of a class histogram, from starts that put
-/// its fastest 5, 15, 30 and 50% in the fast component (EM finds a local
-/// optimum; the likeliest of these is kept). None without weight on two
-/// classes or more.
-pub fn fit(w: &[u64; CLASSES]) -> Option<Mixture> {
+/// its fastest 5, 15, 30 and 50% in the fast component, and from `last`,
+/// a fit of the histogram as it was (EM finds a local optimum; the
+/// likeliest of these is kept). None without weight on two classes or more.
+pub fn fit(w: &[u64; CLASSES], last: Option<&Mixture>) -> Option<Mixture> {
     let total: u64 = w.iter().sum();
     let cuts: std::collections::BTreeSet<usize> = [0.05, 0.15, 0.3, 0.5]
         .iter()
@@ -136,7 +143,14 @@ pub fn fit(w: &[u64; CLASSES]) -> Option<Mixture> {
         .collect();
     cuts.into_iter()
         .filter_map(|cut| fit_from(w, cut))
+        .chain(last.and_then(|m| refit(w, m)))
         .max_by(|a, b| a.log_likelihood.total_cmp(&b.log_likelihood))
+}
+
+/// The fit of a histogram that has changed a little since `last` was
+/// fitted to it: EM from `last`, a few rounds where [`fit`] takes hundreds.
+pub fn refit(w: &[u64; CLASSES], last: &Mixture) -> Option<Mixture> {
+    em(w, last.fast, last.slow)
 }
 
 #[cfg(test)]
@@ -156,7 +170,7 @@ mod tests {
     #[test]
     fn a_shoulder_fits_as_a_component_of_its_own() {
         for counts in [SHOULDER, SHOULDER_LATE] {
-            let m = fit(&weights(8, &counts)).unwrap();
+            let m = fit(&weights(8, &counts), None).unwrap();
             assert!(m.separation() >= MIN_ASHMAN_D, "{m:?}: D {}", m.separation());
             assert!((13.5..16.0).contains(&m.fast.mean), "{m:?}");
             assert!((17.0..18.5).contains(&m.slow.mean), "{m:?}");
@@ -190,14 +204,14 @@ mod tests {
     #[test]
     fn one_rate_skewed_as_it_is_does_not_separate() {
         for k in [1, 2, 4, 8] {
-            let m = fit(&one_rate(k)).unwrap();
+            let m = fit(&one_rate(k), None).unwrap();
             assert!(m.separation() < MIN_ASHMAN_D, "k {k}: {m:?}, D {}", m.separation());
         }
     }
 
     #[test]
     fn two_clean_modes_fit_where_they_are() {
-        let m = fit(&weights(10, &[300, 500, 300, 0, 0, 0, 0, 2000, 3000, 2000])).unwrap();
+        let m = fit(&weights(10, &[300, 500, 300, 0, 0, 0, 0, 2000, 3000, 2000]), None).unwrap();
         assert!((m.fast.mean - 11.0).abs() < 0.1 && (m.slow.mean - 18.0).abs() < 0.1, "{m:?}");
         assert!((m.fast.share - 1100.0 / 8100.0).abs() < 0.01);
         assert!(m.separation() > 5.0);
@@ -205,8 +219,19 @@ mod tests {
     }
 
     #[test]
+    fn a_refit_from_the_last_fit_lands_where_a_fit_does() {
+        let early = fit(&weights(8, &SHOULDER), None).unwrap();
+        let late = weights(8, &SHOULDER_LATE);
+        let (full, warm) = (fit(&late, None).unwrap(), refit(&late, &early).unwrap());
+        for (a, b) in [(full.fast, warm.fast), (full.slow, warm.slow)] {
+            assert!((a.mean - b.mean).abs() < 0.05 && (a.share - b.share).abs() < 0.01, "{full:?} {warm:?}");
+        }
+        assert_eq!(fit(&late, Some(&early)).unwrap().boundary(), full.boundary());
+    }
+
+    #[test]
     fn one_class_has_nothing_to_fit() {
-        assert_eq!(fit(&weights(12, &[1000])), None);
-        assert_eq!(fit(&[0; CLASSES]), None);
+        assert_eq!(fit(&weights(12, &[1000]), None), None);
+        assert_eq!(fit(&[0; CLASSES], None), None);
     }
 }

@@ -21,6 +21,8 @@ const MIN_WEIGHT: u64 = 512;
 const MIN_MODE_SHARE: u64 = 200;
 /// …and their means be this many classes (one octave) apart.
 const MIN_SEPARATION: f64 = 2.0;
+/// Mean updates between two mixture fits from scratch (`shoulder`).
+const FULL_FIT_EVERY: u64 = 8192;
 /// Without two modes yet, the fastest this share of pages counts as hot (and
 /// the rule lets at most this share of the node's pages qualify so).
 pub const FALLBACK_QUANTILE: f64 = 0.1;
@@ -196,6 +198,12 @@ pub struct ClassHistogram {
     /// fitted (one was dropped: [`Self::drop_shoulder`]).
     updates: u64,
     no_fit_before: u64,
+    /// The last mixture fit, and the count from which the next fit starts
+    /// afresh rather than from it.
+    last_fit: Option<mixture::Mixture>,
+    next_full_fit: u64,
+    /// The standing shoulder was judged ([`Self::judge_shoulder`]).
+    shoulder_judged: bool,
 }
 
 impl Default for ClassHistogram {
@@ -210,6 +218,9 @@ impl Default for ClassHistogram {
             taken: 0,
             updates: 0,
             no_fit_before: 0,
+            last_fit: None,
+            next_full_fit: 0,
+            shoulder_judged: false,
         }
     }
 }
@@ -267,18 +278,28 @@ impl ClassHistogram {
         self.threshold.source == ThresholdSource::Split && self.last_split.is_some_and(|s| s.fitted)
     }
 
-    /// The fitted shoulder put pages of one kind apart (the fault model
-    /// says their faults are alike): there was no split. None is fitted
-    /// for the next two passes' worth of mean updates. Judged before the
-    /// first page qualifies under it only: once its pages are being
-    /// promoted, the faults left in its fast group are more and more the
-    /// slow pages' luck, and what they say falls (a box run's shoulder
-    /// went from 0.5 to under 0.1 nats a fault while 90% of what it took
-    /// was hot); dropping it then, the fastest tenth took cold pages.
-    pub fn drop_shoulder(&mut self) {
-        if !self.last_split.is_some_and(|s| s.fitted) || self.taken > 0 {
+    /// Judges a standing shoulder once, by what its fast pages' faults say
+    /// when the fault model first has faults enough under it: one that put
+    /// pages of one kind apart (`informative` false: their faults are alike)
+    /// is dropped, there was no split, and none is fitted for the next two
+    /// passes' worth of mean updates. Once only, and never after a page
+    /// qualified under it: as its pages are promoted, or merely as the
+    /// model learns while a slow shoulder's pages gather their evidence, the
+    /// faults in its fast group say less and less (a box run's shoulder went
+    /// from 0.5 to under 0.1 nats a fault while 90% of what it took was hot;
+    /// a synthetic one from 0.32 to 0.10 before its first page qualified),
+    /// and dropping it then, the fastest tenth took cold pages.
+    pub fn judge_shoulder(&mut self, informative: bool) {
+        if !self.split_is_fitted() || self.shoulder_judged {
             return;
         }
+        self.shoulder_judged = true;
+        if !informative && self.taken == 0 {
+            self.drop_shoulder();
+        }
+    }
+
+    fn drop_shoulder(&mut self) {
         self.last_split = None;
         self.no_fit_before = self.updates + 2 * self.flow.pass;
         self.threshold = self.quantile(class_of(CEILING_MS));
@@ -408,11 +429,27 @@ impl ClassHistogram {
     }
 
     /// A shoulder, made the last split if the fit finds one.
+    /// The histogram changes little between two redraws (1024 mean
+    /// updates), so the fit starts from the last one and settles in a few
+    /// rounds; every [`FULL_FIT_EVERY`] updates it starts afresh too, so
+    /// that it cannot stay in a poor local optimum. A fit from scratch at
+    /// every redraw cost 0.3-0.5 ms here (10-20× that under TCG) 30 times a
+    /// second while no valley showed.
     fn shoulder(&mut self) -> Option<LastSplit> {
         if self.updates < self.no_fit_before {
             return None;
         }
-        let (class, valley) = shoulder(&self.weights, self.placement)?;
+        self.last_fit = match self.last_fit {
+            Some(last) if self.updates < self.next_full_fit => mixture::refit(&self.weights, &last),
+            last => {
+                self.next_full_fit = self.updates + FULL_FIT_EVERY;
+                mixture::fit(&self.weights, last.as_ref())
+            }
+        };
+        let (class, valley) = shoulder(self.last_fit.as_ref()?, self.placement)?;
+        if !self.split_is_fitted() {
+            self.shoulder_judged = false;
+        }
         let now = LastSplit { class, valley, fitted: true };
         self.last_split = Some(now);
         Some(now)
@@ -510,13 +547,12 @@ fn two_peaks(w: &[u64; CLASSES], placement: Placement) -> Option<(u8, u8)> {
     Some(placed(other.min(top), valley, placement))
 }
 
-/// A fast mode without a valley (`mixture`): the fitted fast component's
+/// A fast mode without a valley (`mixture`), from a fit: the fast component's
 /// mean stands for its peak and the class where the slow one starts to
 /// outweigh it for the valley. None unless the components are apart by
 /// [`mixture::MIN_ASHMAN_D`] and an octave, and the fast one holds at least
 /// 1/`MIN_MODE_SHARE` of the weight.
-fn shoulder(w: &[u64; CLASSES], placement: Placement) -> Option<(u8, u8)> {
-    let m = mixture::fit(w)?;
+fn shoulder(m: &mixture::Mixture, placement: Placement) -> Option<(u8, u8)> {
     if m.separation() < mixture::MIN_ASHMAN_D
         || m.slow.mean - m.fast.mean < MIN_SEPARATION
         || m.fast.share * (MIN_MODE_SHARE as f64) < 1.0
@@ -673,16 +709,16 @@ pub(super) mod tests {
         let parts = shoulder_parts();
         let mut h = histogram(&parts);
         let fitted = h.threshold();
-        h.drop_shoulder();
+        h.judge_shoulder(false);
         assert_eq!(h.threshold().source, ThresholdSource::Quantile, "no split after all: the fastest tenth");
         assert!(!h.split_is_fitted());
         pass(&mut h, &parts);
         assert_eq!(h.threshold().source, ThresholdSource::Quantile, "not fitted again within two passes");
         pass(&mut h, &parts);
         assert_eq!(h.threshold(), fitted, "then fitted again");
-        // Once a page qualified under it, it stands.
-        h.note_qualified();
-        h.drop_shoulder();
+        // Judged once: a shoulder found telling stands.
+        h.judge_shoulder(true);
+        h.judge_shoulder(false);
         assert_eq!(h.threshold(), fitted);
     }
 

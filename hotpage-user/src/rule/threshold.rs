@@ -175,11 +175,21 @@ impl FastFlow {
     /// split as the busiest pass held fast pages (`taken`): the fast mode
     /// was taken, and a count still falling is the cold pages' spread
     /// shifting, not stragglers.
-    fn gone(&self, drained: bool, taken: u64) -> bool {
+    ///
+    /// Once the fast mode was taken, the node is drained too as soon as the
+    /// last pass on its own shows no two modes, whether or not its count
+    /// fell: what is under the split now is the cold spread, moving there
+    /// as the workload, its hot set on the fast node, touches its cold pages
+    /// more often. A box run of "small" (64/16 MiB) stood at its split while
+    /// the pass's fast means went from 2149 (half its peak, right after the
+    /// hot set was taken) to 11522 of 16384 pages, the bar's prior rising
+    /// with them, and let 2000 cold pages through (precision 66.6%).
+    fn gone(&self, drained: bool, taken: u64, placement: Placement) -> bool {
         let Some(last) = self.last else { return false };
         let stopped = self.before.is_some_and(|b| last * 4 >= b * 3);
-        last * DRAINED_AT < self.peak
-            && (drained || stopped || last * DRAINED_AT * DRAINED_AT < self.peak || taken >= self.peak)
+        let falling_gone = last * DRAINED_AT < self.peak
+            && (drained || stopped || last * DRAINED_AT * DRAINED_AT < self.peak || taken >= self.peak);
+        falling_gone || (taken >= self.peak && two_modes(&self.last_classes, placement).is_none())
     }
 }
 
@@ -351,7 +361,8 @@ impl ClassHistogram {
             let c = Some(s.class.min(ceiling).saturating_sub(1));
             Threshold { class: c, fault_class: c, source: ThresholdSource::Drained }
         };
-        let gone = self.flow.gone(self.threshold.source == ThresholdSource::Drained, self.taken);
+        let gone =
+            self.flow.gone(self.threshold.source == ThresholdSource::Drained, self.taken, self.placement);
         match (two_modes(&self.weights, self.placement), self.last_split) {
             // The fast mode's pages left (promoted). The histogram still
             // holds their weight for tens of seconds, so Otsu goes on finding
@@ -361,24 +372,6 @@ impl ClassHistogram {
             // (precision 57%). The last split stands, drained. A new hot set
             // (it moved) brings the fast pages back, and with them the split.
             (_, Some(last)) if gone => drained(last),
-            // The fast mode was taken (as many faults qualified since the
-            // split as its busiest pass held fast pages), and the last pass
-            // on its own shows no two modes: what is under the split now is
-            // the cold spread, moving there as the workload, its hot set on
-            // the fast node, touches its cold pages more often. Drained,
-            // whether or not the count fell. A box run of "small" (64/16
-            // MiB) stood at its split while the pass's fast means went from
-            // 2149 (half its peak, right after the hot set was taken) to
-            // 11522 of 16384 pages, the bar's prior rising with them, and
-            // let 2000 cold pages through (precision 66.6%).
-            (_, Some(last))
-                if self.threshold.source == ThresholdSource::Split
-                    && self.flow.last.is_some()
-                    && self.taken >= self.flow.peak
-                    && two_modes(&self.flow.last_classes, self.placement).is_none() =>
-            {
-                drained(last)
-            }
             // Drained, and fast pages are back. A new hot set (it moved) is a
             // mode of its own in the pass that brings it; the histogram, whose
             // history holds its pages' means on their way down, shows no
@@ -581,8 +574,9 @@ pub(super) mod tests {
     pub(crate) const RECORDED_SHOULDER_LATE: [u64; 16] =
         [9, 26, 65, 174, 538, 845, 1734, 2333, 3779, 8590, 21907, 22051, 3324, 125, 1, 0];
 
-    fn shoulder_parts() -> Vec<(u8, u64)> {
-        (8..).zip(RECORDED_SHOULDER).filter(|p| p.1 > 0).collect()
+    /// A recorded histogram (classes 8-23) as `(class, weight)` parts.
+    fn recorded(counts: [u64; 16]) -> Vec<(u8, u64)> {
+        (8..).zip(counts).filter(|p| p.1 > 0).collect()
     }
 
     /// What a drained split asks: half an octave stricter, mean and figure.
@@ -684,7 +678,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_shoulder_without_a_valley_splits_where_the_fit_puts_it() {
-        let parts = shoulder_parts();
+        let parts = recorded(RECORDED_SHOULDER);
         let mut h = histogram(&parts);
         assert_eq!(two_modes(&h.weights, h.placement), None, "no valley to find");
         assert!(h.split_is_fitted());
@@ -694,8 +688,7 @@ pub(super) mod tests {
             "the fast component's mean (14.6) for its peak, the last class it outweighs the slow one in (15) for the valley"
         );
         // The hot pages' means drift down as their faults come: fitted afresh.
-        let later: Vec<(u8, u64)> = (8..).zip(RECORDED_SHOULDER_LATE).filter(|p| p.1 > 0).collect();
-        pass(&mut h, &later);
+        pass(&mut h, &recorded(RECORDED_SHOULDER_LATE));
         assert!(h.split_is_fitted());
         // A valley, once one shows, takes over.
         let clear: Vec<(u8, u64)> = [(11, 30_000), (18, 200_000)].into();
@@ -706,7 +699,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_shoulder_whose_pages_are_of_one_kind_is_dropped_before_it_takes_any() {
-        let parts = shoulder_parts();
+        let parts = recorded(RECORDED_SHOULDER);
         let mut h = histogram(&parts);
         let fitted = h.threshold();
         h.judge_shoulder(false);

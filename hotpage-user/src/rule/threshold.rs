@@ -191,6 +191,34 @@ impl FastFlow {
             && (drained || stopped || last * DRAINED_AT * DRAINED_AT < self.peak || taken >= self.peak);
         falling_gone || (taken >= self.peak && two_modes(&self.last_classes, placement).is_none())
     }
+
+    /// Fast pages back on a drained node: a fast mode of its own in the
+    /// last pass, with at least 1/[`DRAINED_AT`] of the busiest pass's fast
+    /// pages under the last split or under its own split. A new hot set
+    /// need not come back under the old split (in a moving box run the
+    /// split had tightened to 127 ms on the first set's stragglers, and the
+    /// new set's means stood a clear mode at 90-250 ms beside seven times as
+    /// many cold pages, 915 of them under 127 ms: the node stayed drained to
+    /// the end of the run). Under its own split, a mode counts only up to
+    /// twice the busiest pass's fast pages: where the two modes of a pass
+    /// are the pages left and a few slow ones, the faster is everything (a
+    /// DAMON run of a small region once the hot set had left: 15000 pages
+    /// under 10 ms beside 477 at 180 ms, against a peak of 3076). The counts
+    /// then start over under the new split, so that the next redraw does
+    /// not take the old split's count of the same pass for a drain.
+    fn back(&mut self, placement: Placement) -> Option<(u8, u8)> {
+        let found = two_modes(&self.last_classes, placement)?;
+        if self.last.is_some_and(|last| last * DRAINED_AT >= self.peak) {
+            return Some(found);
+        }
+        let under = |classes: &[u64; CLASSES]| classes[..=usize::from(found.0)].iter().sum::<u64>();
+        let last = under(&self.last_classes);
+        if last * DRAINED_AT < self.peak || last > 2 * self.peak {
+            return None;
+        }
+        (self.last, self.before, self.fast) = (Some(last), None, under(&self.classes));
+        Some(found)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -371,21 +399,30 @@ impl ClassHistogram {
             // a split, it let 100 cold pages a second through in a CI run
             // (precision 57%). The last split stands, drained. A new hot set
             // (it moved) brings the fast pages back, and with them the split.
-            (_, Some(last)) if gone => drained(last),
-            // Drained, and fast pages are back. A new hot set (it moved) is a
-            // mode of its own in the pass that brings it; the histogram, whose
-            // history holds its pages' means on their way down, shows no
-            // valley for passes. Without one in the pass, it is the cold
-            // spread moving under the old split: the workload speeds up once
-            // its hot set is on the fast node and touches its cold pages more
-            // often. In a 150 s recording the cold pages under the split grew
-            // from 3% of the hot set's count right after the drain to 90% ten
-            // passes later, and in another from 15% to 136% within two
-            // passes; reviving the split for them took precision to 15.7% and
-            // 12.5%.
+            (_, Some(last)) if gone && self.threshold.source != ThresholdSource::Drained => drained(last),
+            // Drained: fast pages are back only as a mode of their own in the
+            // last pass, with a quarter of the busiest pass's fast pages under
+            // its split (what "not drained" asks). A new hot set (it moved)
+            // is such a mode while its pages' means come down; the histogram,
+            // whose history holds them on their way, shows no valley for
+            // passes, and the old split need not hold them: in a moving box
+            // run the old split had tightened to 127 ms on the first set's
+            // stragglers, the new set's means stood a clear mode at 90-250 ms
+            // beside seven times as many cold pages, and only 915 of them were
+            // under 127 ms, so the node stayed drained to the end of the run.
+            // Without a mode in the pass, a count rising under the split is
+            // the cold spread moving: the workload speeds up once its hot set
+            // is on the fast node and touches its cold pages more often. In a
+            // 150 s recording the cold pages under the split grew from 3% of
+            // the hot set's count right after the drain to 90% ten passes
+            // later, and in another from 15% to 136% within two passes;
+            // reviving the split for them took precision to 15.7% and 12.5%.
             (_, Some(last)) if self.threshold.source == ThresholdSource::Drained => {
-                match two_modes(&self.flow.last_classes, self.placement) {
-                    Some(found) => split(self.take_split(found)),
+                match self.flow.back(self.placement) {
+                    Some(found) => {
+                        self.restart_from_last_pass();
+                        split(self.take_split(found))
+                    }
                     None => drained(last),
                 }
             }
@@ -412,6 +449,14 @@ impl ClassHistogram {
                 None => self.quantile(ceiling),
             },
         }
+    }
+
+    /// The histogram starts over from the last pass: its history is of the
+    /// hot set that left, and a split drawn on it would go back to where
+    /// that set was (the new set's means are still coming down).
+    fn restart_from_last_pass(&mut self) {
+        self.weights = self.flow.last_classes;
+        self.total = self.weights.iter().sum();
     }
 
     /// Makes Otsu's `(class, valley)` the last split.
@@ -826,12 +871,42 @@ pub(super) mod tests {
     fn after_a_drain_only_fast_pages_with_a_mode_of_their_own_split_again() {
         let (mut h, split) = drained_split();
         // The cold pages' own spread grows a fast shoulder with a valley
-        // (DAMON's region figures did), above the split: no new hot set.
-        pass(&mut h, &[(14, 400), (18, 7000)]);
+        // (DAMON's region figures did), above the split, under a quarter of
+        // the fast mode the node had: no new hot set.
+        pass(&mut h, &[(14, 150), (18, 7000)]);
         assert!(otsu(&h.weights, h.placement).is_some(), "the shoulder has a valley");
+        assert_eq!(h.threshold(), drained(split.class));
+        // Two modes whose faster one is the bulk of the pages (a few slow
+        // ones beside the cold pages left): no new hot set either.
+        pass(&mut h, &[(12, 7000), (17, 300)]);
+        assert!(two_modes(&h.flow.last_classes, h.placement).is_some());
         assert_eq!(h.threshold(), drained(split.class));
         // A new hot set as big as the old one (it moved): a split again.
         pass(&mut h, &HOT_AND_COLD);
+        assert_eq!(h.threshold().source, ThresholdSource::Split);
+    }
+
+    #[test]
+    fn a_new_hot_set_need_not_come_back_under_the_split_the_last_one_left() {
+        // The first hot set's last split was tight (its stragglers' means
+        // at class 9), and it drained.
+        let first = [(9, 800), (18, 7000)];
+        let mut h = histogram(&first);
+        pass(&mut h, &first);
+        let split = h.threshold();
+        pass(&mut h, &COLD);
+        pass(&mut h, &COLD);
+        assert_eq!(h.threshold(), drained(split.class));
+        // The hot set moved: its pages' means, coming down, stand a mode of
+        // their own above the old split, none of them under it (a moving box
+        // run: 13984 pages at 90-250 ms beside seven times as many cold ones,
+        // the old split at 127 ms).
+        pass(&mut h, &[(12, 300), (13, 500), (18, 7000)]);
+        let now = h.threshold();
+        assert_eq!(now.source, ThresholdSource::Split);
+        assert!(now.class > split.class, "{now:?}: at the new mode, not the old split");
+        // And it stands while the new set is there.
+        pass(&mut h, &[(12, 500), (13, 300), (18, 7000)]);
         assert_eq!(h.threshold().source, ThresholdSource::Split);
     }
 

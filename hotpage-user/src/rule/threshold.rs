@@ -401,15 +401,9 @@ impl ClassHistogram {
             // (it moved) brings the fast pages back, and with them the split.
             (_, Some(last)) if gone && self.threshold.source != ThresholdSource::Drained => drained(last),
             // Drained: fast pages are back only as a mode of their own in the
-            // last pass, with a quarter of the busiest pass's fast pages under
-            // its split (what "not drained" asks). A new hot set (it moved)
-            // is such a mode while its pages' means come down; the histogram,
-            // whose history holds them on their way, shows no valley for
-            // passes, and the old split need not hold them: in a moving box
-            // run the old split had tightened to 127 ms on the first set's
-            // stragglers, the new set's means stood a clear mode at 90-250 ms
-            // beside seven times as many cold pages, and only 915 of them were
-            // under 127 ms, so the node stayed drained to the end of the run.
+            // last pass ([`FastFlow::back`]). A new hot set (it moved) is such
+            // a mode while its pages' means come down; the histogram, whose
+            // history holds them on their way, shows no valley for passes.
             // Without a mode in the pass, a count rising under the split is
             // the cold spread moving: the workload speeds up once its hot set
             // is on the fast node and touches its cold pages more often. In a

@@ -170,8 +170,7 @@ impl FastFlow {
     /// pass: what is left is the cold pages' steady luck, not stragglers
     /// still being promoted) or it is under 1/[`DRAINED_AT`]² (what is left
     /// no longer matters; the drained bars still take consistently fast
-    /// pages). Once drained, under 1/[`DRAINED_AT`] is enough to stay so;
-    /// and so it is once the node has qualified as many faults since its
+    /// pages); or once the node has qualified as many faults since its
     /// split as the busiest pass held fast pages (`taken`): the fast mode
     /// was taken, and a count still falling is the cold pages' spread
     /// shifting, not stragglers.
@@ -184,11 +183,13 @@ impl FastFlow {
     /// the pass's fast means went from 2149 (half its peak, right after the
     /// hot set was taken) to 11522 of 16384 pages, the bar's prior rising
     /// with them, and let 2000 cold pages through (precision 66.6%).
-    fn gone(&self, drained: bool, taken: u64, placement: Placement) -> bool {
+    /// Asked of a node that is not drained; a drained one stays so until
+    /// [`Self::back`].
+    fn gone(&self, taken: u64, placement: Placement) -> bool {
         let Some(last) = self.last else { return false };
         let stopped = self.before.is_some_and(|b| last * 4 >= b * 3);
         let falling_gone = last * DRAINED_AT < self.peak
-            && (drained || stopped || last * DRAINED_AT * DRAINED_AT < self.peak || taken >= self.peak);
+            && (stopped || last * DRAINED_AT * DRAINED_AT < self.peak || taken >= self.peak);
         falling_gone || (taken >= self.peak && two_modes(&self.last_classes, placement).is_none())
     }
 
@@ -389,8 +390,8 @@ impl ClassHistogram {
             let c = Some(s.class.min(ceiling).saturating_sub(1));
             Threshold { class: c, fault_class: c, source: ThresholdSource::Drained }
         };
-        let gone =
-            self.flow.gone(self.threshold.source == ThresholdSource::Drained, self.taken, self.placement);
+        let was_drained = self.threshold.source == ThresholdSource::Drained;
+        let gone = !was_drained && self.flow.gone(self.taken, self.placement);
         match (two_modes(&self.weights, self.placement), self.last_split) {
             // The fast mode's pages left (promoted). The histogram still
             // holds their weight for tens of seconds, so Otsu goes on finding
@@ -399,7 +400,7 @@ impl ClassHistogram {
             // a split, it let 100 cold pages a second through in a CI run
             // (precision 57%). The last split stands, drained. A new hot set
             // (it moved) brings the fast pages back, and with them the split.
-            (_, Some(last)) if gone && self.threshold.source != ThresholdSource::Drained => drained(last),
+            (_, Some(last)) if gone => drained(last),
             // Drained: fast pages are back only as a mode of their own in the
             // last pass ([`FastFlow::back`]). A new hot set (it moved) is such
             // a mode while its pages' means come down; the histogram, whose
@@ -411,15 +412,13 @@ impl ClassHistogram {
             // the hot set's count right after the drain to 90% ten passes
             // later, and in another from 15% to 136% within two passes;
             // reviving the split for them took precision to 15.7% and 12.5%.
-            (_, Some(last)) if self.threshold.source == ThresholdSource::Drained => {
-                match self.flow.back(self.placement) {
-                    Some(found) => {
-                        self.restart_from_last_pass();
-                        split(self.take_split(found))
-                    }
-                    None => drained(last),
+            (_, Some(last)) if was_drained => match self.flow.back(self.placement) {
+                Some(found) => {
+                    self.restart_from_last_pass();
+                    split(self.take_split(found))
                 }
-            }
+                None => drained(last),
+            },
             (Some(found), _) => split(self.take_split(found)),
             // A shoulder is fitted afresh as the means move; a valley, once
             // one shows, takes over (above). A fit that falls short of the

@@ -32,6 +32,9 @@ pub const CEILING_MS: u32 = 1000;
 /// 1/`DRAINED_AT` of the fast pages its busiest pass found, and the count
 /// has stopped falling or is under 1/`DRAINED_AT`² (see [`FastFlow::gone`]).
 const DRAINED_AT: u64 = 4;
+/// One pass's shoulder counts when the components are this far apart
+/// (Ashman's D; clean separation is D > 2).
+const PASS_MIN_ASHMAN_D: f64 = 2.0;
 
 /// Where a split goes between the fast mode's peak and the valley, by what
 /// one figure is.
@@ -125,6 +128,10 @@ struct FastFlow {
     /// pages as they are now, without the histogram's history.
     classes: [u64; CLASSES],
     last_classes: [u64; CLASSES],
+    /// The last pass's fast mode ([`pass_modes`]), found when it closed: a
+    /// mixture fit is too dear for every redraw (0.3 ms here, 10-20× that
+    /// under TCG, 30 redraws a second).
+    last_modes: Option<(u8, u8)>,
 }
 
 impl Default for FastFlow {
@@ -138,6 +145,7 @@ impl Default for FastFlow {
             peak: 0,
             classes: [0; CLASSES],
             last_classes: [0; CLASSES],
+            last_modes: None,
         }
     }
 }
@@ -147,7 +155,7 @@ impl FastFlow {
     /// qualified since the split. Once they reach the peak, the fast mode
     /// was taken, and a busier pass after it is the cold spread moving
     /// under the split, not more fast pages: the peak stays.
-    fn add(&mut self, class: u8, fast: bool, taken: u64) -> bool {
+    fn add(&mut self, class: u8, fast: bool, taken: u64, placement: Placement) -> bool {
         self.classes[usize::from(class).min(CLASSES - 1)] += 1;
         self.seen += 1;
         self.fast += u64::from(fast);
@@ -161,6 +169,7 @@ impl FastFlow {
         }
         (self.seen, self.fast) = (0, 0);
         self.last_classes = std::mem::replace(&mut self.classes, [0; CLASSES]);
+        self.last_modes = pass_modes(&self.last_classes, placement);
         true
     }
 
@@ -185,12 +194,12 @@ impl FastFlow {
     /// with them, and let 2000 cold pages through (precision 66.6%).
     /// Asked of a node that is not drained; a drained one stays so until
     /// [`Self::back`].
-    fn gone(&self, taken: u64, placement: Placement) -> bool {
+    fn gone(&self, taken: u64) -> bool {
         let Some(last) = self.last else { return false };
         let stopped = self.before.is_some_and(|b| last * 4 >= b * 3);
         let falling_gone = last * DRAINED_AT < self.peak
             && (stopped || last * DRAINED_AT * DRAINED_AT < self.peak || taken >= self.peak);
-        falling_gone || (taken >= self.peak && two_modes(&self.last_classes, placement).is_none())
+        falling_gone || (taken >= self.peak && self.last_modes.is_none())
     }
 
     /// Fast pages back on a drained node: a fast mode of its own in the
@@ -207,8 +216,8 @@ impl FastFlow {
     /// under 10 ms beside 477 at 180 ms, against a peak of 3076). The counts
     /// then start over under the new split, so that the next redraw does
     /// not take the old split's count of the same pass for a drain.
-    fn back(&mut self, placement: Placement) -> Option<(u8, u8)> {
-        let found = two_modes(&self.last_classes, placement)?;
+    fn back(&mut self) -> Option<(u8, u8)> {
+        let found = self.last_modes?;
         if self.last.is_some_and(|last| last * DRAINED_AT >= self.peak) {
             return Some(found);
         }
@@ -267,7 +276,9 @@ impl Default for ClassHistogram {
 impl ClassHistogram {
     pub fn add(&mut self, class: u8) {
         let taken = self.taken;
-        let closed = self.last_split.is_some_and(|last| self.flow.add(class, class <= last.class, taken));
+        let closed = self
+            .last_split
+            .is_some_and(|last| self.flow.add(class, class <= last.class, taken, self.placement));
         self.weights[usize::from(class).min(CLASSES - 1)] += 1;
         self.total += 1;
         self.updates += 1;
@@ -391,7 +402,7 @@ impl ClassHistogram {
             Threshold { class: c, fault_class: c, source: ThresholdSource::Drained }
         };
         let was_drained = self.threshold.source == ThresholdSource::Drained;
-        let gone = !was_drained && self.flow.gone(self.taken, self.placement);
+        let gone = !was_drained && self.flow.gone(self.taken);
         match (two_modes(&self.weights, self.placement), self.last_split) {
             // The fast mode's pages left (promoted). The histogram still
             // holds their weight for tens of seconds, so Otsu goes on finding
@@ -412,7 +423,7 @@ impl ClassHistogram {
             // the hot set's count right after the drain to 90% ten passes
             // later, and in another from 15% to 136% within two passes;
             // reviving the split for them took precision to 15.7% and 12.5%.
-            (_, Some(last)) if was_drained => match self.flow.back(self.placement) {
+            (_, Some(last)) if was_drained => match self.flow.back() {
                 Some(found) => {
                     self.restart_from_last_pass();
                     split(self.take_split(found))
@@ -593,6 +604,21 @@ fn shoulder(m: &mixture::Mixture, placement: Placement) -> Option<(u8, u8)> {
     let valley = m.boundary()?;
     let peak = (m.fast.mean.round() as usize).min(valley);
     Some(placed(peak, valley, placement))
+}
+
+/// A fast mode in one pass over a node (after a drain, a new hot set): two
+/// modes, or a shoulder the fit puts clearly apart (Ashman's D at least
+/// [`PASS_MIN_ASHMAN_D`]) whose fast component is the minority. A new set's
+/// means come down over two or three passes and stand a shoulder on the cold
+/// mode a pass before a valley shows (a moving box run: D 2.2-2.6, 14-21% of
+/// the node). One skewed mode with a sharp edge also fits apart, but as a
+/// bulk and a narrow rest.
+fn pass_modes(w: &[u64; CLASSES], placement: Placement) -> Option<(u8, u8)> {
+    two_modes(w, placement).or_else(|| {
+        let fit = mixture::fit(w, None)?;
+        (fit.separation() >= PASS_MIN_ASHMAN_D && fit.fast.share < fit.slow.share)
+            .then(|| shoulder(&fit, placement))?
+    })
 }
 
 /// The fast mode's split and valley: Otsu's, or else two peaks'.
@@ -901,6 +927,45 @@ pub(super) mod tests {
         // And it stands while the new set is there.
         pass(&mut h, &[(12, 500), (13, 300), (18, 7000)]);
         assert_eq!(h.threshold().source, ThresholdSource::Split);
+    }
+
+    #[test]
+    fn a_new_hot_set_that_is_a_shoulder_of_the_pass_brings_the_split_back() {
+        // Passes over node 1 of a moving box run (classes 11-24, 131072
+        // pages): the first hot set drained 2 s after the move, then its
+        // successor's means came down as a shoulder two passes before they
+        // stood a valley of their own.
+        let recorded = |from: u8, counts: &[u64]| -> Vec<(u8, u64)> {
+            (from..).zip(counts.iter().copied()).filter(|p| p.1 > 0).collect()
+        };
+        let first = [(10, 13911), (18, 60000), (19, 57161)];
+        let mut h = histogram(&first);
+        pass(&mut h, &first);
+        let split = h.threshold();
+        assert_eq!(split.source, ThresholdSource::Split);
+        let after_move =
+            recorded(9, &[2, 1, 16, 76, 87, 421, 2042, 7625, 20450, 36440, 34350, 20936, 7212, 1296, 114, 4]);
+        pass(&mut h, &after_move);
+        assert_eq!(h.threshold(), drained(split.class));
+        // A pass later the fit puts a third of the node in its fast
+        // component, twice the old fast mode and more: the bulk, not a set.
+        let early = recorded(12, &[20, 186, 1188, 5582, 15513, 23092, 32350, 30612, 16510, 5096, 863, 56, 4]);
+        pass(&mut h, &early);
+        assert_eq!(h.threshold(), drained(split.class));
+        // Then a shoulder (Ashman's D 2.6) with 13394 pages at or under
+        // 181 ms, no valley yet: the split comes back at the new set.
+        let shoulder =
+            recorded(11, &[2, 30, 479, 3283, 9600, 13246, 21428, 31195, 30728, 15670, 4572, 781, 57, 1]);
+        let classes: [u64; CLASSES] = {
+            let mut w = [0; CLASSES];
+            shoulder.iter().for_each(|&(c, k)| w[usize::from(c)] = k);
+            w
+        };
+        assert!(two_modes(&classes, Placement::HalfwayToValley).is_none(), "no valley in the pass");
+        pass(&mut h, &shoulder);
+        let now = h.threshold();
+        assert_eq!(now.source, ThresholdSource::Split);
+        assert_eq!(now.class, Some(15), "{now:?}: at the new set's shoulder");
     }
 
     #[test]

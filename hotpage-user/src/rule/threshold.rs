@@ -185,10 +185,10 @@ impl FastFlow {
     /// shifting, not stragglers.
     ///
     /// Once the fast mode was taken, the node is drained too as soon as the
-    /// last pass on its own shows no two modes, whether or not its count
-    /// fell: what is under the split now is the cold spread, moving there
-    /// as the workload, its hot set on the fast node, touches its cold pages
-    /// more often. A box run of "small" (64/16 MiB) stood at its split while
+    /// last pass on its own shows no fast mode ([`pass_modes`]), whether or
+    /// not its count fell: what is under the split now is the cold spread,
+    /// moving there as the workload, its hot set on the fast node, touches
+    /// its cold pages more often. A box run of "small" (64/16 MiB) stood at its split while
     /// the pass's fast means went from 2149 (half its peak, right after the
     /// hot set was taken) to 11522 of 16384 pages, the bar's prior rising
     /// with them, and let 2000 cold pages through (precision 66.6%).
@@ -203,8 +203,9 @@ impl FastFlow {
     }
 
     /// Fast pages back on a drained node: a fast mode of its own in the
-    /// last pass, with at least 1/[`DRAINED_AT`] of the busiest pass's fast
-    /// pages under the last split or under its own split. A new hot set
+    /// last pass (two modes or a clear shoulder, [`pass_modes`]), with at
+    /// least 1/[`DRAINED_AT`] of the busiest pass's fast pages under the
+    /// last split or under its own split. A new hot set
     /// need not come back under the old split (in a moving box run the
     /// split had tightened to 127 ms on the first set's stragglers, and the
     /// new set's means stood a clear mode at 90-250 ms beside seven times as

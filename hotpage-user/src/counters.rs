@@ -1,5 +1,5 @@
 //! Counters shared between the thread that counts and the readers that
-//! report: [`counter_set!`] declares a named set of them once (a snapshot
+//! report: [`counter_set!`](crate::counter_set) declares a named set of them once (a snapshot
 //! struct, an id per counter, and the shared atomic set), and
 //! [`ThreadCounter`] is one counter that many threads bump without a locked
 //! instruction.

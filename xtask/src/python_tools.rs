@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use crate::cargo::{run, target_dir, workspace_root};
 
 /// Installs the pinned packages of `requirements` (relative to the workspace)
-/// into target/<dir> once; offline afterwards.
+/// into `target/<dir>` once; offline afterwards.
 pub fn ensure_python_packages(dir: &str, requirements: &str) -> Result<std::path::PathBuf> {
     let dir = target_dir().join(dir);
     let req = workspace_root().join(requirements);

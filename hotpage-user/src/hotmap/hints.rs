@@ -41,7 +41,7 @@ const SHARDS: usize = 64;
 #[derive(Default)]
 pub struct PfnHasher(u64);
 
-/// A map keyed by a pfn (or another well-spread u64), hashed by [`PfnHasher`].
+/// A map keyed by a pfn (or another well-spread u64), hashed by `PfnHasher`.
 pub type PfnMap<V> = HashMap<u64, V, BuildHasherDefault<PfnHasher>>;
 
 impl Hasher for PfnHasher {

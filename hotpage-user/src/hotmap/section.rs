@@ -13,9 +13,9 @@ pub(super) struct Section {
     /// The lower-tier segment checked first (the whole section, usually).
     pub(super) first: Segment,
     pub(super) segments: Vec<Segment>,
-    /// Distinct lower-tier nodes of the section; hot bit i belongs to owners[i].
+    /// Distinct lower-tier nodes of the section; hot bit `i` belongs to `owners[i]`.
     pub(super) owners: Vec<u32>,
-    /// Bit i: owners[i] has READY pages here not yet walked (PGHOT_SECTION_HOT).
+    /// Bit `i`: `owners[i]` has READY pages here not yet walked (PGHOT_SECTION_HOT).
     pub(super) hot: AtomicU8,
     pub(super) online: AtomicBool,
     /// Records packed into words: 8 per word (default) or 2 (precise).

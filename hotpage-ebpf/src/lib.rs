@@ -56,7 +56,8 @@ pub mod global {
     pub const STAMP_LAYOUT: &str = "stamp_layout";
     /// DAMON object only: positions of the region pointer, the target
     /// pointer and the target index among the tracepoint's arguments (`u32`,
-    /// [`DAMON_NO_ARG`](crate::DAMON_NO_ARG) when absent), and the fewest accesses reported.
+    /// [`DAMON_NO_ARG`](crate::DAMON_NO_ARG) when absent), and the fewest
+    /// accesses reported.
     pub const REGION_ARG: &str = "region_arg";
     pub const TARGET_ARG: &str = "target_arg";
     pub const TARGET_ID_ARG: &str = "target_id_arg";

@@ -1,8 +1,8 @@
 //! Counters shared between the thread that counts and the readers that
-//! report: [`counter_set!`](crate::counter_set) declares a named set of them once (a snapshot
-//! struct, an id per counter, and the shared atomic set), and
-//! [`ThreadCounter`] is one counter that many threads bump without a locked
-//! instruction.
+//! report: [`counter_set!`](crate::counter_set) declares a named set of
+//! them once (a snapshot struct, an id per counter, and the shared atomic
+//! set), and [`ThreadCounter`] is one counter that many threads bump
+//! without a locked instruction.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 

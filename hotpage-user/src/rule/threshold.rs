@@ -188,10 +188,11 @@ impl FastFlow {
     /// last pass on its own shows no fast mode ([`pass_modes`]), whether or
     /// not its count fell: what is under the split now is the cold spread,
     /// moving there as the workload, its hot set on the fast node, touches
-    /// its cold pages more often. A box run of "small" (64/16 MiB) stood at its split while
-    /// the pass's fast means went from 2149 (half its peak, right after the
-    /// hot set was taken) to 11522 of 16384 pages, the bar's prior rising
-    /// with them, and let 2000 cold pages through (precision 66.6%).
+    /// its cold pages more often. A box run of "small" (64/16 MiB) stood at
+    /// its split while the pass's fast means went from 2149 (half its peak,
+    /// right after the hot set was taken) to 11522 of 16384 pages, the bar's
+    /// prior rising with them, and let 2000 cold pages through (precision
+    /// 66.6%).
     /// Asked of a node that is not drained; a drained one stays so until
     /// [`Self::back`].
     fn gone(&self, taken: u64) -> bool {
@@ -205,8 +206,8 @@ impl FastFlow {
     /// Fast pages back on a drained node: a fast mode of its own in the
     /// last pass (two modes or a clear shoulder, [`pass_modes`]), with at
     /// least 1/[`DRAINED_AT`] of the busiest pass's fast pages under the
-    /// last split or under its own split. A new hot set
-    /// need not come back under the old split (in a moving box run the
+    /// last split or under its own split. A new hot set need not come back
+    /// under the old split (in a moving box run the
     /// split had tightened to 127 ms on the first set's stragglers, and the
     /// new set's means stood a clear mode at 90-250 ms beside seven times as
     /// many cold pages, 915 of them under 127 ms: the node stayed drained to
@@ -641,7 +642,12 @@ pub(super) mod tests {
 
     /// A recorded histogram (classes 8-23) as `(class, weight)` parts.
     fn recorded(counts: [u64; 16]) -> Vec<(u8, u64)> {
-        (8..).zip(counts).filter(|p| p.1 > 0).collect()
+        recorded_from(8, &counts)
+    }
+
+    /// Recorded weights of the classes from `from` on as `(class, weight)` parts.
+    fn recorded_from(from: u8, counts: &[u64]) -> Vec<(u8, u64)> {
+        (from..).zip(counts.iter().copied()).filter(|p| p.1 > 0).collect()
     }
 
     /// What a drained split asks: half an octave stricter, mean and figure.
@@ -936,34 +942,29 @@ pub(super) mod tests {
         // pages): the first hot set drained 2 s after the move, then its
         // successor's means came down as a shoulder two passes before they
         // stood a valley of their own.
-        let recorded = |from: u8, counts: &[u64]| -> Vec<(u8, u64)> {
-            (from..).zip(counts.iter().copied()).filter(|p| p.1 > 0).collect()
-        };
         let first = [(10, 13911), (18, 60000), (19, 57161)];
         let mut h = histogram(&first);
         pass(&mut h, &first);
         let split = h.threshold();
         assert_eq!(split.source, ThresholdSource::Split);
-        let after_move =
-            recorded(9, &[2, 1, 16, 76, 87, 421, 2042, 7625, 20450, 36440, 34350, 20936, 7212, 1296, 114, 4]);
+        let after_move = recorded_from(
+            9,
+            &[2, 1, 16, 76, 87, 421, 2042, 7625, 20450, 36440, 34350, 20936, 7212, 1296, 114, 4],
+        );
         pass(&mut h, &after_move);
         assert_eq!(h.threshold(), drained(split.class));
         // A pass later the fit puts a third of the node in its fast
         // component, twice the old fast mode and more: the bulk, not a set.
-        let early = recorded(12, &[20, 186, 1188, 5582, 15513, 23092, 32350, 30612, 16510, 5096, 863, 56, 4]);
+        let early =
+            recorded_from(12, &[20, 186, 1188, 5582, 15513, 23092, 32350, 30612, 16510, 5096, 863, 56, 4]);
         pass(&mut h, &early);
         assert_eq!(h.threshold(), drained(split.class));
         // Then a shoulder (Ashman's D 2.6) with 13394 pages at or under
         // 181 ms, no valley yet: the split comes back at the new set.
         let shoulder =
-            recorded(11, &[2, 30, 479, 3283, 9600, 13246, 21428, 31195, 30728, 15670, 4572, 781, 57, 1]);
-        let classes: [u64; CLASSES] = {
-            let mut w = [0; CLASSES];
-            shoulder.iter().for_each(|&(c, k)| w[usize::from(c)] = k);
-            w
-        };
-        assert!(two_modes(&classes, Placement::HalfwayToValley).is_none(), "no valley in the pass");
+            recorded_from(11, &[2, 30, 479, 3283, 9600, 13246, 21428, 31195, 30728, 15670, 4572, 781, 57, 1]);
         pass(&mut h, &shoulder);
+        assert!(two_modes(&h.flow.last_classes, h.placement).is_none(), "no valley in the pass");
         let now = h.threshold();
         assert_eq!(now.source, ThresholdSource::Split);
         assert_eq!(now.class, Some(15), "{now:?}: at the new set's shoulder");

@@ -6,6 +6,7 @@ mod deps;
 mod e2e_plot;
 mod package;
 mod python_tools;
+mod replay_fidelity;
 mod vm;
 mod vm_run;
 
@@ -231,13 +232,17 @@ fn test_all(spec: &BoxSpec) -> Result<()> {
     let recording = cargo::target_dir().join("vm/test/results/daemon.hprec");
     anyhow::ensure!(recording.exists(), "the box tests returned no {}", recording.display());
     let hotpage = build_bins("hotpage-user", &["hotpage"], false)?.remove(0);
-    run(std::process::Command::new(hotpage)
+    run(std::process::Command::new(&hotpage)
         .arg("replay")
         .arg(&recording)
         .args(["--as-recorded", "--expect-live"]))?;
     // The end-to-end benchmark in its short form: correctness facts only
     // (hotpage brings the hot set to node 0; observe-only moves nothing).
     vm_bench(spec, "e2e", &["--short", "--fast-scan"])?;
+    // And its recording of hotpage, replayed here with the simulated
+    // promoter: the run's own precision and hot set back.
+    let bench = cargo::target_dir().join("bench");
+    replay_fidelity::check(&hotpage, &bench.join("e2e.json"), &bench.join("e2e"))?;
     // `vm run` with a program that exits at once, and with a real one.
     vm_run::vm_run(spec, 5, "", &["/bin/true".into()])?;
     let workload = build_bins("hotpage-tests", &["hotpage-workload"], false)?.remove(0);

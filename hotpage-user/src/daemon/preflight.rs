@@ -20,9 +20,9 @@ pub struct Preflight {
     pub release: String,
     /// The hint-fault hook, when hint faults are wanted.
     pub hook: Option<kernel::HintFaultHook>,
-    /// The kernel's BTF, kept for the sources that read more of it (the DAMON
-    /// tracepoint's prototype): a parse costs seconds of CPU under emulation.
-    /// Drop it once they have started.
+    /// The kernel's BTF (mapped, `kernel::kernel_btf`), kept for the sources
+    /// that read more of it (the DAMON tracepoint's prototype) rather than
+    /// read again. Drop it once they have started.
     pub btf: Btf,
 }
 

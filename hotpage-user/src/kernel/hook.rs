@@ -43,9 +43,9 @@ pub enum HookError {
 /// than parsed whole: hotpage looks up a dozen types, and parsing a
 /// distribution kernel's 5 MB of BTF up front took 150-250 ms on a 2-core
 /// host (seconds of CPU under emulation), where the lookups on the mapping
-/// take under 10 ms. Kernels before 6.16 cannot map the sysfs file itself;
-/// a copy in memory (a memfd) is mapped then, and a full parse is the last
-/// resort.
+/// take under 10 ms. Older kernels cannot map the sysfs file itself (the
+/// box's 6.12 cannot, this 6.18 host can: mapping it came in 2025); a copy
+/// in memory (a memfd) is mapped then, and a full parse is the last resort.
 pub fn kernel_btf(root: &Path) -> Result<Btf, HookError> {
     let path = root.join("sys/kernel/btf/vmlinux");
     if !path.exists() {

@@ -52,10 +52,13 @@ pub enum System {
     /// hotpage with the scanner's rest on (`--scan-rest-after-s 20`; off by
     /// default): the rest's comparison; only when asked for by name.
     HotpageRest,
+    /// hotpage at its defaults without `--record`: what recording every run
+    /// for the replays adds to hotpage's own CPU; only when asked for by name.
+    HotpageUnrecorded,
 }
 
 impl System {
-    pub const ALL: [System; 11] = [
+    pub const ALL: [System; 12] = [
         Self::NoMigration,
         Self::Numab2,
         Self::DamonMigrateHot,
@@ -67,6 +70,7 @@ impl System {
         Self::HotpageDamon200Samples,
         Self::HotpageObserveOnly,
         Self::HotpageRest,
+        Self::HotpageUnrecorded,
     ];
 
     pub fn label(self) -> &'static str {
@@ -82,6 +86,7 @@ impl System {
             Self::HotpageDamon200Samples => "hotpage (DAMON, 200 samples)",
             Self::HotpageObserveOnly => "hotpage observe-only",
             Self::HotpageRest => "hotpage, scanner rests",
+            Self::HotpageUnrecorded => "hotpage, not recorded",
         }
     }
 
@@ -92,7 +97,7 @@ impl System {
 
     /// Comparisons that run only when named in `--systems`.
     fn by_name_only(self) -> bool {
-        self.damon_samples().is_some() || self == Self::HotpageRest
+        self.damon_samples().is_some() || matches!(self, Self::HotpageRest | Self::HotpageUnrecorded)
     }
 
     /// DAMON samples per aggregation other than hotpage's default (80).
@@ -108,7 +113,7 @@ impl System {
         match self {
             Self::HotpagePghot => Some(&["--samples", "off", "--policy", "pghot"]),
             // hotpage at its defaults: hint faults, the latency rule.
-            Self::Hotpage => Some(&["--samples", "off"]),
+            Self::Hotpage | Self::HotpageUnrecorded => Some(&["--samples", "off"]),
             // TCG runs the program and the pagemap lookups 10-20 times slower
             // than hardware, so the box gets a larger CPU budget than the 3% default.
             Self::HotpageSamples => {
@@ -508,6 +513,7 @@ fn kernel_for(system: System, fast_scan: bool) -> Result<SettingsGuard> {
         // (The DAMON source turns it off while it runs, and back.)
         System::HotpagePghot
         | System::Hotpage
+        | System::HotpageUnrecorded
         | System::HotpageRest
         | System::HotpageSamples
         | System::HotpageDamon
@@ -581,7 +587,10 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
     };
     let hotpage = match system.hotpage_args() {
         Some(args) => {
-            let mut args: Vec<&str> = args.iter().copied().chain(["--record", "/tmp/e2e.hprec"]).collect();
+            let mut args: Vec<&str> = args.to_vec();
+            if system != System::HotpageUnrecorded {
+                args.extend(["--record", "/tmp/e2e.hprec"]);
+            }
             if let Some(n) = system.damon_samples() {
                 // sample_us stays at its 5 ms default; the budget widens both alike.
                 let config = "/tmp/e2e-hotpage.toml";
@@ -647,7 +656,9 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
         if !out.status.success() {
             bail!("hotpage run failed: {}", out.status);
         }
-        sent = send_recording(recording, &truth_paths, &sc.name, system, rep);
+        if system != System::HotpageUnrecorded {
+            sent = send_recording(recording, &truth_paths, &sc.name, system, rep);
+        }
     }
     drop(filler);
     drop(kernel);
@@ -1097,7 +1108,7 @@ mod tests {
         let short = Plan::new(true, true, &[], &[], None).unwrap();
         assert!(!short.systems.contains(&System::HotpageDamon));
         // Nor the sample-count variants, which run only when named.
-        assert_eq!(short.systems.len(), System::ALL.len() - 4);
+        assert_eq!(short.systems.len(), System::ALL.len() - 5);
         let full = Plan::new(false, false, &[], &[], None).unwrap();
         assert!(full.systems.contains(&System::HotpageDamon));
         assert!(!full.systems.iter().any(|s| s.damon_samples().is_some()));

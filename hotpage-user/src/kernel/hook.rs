@@ -153,6 +153,11 @@ mod tests {
 
     /// BTF with a hint-fault function named `name` taking `(first *, second *, unsigned long, ...)`.
     fn kernel_with(name: &str, first: &str, second: &str) -> Btf {
+        Btf::from_bytes(&kernel_bytes_with(name, first, second)).unwrap()
+    }
+
+    /// The bytes of [`kernel_with`]'s BTF, as a kernel's sysfs file holds them.
+    fn kernel_bytes_with(name: &str, first: &str, second: &str) -> Vec<u8> {
         let mut w = BtfWriter::new();
         let int = w.int("int", 4);
         let ulong = w.int("unsigned long", 8);
@@ -162,7 +167,7 @@ mod tests {
         let pb = w.ptr(b);
         let pint = w.ptr(int);
         w.func(name, &[("a", pa), ("b", pb), ("addr", ulong), ("flags", pint)], int);
-        Btf::from_bytes(&w.finish()).unwrap()
+        w.finish()
     }
 
     #[test]
@@ -211,13 +216,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sys/kernel/btf/vmlinux");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut w = BtfWriter::new();
-        let int = w.int("int", 4);
-        let ulong = w.int("unsigned long", 8);
-        let (folio, vmf) = (w.strukt("folio"), w.strukt("vm_fault"));
-        let (pf, pv, pint) = (w.ptr(folio), w.ptr(vmf), w.ptr(int));
-        w.func("numa_migrate_check", &[("a", pf), ("b", pv), ("addr", ulong), ("flags", pint)], int);
-        std::fs::write(&path, w.finish()).unwrap();
+        std::fs::write(&path, kernel_bytes_with("numa_migrate_check", "folio", "vm_fault")).unwrap();
         for btf in [kernel_btf(dir.path()).unwrap(), mapped_copy(&path).unwrap()] {
             assert_eq!(hint_fault_hook(&btf, "6.12.0").unwrap(), "numa_migrate_check");
         }

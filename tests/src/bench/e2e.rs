@@ -100,6 +100,11 @@ impl System {
         self.damon_samples().is_some() || matches!(self, Self::HotpageRest | Self::HotpageUnrecorded)
     }
 
+    /// Whether its runs are recorded (`--record`) for the replays.
+    fn recorded(self) -> bool {
+        self != Self::HotpageUnrecorded
+    }
+
     /// DAMON samples per aggregation other than hotpage's default (80).
     fn damon_samples(self) -> Option<u64> {
         match self {
@@ -180,6 +185,10 @@ pub struct RunResult {
     pub system: System,
     pub label: &'static str,
     pub scenario: String,
+    /// The scenario's move of its hot set (seconds after the start), and
+    /// whether it was "tight": what a run is scored against.
+    pub move_at_s: Option<f64>,
+    pub tight: bool,
     /// Which repetition of the cell (0-based).
     pub rep: usize,
     pub hot_pages: u64,
@@ -588,7 +597,7 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
     let hotpage = match system.hotpage_args() {
         Some(args) => {
             let mut args: Vec<&str> = args.to_vec();
-            if system != System::HotpageUnrecorded {
+            if system.recorded() {
                 args.extend(["--record", "/tmp/e2e.hprec"]);
             }
             if let Some(n) = system.damon_samples() {
@@ -656,7 +665,7 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
         if !out.status.success() {
             bail!("hotpage run failed: {}", out.status);
         }
-        if system != System::HotpageUnrecorded {
+        if system.recorded() {
             sent = send_recording(recording, &truth_paths, &sc.name, system, rep);
         }
     }
@@ -671,6 +680,8 @@ pub fn run_one(system: System, sc: &Scenario, rep: usize, fast_scan: bool) -> Re
         system,
         label: system.label(),
         scenario: sc.name.clone(),
+        move_at_s: sc.move_at,
+        tight: sc.tight,
         rep,
         hot_pages,
         region_pages,

@@ -116,6 +116,9 @@ enum VmCmd {
 enum BoxBench {
     /// hotpage's promotion path against a raw move_pages loop, and batch sizes.
     Promote,
+    /// What reading the box kernel's BTF costs hotpage's start: mapped (a memfd
+    /// copy there) against a full parse.
+    Btf,
     /// hotpage vs NUMAB-2 vs no migration on GUPS hot-set workloads; writes a plot too.
     E2e {
         /// Small sizes, one repetition, only correctness facts checked (what CI runs).
@@ -146,6 +149,8 @@ enum HostBench {
     Samples,
     /// A recording's bytes per event and how fast it replays through the hot map.
     Replay,
+    /// What reading the kernel's BTF costs hotpage's start: mapped against a full parse.
+    Btf,
 }
 
 pub fn is_root() -> bool {
@@ -177,6 +182,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             vm_run::vm_run(&spec, seconds, &hotpage_args, &program)
         }
         Cmd::Vm { cmd: VmCmd::Bench { spec, bench: BoxBench::Promote } } => vm_bench(&spec, "promote", &[]),
+        Cmd::Vm { cmd: VmCmd::Bench { spec, bench: BoxBench::Btf } } => vm_bench(&spec, "btf", &[]),
         Cmd::Vm {
             cmd: VmCmd::Bench { spec, bench: BoxBench::E2e { short, fast_scan, systems, scenarios, reps } },
         } => {
@@ -205,6 +211,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Bench { bench: HostBench::Hotmap } => host_bench("hotmap", false),
         Cmd::Bench { bench: HostBench::Samples } => host_bench("samples", true),
         Cmd::Bench { bench: HostBench::Replay } => host_bench("replay", false),
+        Cmd::Bench { bench: HostBench::Btf } => host_bench("btf", false),
     }
 }
 

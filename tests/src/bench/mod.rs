@@ -2,6 +2,7 @@
 //! baseline side by side in one run, prints a table with ratios and writes
 //! `target/bench/<name>.json`.
 
+pub mod btf;
 pub mod damon;
 pub mod e2e;
 pub mod hotmap;

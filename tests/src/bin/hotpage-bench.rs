@@ -72,6 +72,11 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// What reading the kernel's BTF costs hotpage's start: mapped against a full parse.
+    Btf {
+        #[arg(long, default_value_t = 6)]
+        rounds: usize,
+    },
     /// A recording's size per event and how fast it replays through the hot map.
     Replay {
         #[arg(long, default_value_t = 10_000_000)]
@@ -121,6 +126,13 @@ fn main() -> Result<()> {
             let report = bench::replay::run(events, rounds)?;
             bench::replay::print(&report);
             let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/replay.json"));
+            bench::write_json(&out, &report)?;
+            println!("results: {}", out.display());
+        }
+        Bench::Btf { rounds } => {
+            let report = bench::btf::run(rounds)?;
+            bench::btf::print(&report);
+            let out = cli.out.unwrap_or_else(|| PathBuf::from("target/bench/btf.json"));
             bench::write_json(&out, &report)?;
             println!("results: {}", out.display());
         }

@@ -16,10 +16,9 @@
 //! count): replayed, precision fell from 99% to 77-83%. Taking the stalled
 //! time off every fault of the process keeps hot and cold alike.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Mutex,
-};
+use std::{collections::VecDeque, sync::Mutex};
+
+use crate::hotmap::PfnMap;
 
 /// Move calls kept per process: a latency window of a few seconds holds at
 /// most a few dozen calls.
@@ -61,13 +60,15 @@ impl PendingMoves {
 /// order. Two workers (one per lower-tier node) can move one process's pages
 /// at the same time; the process is held once, so overlapping calls are
 /// merged, or their common time would be taken off its latencies twice.
+/// Keyed by pid; every hint fault looks its process up, so the key is
+/// hashed with one multiply rather than SipHash.
 #[derive(Debug, Default)]
-pub struct MoveCalls(HashMap<u32, VecDeque<(u64, u64)>>);
+pub struct MoveCalls(PfnMap<VecDeque<(u64, u64)>>);
 
 impl MoveCalls {
     pub fn note(&mut self, span: MoveSpan) {
         let MoveSpan { pid, start_ms, end_ms } = span;
-        let spans = self.0.entry(pid).or_default();
+        let spans = self.0.entry(u64::from(pid)).or_default();
         // Calls end in about the order they start: the new one goes near the
         // back, and merges with the spans it touches.
         let at = spans.iter().rposition(|&(s, _)| s <= start_ms).map_or(0, |i| i + 1);
@@ -95,8 +96,22 @@ impl MoveCalls {
 
     /// How much of `from_ms..to_ms` `pid` spent in move calls, ms.
     pub fn stalled_ms(&self, pid: u32, from_ms: u64, to_ms: u64) -> u64 {
-        let Some(spans) = self.0.get(&pid) else { return 0 };
-        spans.iter().map(|&(s, e)| e.min(to_ms).saturating_sub(s.max(from_ms))).sum()
+        if self.0.is_empty() {
+            return 0;
+        }
+        let Some(spans) = self.0.get(&u64::from(pid)) else { return 0 };
+        if spans.back().is_none_or(|&(_, e)| e <= from_ms) {
+            // The usual case: no call since the page was scanned.
+            return 0;
+        }
+        // Disjoint and in order, so their ends are too: skip the spans that
+        // ended before the window, stop at the first that starts after it.
+        let first = spans.partition_point(|&(_, e)| e <= from_ms);
+        spans
+            .range(first..)
+            .take_while(|&&(s, _)| s < to_ms)
+            .map(|&(s, e)| e.min(to_ms).saturating_sub(s.max(from_ms)))
+            .sum()
     }
 }
 
@@ -142,6 +157,31 @@ mod tests {
         c.note(span(7, 500, 3_000));
         assert_eq!(c.stalled_ms(7, 0, 5_000), 2_500, "one call over all of them");
         assert_eq!(c.0[&7].len(), 1);
+    }
+
+    #[test]
+    fn the_window_lookup_sums_what_every_span_overlaps() {
+        // Random calls, some overlapping, and random windows: the lookup that
+        // skips spans outside the window gives what summing every span does.
+        let mut c = MoveCalls::default();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for i in 0..200u64 {
+            let start = i * 50 + next(80);
+            c.note(span(7, start, start + 1 + next(120)));
+            let spans = &c.0[&7];
+            for _ in 0..20 {
+                let from = next(i * 50 + 300);
+                let to = from + next(2_000);
+                let all: u64 = spans.iter().map(|&(s, e)| e.min(to).saturating_sub(s.max(from))).sum();
+                assert_eq!(c.stalled_ms(7, from, to), all, "{from}..{to} over {spans:?}");
+            }
+        }
     }
 
     #[test]

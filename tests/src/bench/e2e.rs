@@ -55,10 +55,16 @@ pub enum System {
     /// hotpage at its defaults without `--record`: what recording every run
     /// for the replays adds to hotpage's own CPU; only when asked for by name.
     HotpageUnrecorded,
+    /// The kernel's hint faults at hotpage's scan pace with nothing attached
+    /// and nothing promoted: what the faults alone cost the workload, beside
+    /// hotpage observe-only (the same faults with hotpage's program on them);
+    /// only when asked for by name, with `--fast-scan` for the observe-only
+    /// run's pace to match.
+    HintFaultsOnly,
 }
 
 impl System {
-    pub const ALL: [System; 12] = [
+    pub const ALL: [System; 13] = [
         Self::NoMigration,
         Self::Numab2,
         Self::DamonMigrateHot,
@@ -71,6 +77,7 @@ impl System {
         Self::HotpageObserveOnly,
         Self::HotpageRest,
         Self::HotpageUnrecorded,
+        Self::HintFaultsOnly,
     ];
 
     pub fn label(self) -> &'static str {
@@ -87,6 +94,7 @@ impl System {
             Self::HotpageObserveOnly => "hotpage observe-only",
             Self::HotpageRest => "hotpage, scanner rests",
             Self::HotpageUnrecorded => "hotpage, not recorded",
+            Self::HintFaultsOnly => "hint faults only, nothing attached",
         }
     }
 
@@ -97,7 +105,8 @@ impl System {
 
     /// Comparisons that run only when named in `--systems`.
     fn by_name_only(self) -> bool {
-        self.damon_samples().is_some() || matches!(self, Self::HotpageRest | Self::HotpageUnrecorded)
+        self.damon_samples().is_some()
+            || matches!(self, Self::HotpageRest | Self::HotpageUnrecorded | Self::HintFaultsOnly)
     }
 
     /// Whether its runs are recorded (`--record`) for the replays.
@@ -534,15 +543,30 @@ fn kernel_for(system: System, fast_scan: bool) -> Result<SettingsGuard> {
             g.set(NUMA_BALANCING, "2")?;
             g.set(PROMOTE_RATE_LIMIT, "0")?;
         }
+        // The same, at the pace hotpage sets.
+        System::HintFaultsOnly => {
+            g.set(NUMA_BALANCING, "2")?;
+            g.set(PROMOTE_RATE_LIMIT, "0")?;
+            set_hotpage_scan(&mut g)?;
+        }
     }
     if fast_scan && system != System::DamonMigrateHot {
-        g.set(SCAN_DELAY_MS, "0")?;
-        g.set(SCAN_PERIOD_MIN_MS, "100")?;
-        g.set(SCAN_PERIOD_MAX_MS, "1000")?;
+        set_hotpage_scan(&mut g)?;
     }
     // Demotion goes on after the filler has filled node 0 (see run_one).
     g.set(DEMOTION_ENABLED, "false")?;
     Ok(g)
+}
+
+/// NUMA balancing's scan knobs at hotpage's defaults.
+fn set_hotpage_scan(g: &mut SettingsGuard) -> Result<()> {
+    use hotpage::daemon::config::{
+        SCAN_DELAY_MS as DELAY, SCAN_PERIOD_MAX_MS as MAX, SCAN_PERIOD_MIN_MS as MIN,
+    };
+    g.set(SCAN_DELAY_MS, &DELAY.to_string())?;
+    g.set(SCAN_PERIOD_MIN_MS, &MIN.to_string())?;
+    g.set(SCAN_PERIOD_MAX_MS, &MAX.to_string())?;
+    Ok(())
 }
 
 fn first_time(timeline: &[Sample], from: f64, share: f64) -> Option<f64> {
@@ -1018,7 +1042,7 @@ fn check_facts(r: &E2eReport) -> Result<()> {
                     run.kernel_promoted_pages
                 )
             }
-            System::HotpageObserveOnly | System::NoMigration
+            System::HotpageObserveOnly | System::NoMigration | System::HintFaultsOnly
                 if run.migrated_bytes > 0 || run.pages_on_node0() > 0 =>
             {
                 bail!("{}: pages moved ({} bytes migrated)", run.label, run.migrated_bytes)

@@ -332,6 +332,9 @@ pub fn replay(data: &[u8], opts: &ReplayOptions, truth: &[Truth]) -> Result<Repl
         dropped: 0,
         ready: 0,
         taken_pages: 0,
+        taken: Vec::new(),
+        taken_pfns: PfnMap::default(),
+        ready_where: PfnMap::default(),
         processes: Vec::new(),
         newly_mapped: Vec::new(),
         timeline: Vec::new(),
@@ -386,8 +389,15 @@ struct State<'a> {
     fed: u64,
     dropped: u64,
     ready: u64,
-    /// Base pages the recorded takes took (as recorded).
+    /// READY records the recorded takes took (as recorded).
     taken_pages: u64,
+    /// As recorded, what each take took, as the simulated promoter's moves
+    /// are kept (time ms, pid, address, base pages) with its pfn, for the
+    /// truth's score: a take the worker put back is no promotion.
+    taken: Vec<((u64, u32, u64, u64), u64)>,
+    taken_pfns: PfnMap<()>,
+    /// As recorded, where each page that turned READY was mapped then.
+    ready_where: PfnMap<(u32, u64, u8)>,
     /// Per process, the last one used first.
     processes: Vec<ProcessReplay>,
     /// READY pages of the current piece, for the simulated system.
@@ -406,9 +416,15 @@ impl State<'_> {
         while i < events.len() {
             let mut end = events.len();
             if self.opts.as_recorded {
+                // A change's place is counted in the map's accesses, as the
+                // live map counted them when the worker made it: a rule
+                // rejects events before the map, so that is not the count
+                // of events. An event is at most one access, so feeding as
+                // many events as accesses are missing cannot pass the place.
+                let handled = self.map.accesses_handled();
                 while let Some(c) = self.changes.front() {
-                    if c.seq() > self.fed {
-                        end = end.min(i + (c.seq() - self.fed) as usize);
+                    if c.seq() > handled {
+                        end = end.min(i + (c.seq() - handled) as usize);
                         break;
                     }
                     let c = self.changes.pop_front().expect("front exists");
@@ -450,11 +466,26 @@ impl State<'_> {
     }
 
     fn apply(&mut self, c: &MapChange) {
-        if let MapChange::Taken { pfn, .. } = c
-            && let Some(f) = self.map.peek(*pfn)
-            && f.ready
-        {
-            self.taken_pages += 1;
+        match c {
+            MapChange::Taken { pfn, .. } => {
+                if self.map.peek(*pfn).is_some_and(|f| f.ready) {
+                    self.taken_pages += 1;
+                    // A page taken again (a move that failed for good) counts once.
+                    if let Some(&(pid, vaddr, order)) = self.ready_where.get(pfn)
+                        && self.taken_pfns.insert(*pfn, ()).is_none()
+                    {
+                        self.taken.push(((self.now_ms, pid, vaddr, folio_pages(order)), *pfn));
+                    }
+                }
+            }
+            MapChange::Rearmed { page, .. } => {
+                // Kept in time order for the score's t50 and t90.
+                if self.taken_pfns.remove(&page.pfn).is_some()
+                    && let Some(i) = self.taken.iter().rposition(|t| t.1 == page.pfn)
+                {
+                    self.taken.remove(i);
+                }
+            }
         }
         self.map.apply(c);
     }
@@ -487,7 +518,8 @@ impl State<'_> {
                 run_start = i;
             }
         }
-        let (processes, mapped) = (&mut self.processes, &mut self.newly_mapped);
+        let (processes, mapped, ready_where) =
+            (&mut self.processes, &mut self.newly_mapped, &mut self.ready_where);
         let mut ready = 0;
         let simulate = !self.opts.as_recorded;
         feeder.feed(kept, |ev, result| {
@@ -498,9 +530,12 @@ impl State<'_> {
                     p.ready += 1;
                 }
             }
-            // The simulated system knows where a READY page is mapped, as pagemap would.
+            // The simulated system knows where a READY page is mapped, as
+            // pagemap would; as recorded, the live takes are scored by it.
             if simulate {
                 mapped.push((page_key(ev.pid, ev.vaddr), (ev.pfn, ev.order)));
+            } else {
+                ready_where.insert(ev.pfn, (ev.pid, ev.vaddr, ev.order));
             }
         });
         if !self.newly_mapped.is_empty() {
@@ -565,12 +600,13 @@ impl State<'_> {
     }
 
     fn hot_promoted(&self, until_ms: u64) -> u64 {
-        let sim = self.sim.sim();
-        sim.moves
-            .iter()
-            .filter(|m| m.0 <= until_ms)
-            .map(|&(_, pid, vaddr, pages)| Truth::hot_pages_of(self.truth, pid, vaddr, pages))
-            .sum()
+        let hot = |&(t, pid, vaddr, pages): &(u64, u32, u64, u64)| {
+            if t <= until_ms { Truth::hot_pages_of(self.truth, pid, vaddr, pages) } else { 0 }
+        };
+        if self.opts.as_recorded {
+            return self.taken.iter().map(|t| hot(&t.0)).sum();
+        }
+        self.sim.sim().moves.iter().map(hot).sum()
     }
 
     fn report(
@@ -590,7 +626,11 @@ impl State<'_> {
             }
             sum
         });
-        let moves = self.sim.sim().moves.clone();
+        let moves = if self.opts.as_recorded {
+            self.taken.iter().map(|t| t.0).collect()
+        } else {
+            self.sim.sim().moves.clone()
+        };
         let mut processes = std::mem::take(&mut self.processes);
         for &(_, pid, _, pages) in &moves {
             match processes.iter_mut().find(|p| p.pid == pid) {
@@ -697,15 +737,30 @@ mod tests {
     /// takes READY records (and puts some back) between batches, as the
     /// daemon's threads do; returns the recording and what the live map decided.
     fn record_live(path: &std::path::Path) -> (FeedStats, HotMapCounters) {
+        record_live_with(path, None, |first| events(first, 20_000))
+    }
+
+    /// `record_live` with a hotness rule of `policy` (and the recording's
+    /// header saying so) and the events `stream` makes from the first pfn.
+    fn record_live_with(
+        path: &std::path::Path,
+        policy: Option<Policy>,
+        stream: impl Fn(u64) -> Vec<HotpageEvent>,
+    ) -> (FeedStats, HotMapCounters) {
         let topology = TierTopology::read(&cxl_box()).unwrap();
         let first = topology.lower_tier_ranges().unwrap()[0].start_pfn;
-        let h = header(topology.clone());
-        let map = Arc::new(HotMap::new(&MemoryLayout::from(&topology), h.hotmap, h.hint_capacity).unwrap());
+        let h = Header { policy, ..header(topology.clone()) };
+        let layout = MemoryLayout::from(&topology);
+        let map = Arc::new(HotMap::new(&layout, h.hotmap, h.hint_capacity).unwrap());
         map.start();
         let (tx, rx) = mpsc::channel();
         assert!(map.log_changes(tx));
-        let mut rec = Recorder::to_file(HotMapFeeder::new(map.clone()), path, &h, Some(rx)).unwrap();
-        for (b, batch) in events(first, 20_000).chunks(97).enumerate() {
+        let feeder = match policy {
+            Some(p) => HotMapFeeder::with_rule(map.clone(), Some(HotnessRule::new(p, &layout))),
+            None => HotMapFeeder::new(map.clone()),
+        };
+        let mut rec = Recorder::to_file(feeder, path, &h, Some(rx)).unwrap();
+        for (b, batch) in stream(first).chunks(97).enumerate() {
             rec.consume_batch(batch);
             if b % 3 == 0 {
                 let mut k = 0;
@@ -742,6 +797,60 @@ mod tests {
         // takes are what makes the match.
         let sim = replay(&data, &ReplayOptions { as_recorded: false, ..opts }, &[]).unwrap();
         assert_ne!(sim.feed.newly_ready, live.newly_ready);
+    }
+
+    /// With the latency rule the live map handles only the accesses the rule
+    /// lets through, and a worker's take names its place in those, not in
+    /// the events: as recorded, the takes must go there (placed by events
+    /// instead, every take came before the page it took was READY, and the
+    /// box runs' replays found 0 pages taken).
+    #[test]
+    fn as_recorded_with_a_rule_the_takes_go_where_the_live_map_made_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.hprec");
+        // Scans of 4096 pages: each pass every page faults once, the first
+        // 410 fast (their fault every pass), the rest slow.
+        let with_latencies = |first: u64| {
+            (0..40 * 4096u64)
+                .map(|i| {
+                    let page = (i * 1031) % 4096;
+                    HotpageEvent {
+                        pfn: first + page,
+                        vaddr: 0x7f00_0000_0000 + page * 4096,
+                        time_ns: 1_000_000_000 + i * 100_000,
+                        latency_ms: if page < 410 { 20 + (i % 7) as u32 } else { 900 + (i % 1300) as u32 },
+                        flags: event_flags::LATENCY,
+                        pid: 42,
+                        nid: 0,
+                        page_nid: 1,
+                        source: source::HINT_FAULT,
+                        ..HotpageEvent::default()
+                    }
+                })
+                .collect()
+        };
+        let (live, counters) = record_live_with(&path, Some(Policy::Latency), with_latencies);
+        let data = std::fs::read(&path).unwrap();
+        let h = Reader::new(&data).unwrap().header().clone();
+        let opts = ReplayOptions { as_recorded: true, ..options(&h) };
+        let r = replay(&data, &opts, &[]).unwrap();
+        assert!(
+            r.rule.counters.rejected > 100_000 && live.newly_ready > 100,
+            "{:?} {live:?}",
+            r.rule.counters
+        );
+        assert_eq!(r.feed, live, "field by field");
+        assert_eq!(r.hotmap, counters);
+        assert_eq!(r.matches_live, Some(true));
+        assert!(r.promoted_pages > 100, "the takes found their READY pages: {}", r.promoted_pages);
+        // Scored against the truth by what the live workers took.
+        let truth = vec![Truth {
+            pid: 42,
+            region: (0x7f00_0000_0000, 0x7f00_0000_0000 + 4096 * 4096),
+            hot: vec![(0x7f00_0000_0000, 0x7f00_0000_0000 + 410 * 4096)],
+        }];
+        let score = replay(&data, &opts, &truth).unwrap().truth.unwrap();
+        assert!(score.precision > 0.99 && score.hot_promoted_pages > 100, "{score:?}");
     }
 
     /// The stalls hotpage's own moves caused are in the recorded latencies

@@ -236,9 +236,28 @@ pub fn render_stats(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
     }
     out += &t.to_string();
     out += "\n\nkernel: ";
-    out += &s.kernel_counters.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+    out += &kernel_line(s, prev);
     out.push('\n');
     out
+}
+
+/// The kernel's counters, each with its rate over the interval when there is
+/// one: `numa_hint_faults` a second is what the scans cost the workloads.
+/// (Without an interval there is no rate: the counters run since boot.)
+fn kernel_line(s: &Snapshot, prev: Option<(&Snapshot, f64)>) -> String {
+    let rate = |k: &str, v: u64| {
+        let (p, secs) = prev.filter(|&(_, secs)| secs > 0.0)?;
+        let before = *p.kernel_counters.get(k)?;
+        Some(v.saturating_sub(before) as f64 / secs)
+    };
+    s.kernel_counters
+        .iter()
+        .map(|(k, &v)| match rate(k, v) {
+            Some(r) => format!("{k} {v} ({r:.0}/s)"),
+            None => format!("{k} {v}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The `hotpage top` table: processes by promoted and ready memory.
@@ -290,8 +309,10 @@ mod tests {
         let now = crate::report::fixture::snapshot();
         let mut before = now.clone();
         before.promoter[0].counters.moved = 8192 - 1000;
+        before.kernel_counters.insert("numa_hint_faults".into(), 70_000 - 3_000);
         let text = render_stats(&now, Some((&before, 2.0)));
         assert!(text.contains(" 500 "), "{text}");
+        assert!(text.contains("numa_hint_faults 70000 (1500/s), pgpromote_success 0 (0/s)"), "{text}");
     }
 
     #[test]

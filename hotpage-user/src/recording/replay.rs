@@ -395,6 +395,7 @@ struct State<'a> {
     /// are kept (time ms, pid, address, base pages) with its pfn, for the
     /// truth's score: a take the worker put back is no promotion.
     taken: Vec<((u64, u32, u64, u64), u64)>,
+    /// The pfns in `taken`.
     taken_pfns: PfnMap<()>,
     /// As recorded, where each page that turned READY was mapped then.
     ready_where: PfnMap<(u32, u64, u8)>,
@@ -719,18 +720,32 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 let page = if x % 10 < 9 { x % 410 } else { x % 4096 };
-                HotpageEvent {
-                    pfn: first_pfn + page,
-                    vaddr: 0x7f00_0000_0000 + page * 4096,
-                    time_ns: 1_000_000_000 + i * 400_000,
-                    pid: 42,
-                    nid: 0,
-                    page_nid: 1,
-                    source: source::HINT_FAULT,
-                    ..HotpageEvent::default()
-                }
+                fault(first_pfn, page, 1_000_000_000 + i * 400_000)
             })
             .collect()
+    }
+
+    /// A hint fault of process 42 on page `page` of the streams' region.
+    fn fault(first_pfn: u64, page: u64, time_ns: u64) -> HotpageEvent {
+        HotpageEvent {
+            pfn: first_pfn + page,
+            vaddr: 0x7f00_0000_0000 + page * 4096,
+            time_ns,
+            pid: 42,
+            nid: 0,
+            page_nid: 1,
+            source: source::HINT_FAULT,
+            ..HotpageEvent::default()
+        }
+    }
+
+    /// The streams' ground truth: process 42, its first 410 pages hot.
+    fn truth() -> Vec<Truth> {
+        vec![Truth {
+            pid: 42,
+            region: (0x7f00_0000_0000, 0x7f00_0000_0000 + 4096 * 4096),
+            hot: vec![(0x7f00_0000_0000, 0x7f00_0000_0000 + 410 * 4096)],
+        }]
     }
 
     /// Feeds a stream through a recorder into a live map while a "worker"
@@ -815,16 +830,9 @@ mod tests {
                 .map(|i| {
                     let page = (i * 1031) % 4096;
                     HotpageEvent {
-                        pfn: first + page,
-                        vaddr: 0x7f00_0000_0000 + page * 4096,
-                        time_ns: 1_000_000_000 + i * 100_000,
                         latency_ms: if page < 410 { 20 + (i % 7) as u32 } else { 900 + (i % 1300) as u32 },
                         flags: event_flags::LATENCY,
-                        pid: 42,
-                        nid: 0,
-                        page_nid: 1,
-                        source: source::HINT_FAULT,
-                        ..HotpageEvent::default()
+                        ..fault(first, page, 1_000_000_000 + i * 100_000)
                     }
                 })
                 .collect()
@@ -844,12 +852,7 @@ mod tests {
         assert_eq!(r.matches_live, Some(true));
         assert!(r.promoted_pages > 100, "the takes found their READY pages: {}", r.promoted_pages);
         // Scored against the truth by what the live workers took.
-        let truth = vec![Truth {
-            pid: 42,
-            region: (0x7f00_0000_0000, 0x7f00_0000_0000 + 4096 * 4096),
-            hot: vec![(0x7f00_0000_0000, 0x7f00_0000_0000 + 410 * 4096)],
-        }];
-        let score = replay(&data, &opts, &truth).unwrap().truth.unwrap();
+        let score = replay(&data, &opts, &truth()).unwrap().truth.unwrap();
         assert!(score.precision > 0.99 && score.hot_promoted_pages > 100, "{score:?}");
     }
 
@@ -903,12 +906,7 @@ mod tests {
         record_live(&path);
         let data = std::fs::read(&path).unwrap();
         let h = Reader::new(&data).unwrap().header().clone();
-        let truth = vec![Truth {
-            pid: 42,
-            region: (0x7f00_0000_0000, 0x7f00_0000_0000 + 4096 * 4096),
-            hot: vec![(0x7f00_0000_0000, 0x7f00_0000_0000 + 410 * 4096)],
-        }];
-        let r = replay(&data, &options(&h), &truth).unwrap();
+        let r = replay(&data, &options(&h), &truth()).unwrap();
         let score = r.truth.unwrap();
         assert!(score.recall > 0.9, "{score:?}");
         assert!(
@@ -918,7 +916,7 @@ mod tests {
         assert!(score.t90_s.is_some() && r.timeline.last().unwrap().promoted_pages == r.promoted_pages);
         // A tight target takes fewer pages.
         let tight = ReplayOptions { top_tier_free_pages: Some(3000 + 16384 + 100), ..options(&h) };
-        let t = replay(&data, &tight, &truth).unwrap();
+        let t = replay(&data, &tight, &truth()).unwrap();
         assert!(t.promoted_pages <= 100, "{}", t.promoted_pages);
     }
 }

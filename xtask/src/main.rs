@@ -247,7 +247,7 @@ fn test_all(spec: &BoxSpec) -> Result<()> {
     // (hotpage brings the hot set to node 0; observe-only moves nothing).
     vm_bench(spec, "e2e", &["--short", "--fast-scan"])?;
     // And its recording of hotpage, replayed here with the simulated
-    // promoter: the run's own precision and hot set back.
+    // promoter and as recorded: the run's own precision and hot set back.
     let bench = cargo::target_dir().join("bench");
     replay_fidelity::check(&hotpage, &bench.join("e2e.json"), &bench.join("e2e"))?;
     // `vm run` with a program that exits at once, and with a real one.

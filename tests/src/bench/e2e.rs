@@ -1142,8 +1142,10 @@ mod tests {
     fn the_short_form_leaves_damon_out_unless_asked() {
         let short = Plan::new(true, true, &[], &[], None).unwrap();
         assert!(!short.systems.contains(&System::HotpageDamon));
-        // Nor the sample-count variants, which run only when named.
-        assert_eq!(short.systems.len(), System::ALL.len() - 5);
+        // Nor the comparisons that run only when named (the sample-count
+        // variants, the rest, the unrecorded run, the hint faults alone).
+        assert_eq!(short.systems.len(), System::ALL.len() - 6);
+        assert!(!short.systems.contains(&System::HintFaultsOnly));
         let full = Plan::new(false, false, &[], &[], None).unwrap();
         assert!(full.systems.contains(&System::HotpageDamon));
         assert!(!full.systems.iter().any(|s| s.damon_samples().is_some()));

@@ -332,9 +332,7 @@ pub fn replay(data: &[u8], opts: &ReplayOptions, truth: &[Truth]) -> Result<Repl
         dropped: 0,
         ready: 0,
         taken_pages: 0,
-        taken: Vec::new(),
-        taken_pfns: PfnMap::default(),
-        ready_where: PfnMap::default(),
+        taken: PfnMap::default(),
         processes: Vec::new(),
         newly_mapped: Vec::new(),
         timeline: Vec::new(),
@@ -391,14 +389,10 @@ struct State<'a> {
     ready: u64,
     /// READY records the recorded takes took (as recorded).
     taken_pages: u64,
-    /// As recorded, what each take took, as the simulated promoter's moves
-    /// are kept (time ms, pid, address, base pages) with its pfn, for the
-    /// truth's score: a take the worker put back is no promotion.
-    taken: Vec<((u64, u32, u64, u64), u64)>,
-    /// The pfns in `taken`.
-    taken_pfns: PfnMap<()>,
-    /// As recorded, where each page that turned READY was mapped then.
-    ready_where: PfnMap<(u32, u64, u8)>,
+    /// As recorded, what each take took, by pfn, as the simulated promoter's
+    /// moves are kept (time ms, pid, address, base pages), for the truth's
+    /// score: a take the worker put back is no promotion.
+    taken: PfnMap<(u64, u32, u64, u64)>,
     /// Per process, the last one used first.
     processes: Vec<ProcessReplay>,
     /// READY pages of the current piece, for the simulated system.
@@ -471,21 +465,17 @@ impl State<'_> {
             MapChange::Taken { pfn, .. } => {
                 if self.map.peek(*pfn).is_some_and(|f| f.ready) {
                     self.taken_pages += 1;
-                    // A page taken again (a move that failed for good) counts once.
-                    if let Some(&(pid, vaddr, order)) = self.ready_where.get(pfn)
-                        && self.taken_pfns.insert(*pfn, ()).is_none()
-                    {
-                        self.taken.push(((self.now_ms, pid, vaddr, folio_pages(order)), *pfn));
+                    // Where the page is mapped: the hint its READY access left,
+                    // which the live worker moved it by. A page taken again (a
+                    // move that failed for good) counts once.
+                    if let Some(h) = self.map.hints().get(*pfn) {
+                        let now = self.now_ms;
+                        self.taken.entry(*pfn).or_insert((now, h.pid, h.vaddr, folio_pages(h.order)));
                     }
                 }
             }
             MapChange::Rearmed { page, .. } => {
-                // Kept in time order for the score's t50 and t90.
-                if self.taken_pfns.remove(&page.pfn).is_some()
-                    && let Some(i) = self.taken.iter().rposition(|t| t.1 == page.pfn)
-                {
-                    self.taken.remove(i);
-                }
+                self.taken.remove(&page.pfn);
             }
         }
         self.map.apply(c);
@@ -519,8 +509,7 @@ impl State<'_> {
                 run_start = i;
             }
         }
-        let (processes, mapped, ready_where) =
-            (&mut self.processes, &mut self.newly_mapped, &mut self.ready_where);
+        let (processes, mapped) = (&mut self.processes, &mut self.newly_mapped);
         let mut ready = 0;
         let simulate = !self.opts.as_recorded;
         feeder.feed(kept, |ev, result| {
@@ -531,12 +520,9 @@ impl State<'_> {
                     p.ready += 1;
                 }
             }
-            // The simulated system knows where a READY page is mapped, as
-            // pagemap would; as recorded, the live takes are scored by it.
+            // The simulated system knows where a READY page is mapped, as pagemap would.
             if simulate {
                 mapped.push((page_key(ev.pid, ev.vaddr), (ev.pfn, ev.order)));
-            } else {
-                ready_where.insert(ev.pfn, (ev.pid, ev.vaddr, ev.order));
             }
         });
         if !self.newly_mapped.is_empty() {
@@ -605,7 +591,7 @@ impl State<'_> {
             if t <= until_ms { Truth::hot_pages_of(self.truth, pid, vaddr, pages) } else { 0 }
         };
         if self.opts.as_recorded {
-            return self.taken.iter().map(|t| hot(&t.0)).sum();
+            return self.taken.values().map(hot).sum();
         }
         self.sim.sim().moves.iter().map(hot).sum()
     }
@@ -628,7 +614,10 @@ impl State<'_> {
             sum
         });
         let moves = if self.opts.as_recorded {
-            self.taken.iter().map(|t| t.0).collect()
+            // In time order, as the score's t50 and t90 read them.
+            let mut taken: Vec<_> = self.taken.values().copied().collect();
+            taken.sort_unstable();
+            taken
         } else {
             self.sim.sim().moves.clone()
         };
